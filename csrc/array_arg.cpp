@@ -1,0 +1,207 @@
+#include "array_arg.h"
+
+#include <pybind11/numpy.h>
+
+#include <cmath>
+#include <sstream>
+
+namespace fastppo {
+namespace {
+
+// The DLPack C ABI (v0.8, the unversioned "dltensor" capsule every producer still exports), declared
+// here rather than vendored: only these fields are read.
+struct DLDevice {
+  int32_t device_type;
+  int32_t device_id;
+};
+struct DLDataType {
+  uint8_t code;
+  uint8_t bits;
+  uint16_t lanes;
+};
+struct DLTensor {
+  void* data;
+  DLDevice device;
+  int32_t ndim;
+  DLDataType dtype;
+  int64_t* shape;
+  int64_t* strides;
+  uint64_t byte_offset;
+};
+struct DLManagedTensor {
+  DLTensor dl_tensor;
+  void* manager_ctx;
+  void (*deleter)(DLManagedTensor*);
+};
+enum : int32_t { kDLCPU = 1, kDLCUDA = 2, kDLCUDAHost = 3, kDLCUDAManaged = 13 };
+enum : uint8_t { kDLInt = 0, kDLUInt = 1, kDLFloat = 2, kDLBool = 6 };
+
+std::string py_type_name(py::handle obj) { return py::str(py::type::of(obj).attr("__name__")); }
+
+ArrayArg from_numpy(const py::array& arr, const char* name) {
+  ArrayArg a;
+  a.name = name;
+  const py::dtype dt = arr.dtype();
+  const char kind = dt.kind();
+  a.itemsize = dt.itemsize();
+  a.dtype_name = py::str(dt);
+  const bool native = dt.byteorder() != '>';
+  if (kind == 'f' && a.itemsize == 4 && native) {
+    a.dtype = ScalarType::Float32;
+  } else if (kind == 'f' && a.itemsize == 8 && native) {
+    a.dtype = ScalarType::Float64;
+  } else if (kind == 'b' || (kind == 'u' && a.itemsize == 1)) {
+    a.dtype = ScalarType::Bool;
+  } else {
+    throw_type_error(std::string(name) + " must have dtype float32, float64 or bool, got " + a.dtype_name);
+  }
+  a.data = const_cast<void*>(arr.data());
+  a.writeable = arr.writeable();
+  for (py::ssize_t d = 0; d < arr.ndim(); ++d) {
+    a.shape.push_back(arr.shape(d));
+    if (arr.strides(d) % a.itemsize != 0)
+      throw_value_error(std::string(name) + " has a stride that is not a whole number of elements; pass a copy");
+    a.strides.push_back(arr.strides(d) / a.itemsize);
+  }
+  a.keepalive = arr;
+  return a;
+}
+
+ArrayArg from_dlpack(py::handle obj, const char* name, py::handle stream) {
+  py::tuple dev = obj.attr("__dlpack_device__")();
+  const int32_t device_type = dev[0].cast<int32_t>();
+  py::object capsule = (device_type == kDLCUDA && !stream.is_none())
+                           ? obj.attr("__dlpack__")(py::arg("stream") = stream)
+                           : obj.attr("__dlpack__")();
+  auto* managed = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(capsule.ptr(), "dltensor"));
+  if (!managed) throw py::error_already_set();
+  const DLTensor& t = managed->dl_tensor;
+  ArrayArg a;
+  a.name = name;
+  a.keepalive = capsule;  // the capsule's destructor calls the producer's deleter
+  switch (t.device.device_type) {
+    case kDLCPU:
+    case kDLCUDAHost:
+      a.device = DeviceType::CPU;
+      break;
+    case kDLCUDA:
+    case kDLCUDAManaged:
+      a.device = DeviceType::CUDA;
+      break;
+    default:
+      throw_type_error(std::string(name) + " lives on an unsupported device (DLPack device type " +
+                       std::to_string(t.device.device_type) + "); expected CPU or CUDA");
+  }
+  a.device_id = t.device.device_id;
+  if (t.dtype.lanes != 1) throw_type_error(std::string(name) + " must not be a vector dtype");
+  a.itemsize = t.dtype.bits / 8;
+  if (t.dtype.code == kDLFloat && t.dtype.bits == 32) {
+    a.dtype = ScalarType::Float32, a.dtype_name = "float32";
+  } else if (t.dtype.code == kDLFloat && t.dtype.bits == 64) {
+    a.dtype = ScalarType::Float64, a.dtype_name = "float64";
+  } else if ((t.dtype.code == kDLBool || t.dtype.code == kDLUInt) && t.dtype.bits == 8) {
+    a.dtype = ScalarType::Bool, a.dtype_name = t.dtype.code == kDLBool ? "bool" : "uint8";
+  } else {
+    static const char* codes[] = {"int", "uint", "float", "opaque", "bfloat", "complex", "bool"};
+    const std::string code = t.dtype.code < 7 ? codes[t.dtype.code] : "code" + std::to_string(t.dtype.code);
+    throw_type_error(std::string(name) + " must have dtype float32, float64 or bool, got " + code +
+                     std::to_string(t.dtype.bits));
+  }
+  a.data = static_cast<char*>(t.data) + t.byte_offset;
+  int64_t compact = 1;
+  a.shape.assign(t.shape, t.shape + t.ndim);
+  a.strides.resize(t.ndim);
+  for (int d = t.ndim - 1; d >= 0; --d) {  // NULL strides mean compact row-major
+    a.strides[d] = t.strides ? t.strides[d] : compact;
+    compact *= t.shape[d];
+  }
+  return a;
+}
+
+}  // namespace
+
+void throw_value_error(const std::string& msg) { throw py::value_error(msg); }
+void throw_type_error(const std::string& msg) { throw py::type_error(msg); }
+
+int64_t ArrayArg::numel() const {
+  int64_t n = 1;
+  for (int64_t s : shape) n *= s;
+  return n;
+}
+
+std::string ArrayArg::shape_str() const {
+  std::ostringstream os;
+  os << "(";
+  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+  os << (shape.size() == 1 ? ",)" : ")");
+  return os.str();
+}
+
+std::string ArrayArg::device_str() const {
+  return device == DeviceType::CPU ? std::string("cpu") : "cuda:" + std::to_string(device_id);
+}
+
+std::pair<uintptr_t, uintptr_t> ArrayArg::extent() const {
+  auto lo = reinterpret_cast<intptr_t>(data), hi = lo;
+  if (numel() == 0) return {uintptr_t(lo), uintptr_t(lo)};
+  for (size_t d = 0; d < shape.size(); ++d) {
+    const intptr_t span = (shape[d] - 1) * strides[d] * itemsize;
+    (span < 0 ? lo : hi) += span;
+  }
+  return {uintptr_t(lo), uintptr_t(hi + itemsize - 1)};
+}
+
+Array2D ArrayArg::as_2d() const { return Array2D{data, strides[0], strides[1]}; }
+
+ArrayArg array_arg(py::handle obj, const char* name, py::handle stream) {
+  if (py::isinstance<py::array>(obj)) return from_numpy(py::reinterpret_borrow<py::array>(obj), name);
+  if (py::hasattr(obj, "__dlpack__")) return from_dlpack(obj, name, stream);
+  throw_type_error(std::string(name) + " must be a numpy array or a torch tensor, got " + py_type_name(obj));
+}
+
+void check_ndim(const ArrayArg& a, size_t ndim, const char* layout) {
+  if (a.shape.size() != ndim)
+    throw_value_error(std::string(a.name) + " must be a " + std::to_string(ndim) + "-D " + layout +
+                      " array, got shape " + a.shape_str());
+}
+
+void check_same_shape(const ArrayArg& a, const ArrayArg& like) {
+  if (a.shape != like.shape)
+    throw_value_error(std::string(a.name) + " must have the shape of " + like.name + " " + like.shape_str() +
+                      ", got " + a.shape_str());
+}
+
+void check_float(const ArrayArg& a) {
+  if (a.dtype == ScalarType::Bool)
+    throw_type_error(std::string(a.name) + " must have dtype float32 or float64, got " + a.dtype_name);
+}
+
+void check_same_dtype(const ArrayArg& a, const ArrayArg& like) {
+  if (a.dtype != like.dtype)
+    throw_type_error(std::string(a.name) + " must have the dtype of " + like.name + " (" + like.dtype_name +
+                     "), got " + a.dtype_name);
+}
+
+void check_same_device(const ArrayArg& a, const ArrayArg& like) {
+  if (a.device != like.device || (a.device == DeviceType::CUDA && a.device_id != like.device_id))
+    throw_value_error(std::string(a.name) + " must be on the device of " + like.name + " (" + like.device_str() +
+                      "), got " + a.device_str());
+}
+
+void check_writeable_output(const ArrayArg& out, const std::vector<const ArrayArg*>& others) {
+  if (!out.writeable) throw_value_error(std::string(out.name) + " must be writeable, got a read-only array");
+  const auto [lo, hi] = out.extent();
+  for (const ArrayArg* o : others) {
+    if (o->numel() == 0 || out.numel() == 0) continue;
+    const auto [olo, ohi] = o->extent();
+    if (lo <= ohi && olo <= hi)
+      throw_value_error(std::string(out.name) + " must not overlap " + o->name + " in memory");
+  }
+}
+
+void check_unit_interval(double x, const char* name) {
+  if (!(x >= 0.0 && x <= 1.0))  // also rejects NaN
+    throw_value_error(std::string(name) + " must be in [0, 1], got " + py::repr(py::float_(x)).cast<std::string>());
+}
+
+}  // namespace fastppo

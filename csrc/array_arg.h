@@ -1,0 +1,54 @@
+// The binding side of every op: turns a Python array argument (a numpy array, or anything with
+// __dlpack__ such as a torch tensor on CPU or CUDA) into a checked, torch-free description, and
+// raises Python exceptions that name the argument, what was expected and what came.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common.h"
+
+namespace fastppo {
+
+namespace py = pybind11;
+
+struct ArrayArg {
+  const char* name = "";
+  void* data = nullptr;
+  ScalarType dtype = ScalarType::Float32;
+  std::string dtype_name;  // as the user would write it, for messages
+  DeviceType device = DeviceType::CPU;
+  int device_id = 0;
+  std::vector<int64_t> shape;
+  std::vector<int64_t> strides;  // in elements
+  int64_t itemsize = 0;
+  bool writeable = true;
+  py::object keepalive;  // the array or the DLPack capsule that owns `data`
+
+  int64_t numel() const;
+  std::string shape_str() const;
+  std::string device_str() const;
+  // [lowest, highest] byte address touched, for overlap checks.
+  std::pair<uintptr_t, uintptr_t> extent() const;
+  Array2D as_2d() const;  // requires ndim == 2
+};
+
+// stream: the consumer's CUDA stream (as an int) for DLPack producers on CUDA, or None.
+ArrayArg array_arg(py::handle obj, const char* name, py::handle stream);
+
+// Checks that raise ValueError / TypeError with a message naming `a`.
+void check_ndim(const ArrayArg& a, size_t ndim, const char* layout);
+void check_same_shape(const ArrayArg& a, const ArrayArg& like);
+void check_float(const ArrayArg& a);
+void check_same_dtype(const ArrayArg& a, const ArrayArg& like);
+void check_same_device(const ArrayArg& a, const ArrayArg& like);
+void check_writeable_output(const ArrayArg& out, const std::vector<const ArrayArg*>& others);
+void check_unit_interval(double x, const char* name);
+
+[[noreturn]] void throw_value_error(const std::string& msg);
+[[noreturn]] void throw_type_error(const std::string& msg);
+
+}  // namespace fastppo

@@ -1,0 +1,37 @@
+// fastppo._core: the one native module. Each op registers itself from its own binding file.
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "parallel.h"
+#ifdef FASTPPO_WITH_CUDA
+#include "cuda/device.h"
+#endif
+
+namespace py = pybind11;
+
+namespace fastppo {
+void bind_gae(py::module_& m);
+}
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "fastppo native kernels (torch-free); use the functions in fastppo, not these.";
+#ifdef FASTPPO_WITH_CUDA
+  m.attr("with_cuda") = true;
+#else
+  m.attr("with_cuda") = false;
+#endif
+  m.def("cuda_device_count", [] {
+#ifdef FASTPPO_WITH_CUDA
+    std::string why;
+    const int n = fastppo::cuda_device_count(&why);
+    return py::make_tuple(n, why);
+#else
+    return py::make_tuple(0, std::string("fastppo was built without CUDA (nvcc was not found at build time)"));
+#endif
+  }, "(number of usable CUDA devices, reason when there are none)");
+  m.def("num_threads", &fastppo::num_threads, "Threads the native CPU kernels use.");
+  m.def("set_num_threads", &fastppo::set_num_threads, py::arg("n"),
+        "Set the native CPU kernels' thread count (n < 1: the default). Not while an op is running.");
+  fastppo::bind_gae(m);
+}

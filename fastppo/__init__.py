@@ -1,0 +1,29 @@
+"""fastppo: a fast, correct on-policy RL trainer for PyTorch users.
+
+Public API so far: :func:`gae` (native GAE on every backend) and :func:`backends`.
+"""
+
+from fastppo._backend import BackendStatus, BackendUnavailableError, backends
+from fastppo.ops import gae
+
+__version__ = "0.1.0"
+
+__all__ = ["BackendStatus", "BackendUnavailableError", "backends", "gae", "get_num_threads", "set_num_threads"]
+
+
+def get_num_threads() -> int:
+    """Threads the native CPU kernels use (1 when the extension is missing)."""
+    from fastppo._backend import _core
+
+    return _core.num_threads() if _core else 1
+
+
+def set_num_threads(n: int) -> None:
+    """Set the native CPU kernels' thread count; ``n < 1`` restores the default (FASTPPO_NUM_THREADS or
+    the machine's core count). Call it between ops, not while one runs in another thread."""
+    from fastppo._backend import _core
+
+    if not isinstance(n, int):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    if _core:
+        _core.set_num_threads(n)

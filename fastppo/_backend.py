@@ -1,0 +1,102 @@
+"""What each backend needs, whether this machine has it, and the one place an op's backend is chosen.
+
+Backends, fastest first: ``cuda`` (CUDA tensors), ``cpp`` (the native CPU kernels), ``numba`` (CPU,
+used when the extension is missing), ``torch`` (the pure-PyTorch reference: the spec and the last
+fallback, on any device). ``FASTPPO_BACKEND`` forces one for every op whose ``backend`` is "auto".
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import NamedTuple
+
+BACKENDS = ("torch", "numba", "cpp", "cuda")
+
+try:
+    from fastppo import _core
+except ImportError as exc:  # a checkout without a compiler, or a broken build
+    _core = None
+    _CORE_MISSING = (
+        f"the compiled extension fastppo._core is not importable ({exc}); "
+        "install fastppo from source on a machine with a C++17 compiler"
+    )
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend was asked for explicitly but cannot run here; the message says why."""
+
+
+class BackendStatus(NamedTuple):
+    available: bool
+    detail: str  # what it is when available, why not when unavailable
+
+
+@functools.cache
+def _unavailable(name: str) -> str | None:
+    """Why backend `name` cannot run on this machine, or None if it can."""
+    if name == "torch":
+        return None
+    if name == "numba":
+        try:
+            import numba  # noqa: F401  (imported here, not at fastppo import: it takes a while)
+        except Exception as exc:  # numba raises ImportError, and others on a numpy mismatch
+            return f"numba is not importable ({exc})"
+        return None
+    if _core is None:
+        return _CORE_MISSING
+    if name == "cpp":
+        return None
+    if not _core.with_cuda:
+        return "fastppo was built without CUDA (nvcc was not found at build time)"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA device is usable by torch (torch.cuda.is_available() is False)"
+    count, why = _core.cuda_device_count()
+    if count == 0:
+        return f"no CUDA device is usable by fastppo's kernels ({why})"
+    return None
+
+
+def backends() -> dict[str, BackendStatus]:
+    """Every backend with whether it can run on this machine and, if it cannot, why.
+
+    >>> fastppo.backends()["cpp"]
+    BackendStatus(available=True, detail='native C++ kernels, 2 threads')
+    """
+    details = {
+        "torch": "pure-PyTorch reference (any device)",
+        "numba": "Numba-compiled CPU loops",
+        "cpp": f"native C++ kernels, {_core.num_threads() if _core else 0} threads",
+        "cuda": "native CUDA kernels",
+    }
+    status = {}
+    for name in BACKENDS:
+        why = _unavailable(name)
+        status[name] = BackendStatus(why is None, details[name] if why is None else why)
+    return status
+
+
+@functools.lru_cache(maxsize=64)
+def _resolve(requested: str, forced: str | None, on_cuda: bool) -> str:
+    choice = forced if requested == "auto" and forced else requested
+    if choice not in ("auto", *BACKENDS):
+        source = "FASTPPO_BACKEND" if choice is forced else "backend"
+        raise ValueError(f"{source} must be one of 'auto', {', '.join(map(repr, BACKENDS))}; got {choice!r}")
+    if choice == "auto":
+        order = ("cuda", "torch") if on_cuda else ("cpp", "numba", "torch")
+        return next(b for b in order if _unavailable(b) is None)
+    why = _unavailable(choice)
+    if why is not None:
+        raise BackendUnavailableError(f"backend {choice!r} is unavailable: {why}")
+    if on_cuda and choice in ("cpp", "numba"):
+        raise ValueError(f"backend {choice!r} runs on CPU arrays, but the inputs are CUDA tensors")
+    if not on_cuda and choice == "cuda":
+        raise ValueError("backend 'cuda' runs on CUDA tensors, but the inputs are on the CPU")
+    return choice
+
+
+def resolve(backend: str, on_cuda: bool) -> str:
+    """The backend an op runs on: `backend` if forced, else FASTPPO_BACKEND, else the fastest here."""
+    return _resolve(backend, os.environ.get("FASTPPO_BACKEND") or None, on_cuda)

@@ -1,0 +1,127 @@
+"""Generalized Advantage Estimation (Schulman et al. 2016), time-major, with separate termination
+and truncation. The loop-shaped reference below is the spec; every backend is tested against it.
+
+    delta_t = r_t + gamma * (1 - terminated_t) * V(s_{t+1}) - V(s_t)
+    A_t     = delta_t + gamma * lam * (1 - terminated_t) * (1 - truncated_t) * A_{t+1},   A_T = 0
+    returns = A + V
+
+``next_values[t]`` is V(s_{t+1}), the value of the observation that followed step t: the next row's
+value normally, the value of the true final (pre-reset) observation on a truncated step, and the
+value after the rollout's last step on row T-1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fastppo import _backend
+from fastppo._backend import _core
+from fastppo.ops import _checks
+
+__all__ = ["gae", "gae_reference"]
+
+
+def gae(rewards, values, next_values, terminated, truncated, *, gamma: float, lam: float,
+        backend: str = "auto", out=None):
+    """Advantages and returns by GAE(gamma, lam) over a time-major ``(T, N)`` rollout.
+
+    Args:
+        rewards, values, next_values: float32 or float64 arrays of shape ``(T, N)`` (numpy arrays or
+            torch tensors, all of one dtype and device). Any strides are accepted.
+        terminated: ``(T, N)`` bool (or the same float dtype): the episode ended at step t; its
+            ``next_values`` entry is not used (no bootstrap).
+        truncated: ``(T, N)`` bool (or the same dtype as ``terminated``): the episode was cut at step t
+            (a time limit); the trace stops but ``next_values[t]`` is bootstrapped from.
+        gamma: discount factor in [0, 1].
+        lam: GAE lambda in [0, 1] (1: Monte-Carlo returns minus V; 0: one-step TD error).
+        backend: "auto" (the fastest for the arrays' device; ``FASTPPO_BACKEND`` overrides), "torch",
+            "numba", "cpp" or "cuda". A forced backend that cannot run raises
+            :class:`fastppo.BackendUnavailableError` saying why.
+        out: optional ``(advantages, returns)`` pair to write into: same shape, dtype and device as
+            ``rewards``, writeable, not overlapping any input. Nothing is allocated when given.
+
+    Returns:
+        ``(advantages, returns)``, the same kind of array as ``rewards`` (``out`` itself if given).
+
+    Raises:
+        TypeError: an argument is not an array, or has the wrong dtype.
+        ValueError: shapes or devices disagree, an output overlaps an input, gamma/lam out of range.
+    """
+    is_tensor = isinstance(rewards, torch.Tensor)
+    if not is_tensor and not isinstance(rewards, np.ndarray):
+        raise TypeError(f"rewards must be a numpy array or a torch tensor, got {type(rewards).__name__}")
+    on_cuda = is_tensor and rewards.is_cuda
+    name = _backend.resolve(backend, on_cuda)
+    if out is None:
+        empty = torch.empty_like if is_tensor else np.empty_like
+        out = (empty(rewards), empty(rewards))
+    elif not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise TypeError(f"out must be a pair (advantages, returns), got {type(out).__name__}")
+
+    if name == "cpp":
+        _core.gae(*map(_host_array, (rewards, values, next_values, terminated, truncated, *out)), gamma, lam)
+    elif name == "cuda":
+        stream = torch.cuda.current_stream(rewards.device).cuda_stream
+        _core.gae(*map(_detached, (rewards, values, next_values, terminated, truncated)), *out, gamma, lam, stream)
+    else:
+        args = _checked_tensors(rewards, values, next_values, terminated, truncated, out, gamma, lam)
+        if name == "numba":
+            from fastppo.ops.gae_numba import gae_numba
+
+            gae_numba(*args, gamma, lam)
+        else:
+            advantages, returns = gae_reference(*args[:5], gamma=gamma, lam=lam)
+            args[5].copy_(advantages)
+            args[6].copy_(returns)
+    return out[0], out[1]
+
+
+def gae_reference(rewards, values, next_values, terminated, truncated, *, gamma: float, lam: float):
+    """The spec: GAE as the equations read, one time step at a time. Torch tensors in and out."""
+    advantages = torch.zeros_like(rewards)
+    next_advantage = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        not_terminated = 1.0 - terminated[t].to(rewards.dtype)
+        not_truncated = 1.0 - truncated[t].to(rewards.dtype)
+        delta = rewards[t] + gamma * not_terminated * next_values[t] - values[t]
+        next_advantage = delta + gamma * lam * not_terminated * not_truncated * next_advantage
+        advantages[t] = next_advantage
+    return advantages, advantages + values
+
+
+def _host_array(x):
+    """numpy arrays pass through; CPU tensors become zero-copy numpy views (cheaper than DLPack)."""
+    return x.detach().numpy() if isinstance(x, torch.Tensor) and x.device.type == "cpu" else x
+
+
+def _detached(x):
+    return x.detach() if isinstance(x, torch.Tensor) else x
+
+
+def _checked_tensors(rewards, values, next_values, terminated, truncated, out, gamma, lam):
+    """Validate for the Python backends exactly as csrc/gae.cpp does; return torch views of all seven."""
+    _checks.check_unit_interval(gamma, "gamma")
+    _checks.check_unit_interval(lam, "lam")
+    r = _checks.as_tensor(rewards, "rewards")
+    _checks.check_ndim(r, 2, "time-major (T, N)", "rewards")
+    _checks.check_float(r, "rewards")
+    named = {"values": values, "next_values": next_values, "terminated": terminated, "truncated": truncated,
+             "out[0] (advantages)": out[0], "out[1] (returns)": out[1]}
+    t = {name: _checks.as_tensor(x, name) for name, x in named.items()}
+    for name, x in t.items():
+        flag = name in ("terminated", "truncated")
+        _checks.check_like(x, name, r, "rewards", dtype=not flag)
+    te, tr = t["terminated"], t["truncated"]
+    _checks.check_flag_dtype(te, "terminated")
+    if te.dtype not in (torch.bool, torch.uint8):
+        _checks.check_like(te, "terminated", r, "rewards")
+    _checks.check_like(tr, "truncated", te, "terminated")
+    inputs = {"rewards": r, "values": t["values"], "next_values": t["next_values"], "terminated": te,
+              "truncated": tr}
+    for i, name in enumerate(("out[0] (advantages)", "out[1] (returns)")):
+        if isinstance(out[i], np.ndarray) and not out[i].flags.writeable:
+            raise ValueError(f"{name} must be writeable, got a read-only array")
+        _checks.check_output(t[name], name, inputs)
+        inputs[name] = t[name]
+    return (r, t["values"], t["next_values"], te, tr, t["out[0] (advantages)"], t["out[1] (returns)"])
