@@ -44,16 +44,17 @@ ArrayArg from_numpy(const py::array& arr, const char* name) {
   const py::dtype dt = arr.dtype();
   const char kind = dt.kind();
   a.itemsize = dt.itemsize();
-  a.dtype_name = py::str(dt);
   const bool native = dt.byteorder() != '>';
+  // Names are spelled out rather than asked of numpy: str(dtype) costs more than the whole kernel call.
   if (kind == 'f' && a.itemsize == 4 && native) {
-    a.dtype = ScalarType::Float32;
+    a.dtype = ScalarType::Float32, a.dtype_name = "float32";
   } else if (kind == 'f' && a.itemsize == 8 && native) {
-    a.dtype = ScalarType::Float64;
+    a.dtype = ScalarType::Float64, a.dtype_name = "float64";
   } else if (kind == 'b' || (kind == 'u' && a.itemsize == 1)) {
-    a.dtype = ScalarType::Bool;
+    a.dtype = ScalarType::Bool, a.dtype_name = kind == 'b' ? "bool" : "uint8";
   } else {
-    throw_type_error(std::string(name) + " must have dtype float32, float64 or bool, got " + a.dtype_name);
+    throw_type_error(std::string(name) + " must have dtype float32, float64 or bool, got " +
+                     py::str(dt).cast<std::string>());
   }
   a.data = const_cast<void*>(arr.data());
   a.writeable = arr.writeable();
@@ -68,11 +69,16 @@ ArrayArg from_numpy(const py::array& arr, const char* name) {
 }
 
 ArrayArg from_dlpack(py::handle obj, const char* name, py::handle stream) {
-  py::tuple dev = obj.attr("__dlpack_device__")();
-  const int32_t device_type = dev[0].cast<int32_t>();
-  py::object capsule = (device_type == kDLCUDA && !stream.is_none())
-                           ? obj.attr("__dlpack__")(py::arg("stream") = stream)
-                           : obj.attr("__dlpack__")();
+  py::object capsule;
+  try {
+    py::tuple dev = obj.attr("__dlpack_device__")();
+    const bool cuda = dev[0].cast<int32_t>() == kDLCUDA;
+    capsule = cuda && !stream.is_none() ? obj.attr("__dlpack__")(py::arg("stream") = stream)
+                                        : obj.attr("__dlpack__")();
+  } catch (py::error_already_set& e) {  // e.g. a meta tensor, or one that requires grad
+    throw_type_error(std::string(name) + " must be a CPU or CUDA array readable through DLPack, got a " +
+                     py_type_name(obj) + " that is not (" + e.what() + ")");
+  }
   auto* managed = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(capsule.ptr(), "dltensor"));
   if (!managed) throw py::error_already_set();
   const DLTensor& t = managed->dl_tensor;

@@ -2,7 +2,8 @@
 
 Backends, fastest first: ``cuda`` (CUDA tensors), ``cpp`` (the native CPU kernels), ``numba`` (CPU,
 used when the extension is missing), ``torch`` (the pure-PyTorch reference: the spec and the last
-fallback, on any device). ``FASTPPO_BACKEND`` forces one for every op whose ``backend`` is "auto".
+fallback, on any device). ``FASTPPO_BACKEND`` (read when fastppo is imported) forces one for every op
+whose ``backend`` is "auto".
 """
 
 from __future__ import annotations
@@ -97,6 +98,10 @@ def _resolve(requested: str, forced: str | None, on_cuda: bool) -> str:
     return choice
 
 
+# Read once, at import: looking it up per call would cost more than a small kernel.
+_FORCED = os.environ.get("FASTPPO_BACKEND") or None
+
+
 def resolve(backend: str, on_cuda: bool) -> str:
     """The backend an op runs on: `backend` if forced, else FASTPPO_BACKEND, else the fastest here."""
-    return _resolve(backend, os.environ.get("FASTPPO_BACKEND") or None, on_cuda)
+    return _resolve(backend, _FORCED, on_cuda)

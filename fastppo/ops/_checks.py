@@ -3,8 +3,6 @@ csrc/array_arg.cpp so that every backend rejects bad input with the same message
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 
@@ -12,18 +10,35 @@ _FLOATS = (torch.float32, torch.float64)
 
 
 def as_tensor(x, name: str) -> torch.Tensor:
-    """A zero-copy torch view of a numpy array or tensor; anything else is a TypeError."""
+    """A torch view of a numpy array or tensor, for reading (a numpy array with negative strides,
+    which torch cannot view, is copied); anything else is a TypeError."""
     if isinstance(x, torch.Tensor):
         return x
     if isinstance(x, np.ndarray):
         if x.dtype.kind not in "fbu" or (x.dtype.kind == "u" and x.itemsize != 1) or not x.dtype.isnative:
             raise TypeError(f"{name} must have dtype float32, float64 or bool, got {x.dtype}")
-        if not x.flags.writeable:  # inputs may be read-only (np.broadcast_to); torch warns, we only read
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                return torch.from_numpy(x)
+        if any(s < 0 for s in x.strides) or not x.flags.writeable:
+            x = np.array(x)  # a writeable copy: torch neither views negative strides nor read-only memory
         return torch.from_numpy(x)
     raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
+
+
+def check_output(out, name: str, like: torch.Tensor, like_name: str, inputs: dict) -> None:
+    """`out` (numpy or torch) must match `like` and be writeable and disjoint from every input."""
+    check_like(as_tensor(out, name), name, like, like_name)
+    if isinstance(out, np.ndarray) and not out.flags.writeable:
+        raise ValueError(f"{name} must be writeable, got a read-only array")
+    for other_name, other in inputs.items():
+        if _may_overlap(out, other):
+            raise ValueError(f"{name} must not overlap {other_name} in memory")
+
+
+def write(out, value: torch.Tensor) -> None:
+    """Copy a computed tensor into a numpy or torch output."""
+    if isinstance(out, np.ndarray):
+        np.copyto(out, value.numpy())
+    else:
+        out.copy_(value)
 
 
 def dtype_name(t: torch.Tensor) -> str:
@@ -64,13 +79,15 @@ def check_unit_interval(x: float, name: str) -> None:
         raise ValueError(f"{name} must be in [0, 1], got {x!r}")
 
 
-def check_output(out: torch.Tensor, name: str, inputs: dict[str, torch.Tensor]) -> None:
-    for other_name, other in inputs.items():
-        if out.numel() and other.numel() and _overlap(out, other):
-            raise ValueError(f"{name} must not overlap {other_name} in memory")
+def _may_overlap(a, b) -> bool:
+    """Whether two arrays' memory ranges intersect (the same bounds test as the native check)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+            a, b = (x.numpy() if isinstance(x, torch.Tensor) and x.device.type == "cpu" else x for x in (a, b))
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.may_share_memory(a, b)
+    if a.device != b.device or not a.numel() or not b.numel():
+        return False
 
-
-def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
     def extent(t: torch.Tensor) -> tuple[int, int]:
         lo = hi = t.data_ptr()
         for size, stride in zip(t.shape, t.stride()):
@@ -79,4 +96,4 @@ def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
         return lo, hi + t.element_size() - 1
 
     (alo, ahi), (blo, bhi) = extent(a), extent(b)
-    return a.device == b.device and alo <= bhi and blo <= ahi
+    return alo <= bhi and blo <= ahi

@@ -56,31 +56,33 @@ def gae(rewards, values, next_values, terminated, truncated, *, gamma: float, la
     if out is None:
         empty = torch.empty_like if is_tensor else np.empty_like
         out = (empty(rewards), empty(rewards))
-    elif not (isinstance(out, (tuple, list)) and len(out) == 2):
+    elif type(out) not in (tuple, list) or len(out) != 2:
         raise TypeError(f"out must be a pair (advantages, returns), got {type(out).__name__}")
 
     if name == "cpp":
-        _core.gae(*map(_host_array, (rewards, values, next_values, terminated, truncated, *out)), gamma, lam)
+        if is_tensor:
+            _core.gae(*map(_host_array, (rewards, values, next_values, terminated, truncated, *out)), gamma, lam)
+        else:  # numpy straight through: at (128, 8) the Python around the kernel is most of the call
+            _core.gae(rewards, values, next_values, terminated, truncated, out[0], out[1], gamma, lam)
     elif name == "cuda":
         stream = torch.cuda.current_stream(rewards.device).cuda_stream
         _core.gae(*map(_detached, (rewards, values, next_values, terminated, truncated)), *out, gamma, lam, stream)
     else:
-        args = _checked_tensors(rewards, values, next_values, terminated, truncated, out, gamma, lam)
+        inputs = _checked_inputs(rewards, values, next_values, terminated, truncated, out, gamma, lam)
         if name == "numba":
             from fastppo.ops.gae_numba import gae_numba
 
-            gae_numba(*args, gamma, lam)
+            gae_numba(*inputs, *out, gamma, lam)
         else:
-            advantages, returns = gae_reference(*args[:5], gamma=gamma, lam=lam)
-            args[5].copy_(advantages)
-            args[6].copy_(returns)
+            for dst, value in zip(out, gae_reference(*inputs, gamma=gamma, lam=lam)):
+                _checks.write(dst, value)
     return out[0], out[1]
 
 
 def gae_reference(rewards, values, next_values, terminated, truncated, *, gamma: float, lam: float):
     """The spec: GAE as the equations read, one time step at a time. Torch tensors in and out."""
     advantages = torch.zeros_like(rewards)
-    next_advantage = torch.zeros_like(rewards[0])
+    next_advantage = torch.zeros_like(rewards[0:1].sum(0))  # A_T = 0 (a row of zeros, also when T = 0)
     for t in reversed(range(rewards.shape[0])):
         not_terminated = 1.0 - terminated[t].to(rewards.dtype)
         not_truncated = 1.0 - truncated[t].to(rewards.dtype)
@@ -99,29 +101,26 @@ def _detached(x):
     return x.detach() if isinstance(x, torch.Tensor) else x
 
 
-def _checked_tensors(rewards, values, next_values, terminated, truncated, out, gamma, lam):
-    """Validate for the Python backends exactly as csrc/gae.cpp does; return torch views of all seven."""
+def _checked_inputs(rewards, values, next_values, terminated, truncated, out, gamma, lam):
+    """Validate for the Python backends exactly as csrc/gae.cpp does; return torch views of the inputs."""
     _checks.check_unit_interval(gamma, "gamma")
     _checks.check_unit_interval(lam, "lam")
     r = _checks.as_tensor(rewards, "rewards")
     _checks.check_ndim(r, 2, "time-major (T, N)", "rewards")
     _checks.check_float(r, "rewards")
-    named = {"values": values, "next_values": next_values, "terminated": terminated, "truncated": truncated,
-             "out[0] (advantages)": out[0], "out[1] (returns)": out[1]}
-    t = {name: _checks.as_tensor(x, name) for name, x in named.items()}
-    for name, x in t.items():
-        flag = name in ("terminated", "truncated")
-        _checks.check_like(x, name, r, "rewards", dtype=not flag)
-    te, tr = t["terminated"], t["truncated"]
+    v = _checks.as_tensor(values, "values")
+    nv = _checks.as_tensor(next_values, "next_values")
+    te = _checks.as_tensor(terminated, "terminated")
+    tr = _checks.as_tensor(truncated, "truncated")
+    for x, name in ((v, "values"), (nv, "next_values")):
+        _checks.check_like(x, name, r, "rewards")
+    _checks.check_like(te, "terminated", r, "rewards", dtype=False)
     _checks.check_flag_dtype(te, "terminated")
-    if te.dtype not in (torch.bool, torch.uint8):
+    if te.is_floating_point():
         _checks.check_like(te, "terminated", r, "rewards")
     _checks.check_like(tr, "truncated", te, "terminated")
-    inputs = {"rewards": r, "values": t["values"], "next_values": t["next_values"], "terminated": te,
-              "truncated": tr}
-    for i, name in enumerate(("out[0] (advantages)", "out[1] (returns)")):
-        if isinstance(out[i], np.ndarray) and not out[i].flags.writeable:
-            raise ValueError(f"{name} must be writeable, got a read-only array")
-        _checks.check_output(t[name], name, inputs)
-        inputs[name] = t[name]
-    return (r, t["values"], t["next_values"], te, tr, t["out[0] (advantages)"], t["out[1] (returns)"])
+    inputs = {"rewards": rewards, "values": values, "next_values": next_values, "terminated": terminated,
+              "truncated": truncated}
+    _checks.check_output(out[0], "out[0] (advantages)", r, "rewards", {**inputs, "out[1] (returns)": out[1]})
+    _checks.check_output(out[1], "out[1] (returns)", r, "rewards", inputs)
+    return r, v, nv, te, tr

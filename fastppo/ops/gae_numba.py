@@ -26,7 +26,8 @@ def _gae_kernel(rewards, values, next_values, terminated, truncated, gamma, gamm
 
 
 def gae_numba(rewards, values, next_values, terminated, truncated, advantages, returns, gamma, lam):
-    """Checked CPU torch tensors in, results written into advantages and returns."""
+    """Checked CPU tensors in; results written into advantages and returns (numpy arrays or CPU tensors)."""
     scalar = np.float32 if rewards.dtype == torch.float32 else np.float64
-    arrays = [x.detach().numpy() for x in (rewards, values, next_values, terminated, truncated, advantages, returns)]
+    arrays = [x.detach().numpy() if isinstance(x, torch.Tensor) else x
+              for x in (rewards, values, next_values, terminated, truncated, advantages, returns)]
     _gae_kernel(*arrays[:5], scalar(gamma), scalar(gamma * lam), *arrays[5:])

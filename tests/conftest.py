@@ -1,0 +1,23 @@
+import os
+
+import pytest
+
+import fastppo
+
+# CI sets FASTPPO_EXPECT_BACKENDS=cpp,numba and FASTPPO_EXPECT_CUDA_BUILD=1 so a build that silently lost its extension fails loudly
+# instead of skipping every native test.
+_EXPECTED = [b for b in os.environ.get("FASTPPO_EXPECT_BACKENDS", "").split(",") if b]
+
+
+def pytest_sessionstart(session):
+    status = fastppo.backends()
+    missing = {b: status[b].detail for b in _EXPECTED if not status[b].available}
+    if missing:
+        raise pytest.UsageError(f"FASTPPO_EXPECT_BACKENDS names unavailable backends: {missing}")
+    if os.environ.get("FASTPPO_EXPECT_CUDA_BUILD") == "1" and not fastppo._backend._core.with_cuda:
+        raise pytest.UsageError("FASTPPO_EXPECT_CUDA_BUILD=1 but fastppo._core was built without CUDA")
+
+
+CPU_BACKENDS = [b for b in ("torch", "numba", "cpp") if fastppo.backends()[b].available]
+HAS_CUDA = fastppo.backends()["cuda"].available
+requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason=f"cuda backend: {fastppo.backends()['cuda'].detail}")
