@@ -231,20 +231,22 @@ def test_forced_unavailable_backend_says_why():
         fastppo.gae(*rollout(2, 2), gamma=0.9, lam=0.9, backend="cuda")
 
 
-def test_env_var_forces_backend():
+def test_env_var_forces_backend(tmp_path):
     code = ("import numpy as np, fastppo, fastppo._backend as b\n"
             "a = np.zeros((2, 2), np.float32); f = np.zeros((2, 2), bool)\n"
             "fastppo.gae(a, a, a, f, f, gamma=0.9, lam=0.9)\n"
             "print(b.resolve('auto', False))\n")
     env = {**os.environ, "FASTPPO_BACKEND": "torch"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    # cwd elsewhere: `python -c` puts the cwd first on sys.path, and the source tree has no build
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=tmp_path)
     assert out.stdout.strip() == "torch"
     env["FASTPPO_BACKEND"] = "bogus"
-    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode != 0 and "FASTPPO_BACKEND must be one of" in bad.stderr
 
 
-def test_import_without_extension_falls_back():
+def test_import_without_extension_falls_back(tmp_path):
     """A checkout without the compiled extension still imports and computes GAE (numba or torch)."""
     code = ("import sys; sys.modules['fastppo._core'] = None\n"
             "import numpy as np, fastppo\n"
@@ -253,7 +255,7 @@ def test_import_without_extension_falls_back():
             "a = np.ones((3, 2), np.float32); f = np.zeros((3, 2), bool)\n"
             "adv, ret = fastppo.gae(a, a * 0, a * 0, f, f, gamma=0.5, lam=1.0)\n"
             "print(adv[:, 0].tolist())\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.strip() == "[1.75, 1.5, 1.0]"
 
 
