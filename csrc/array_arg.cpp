@@ -38,22 +38,29 @@ enum : uint8_t { kDLInt = 0, kDLUInt = 1, kDLFloat = 2, kDLBool = 6 };
 
 std::string py_type_name(py::handle obj) { return py::str(py::type::of(obj).attr("__name__")); }
 
-ArrayArg from_numpy(const py::array& arr, const char* name) {
+const char* accepted(bool allow_int) {
+  return allow_int ? "float32, float64, bool, int32 or int64" : "float32, float64 or bool";
+}
+
+ArrayArg from_numpy(const py::array& arr, const char* name, bool allow_int) {
   ArrayArg a;
   a.name = name;
   const py::dtype dt = arr.dtype();
   const char kind = dt.kind();
   a.itemsize = dt.itemsize();
   const bool native = dt.byteorder() != '>';
-  // Names are spelled out rather than asked of numpy: str(dtype) costs more than the whole kernel call.
+  // Names are spelled out rather than taken from str(dtype), which runs Python code (microseconds).
   if (kind == 'f' && a.itemsize == 4 && native) {
     a.dtype = ScalarType::Float32, a.dtype_name = "float32";
   } else if (kind == 'f' && a.itemsize == 8 && native) {
     a.dtype = ScalarType::Float64, a.dtype_name = "float64";
   } else if (kind == 'b' || (kind == 'u' && a.itemsize == 1)) {
     a.dtype = ScalarType::Bool, a.dtype_name = kind == 'b' ? "bool" : "uint8";
+  } else if (allow_int && kind == 'i' && (a.itemsize == 4 || a.itemsize == 8) && native) {
+    a.dtype = a.itemsize == 4 ? ScalarType::Int32 : ScalarType::Int64;
+    a.dtype_name = a.itemsize == 4 ? "int32" : "int64";
   } else {
-    throw_type_error(std::string(name) + " must have dtype float32, float64 or bool, got " +
+    throw_type_error(std::string(name) + " must have dtype " + accepted(allow_int) + ", got " +
                      py::str(dt).cast<std::string>());
   }
   a.data = const_cast<void*>(arr.data());
@@ -68,7 +75,7 @@ ArrayArg from_numpy(const py::array& arr, const char* name) {
   return a;
 }
 
-ArrayArg from_dlpack(py::handle obj, const char* name, py::handle stream) {
+ArrayArg from_dlpack(py::handle obj, const char* name, py::handle stream, bool allow_int) {
   py::object capsule;
   try {
     py::tuple dev = obj.attr("__dlpack_device__")();
@@ -107,10 +114,13 @@ ArrayArg from_dlpack(py::handle obj, const char* name, py::handle stream) {
     a.dtype = ScalarType::Float64, a.dtype_name = "float64";
   } else if ((t.dtype.code == kDLBool || t.dtype.code == kDLUInt) && t.dtype.bits == 8) {
     a.dtype = ScalarType::Bool, a.dtype_name = t.dtype.code == kDLBool ? "bool" : "uint8";
+  } else if (allow_int && t.dtype.code == kDLInt && (t.dtype.bits == 32 || t.dtype.bits == 64)) {
+    a.dtype = t.dtype.bits == 32 ? ScalarType::Int32 : ScalarType::Int64;
+    a.dtype_name = t.dtype.bits == 32 ? "int32" : "int64";
   } else {
     static const char* codes[] = {"int", "uint", "float", "opaque", "bfloat", "complex", "bool"};
     const std::string code = t.dtype.code < 7 ? codes[t.dtype.code] : "code" + std::to_string(t.dtype.code);
-    throw_type_error(std::string(name) + " must have dtype float32, float64 or bool, got " + code +
+    throw_type_error(std::string(name) + " must have dtype " + accepted(allow_int) + ", got " + code +
                      std::to_string(t.dtype.bits));
   }
   a.data = static_cast<char*>(t.data) + t.byte_offset;
@@ -159,9 +169,9 @@ std::pair<uintptr_t, uintptr_t> ArrayArg::extent() const {
 
 Array2D ArrayArg::as_2d() const { return Array2D{data, strides[0], strides[1]}; }
 
-ArrayArg array_arg(py::handle obj, const char* name, py::handle stream) {
-  if (py::isinstance<py::array>(obj)) return from_numpy(py::reinterpret_borrow<py::array>(obj), name);
-  if (py::hasattr(obj, "__dlpack__")) return from_dlpack(obj, name, stream);
+ArrayArg array_arg(py::handle obj, const char* name, py::handle stream, bool allow_int) {
+  if (py::isinstance<py::array>(obj)) return from_numpy(py::reinterpret_borrow<py::array>(obj), name, allow_int);
+  if (py::hasattr(obj, "__dlpack__")) return from_dlpack(obj, name, stream, allow_int);
   throw_type_error(std::string(name) + " must be a numpy array or a torch tensor, got " + py_type_name(obj));
 }
 
@@ -178,8 +188,22 @@ void check_same_shape(const ArrayArg& a, const ArrayArg& like) {
 }
 
 void check_float(const ArrayArg& a) {
-  if (a.dtype == ScalarType::Bool)
+  if (a.dtype != ScalarType::Float32 && a.dtype != ScalarType::Float64)
     throw_type_error(std::string(a.name) + " must have dtype float32 or float64, got " + a.dtype_name);
+}
+
+void check_dtype(const ArrayArg& a, ScalarType dtype, const char* dtype_name) {
+  if (a.dtype != dtype)
+    throw_type_error(std::string(a.name) + " must have dtype " + dtype_name + ", got " + a.dtype_name);
+}
+
+void check_contiguous(const ArrayArg& a) {
+  int64_t expected = 1;
+  for (size_t d = a.shape.size(); d-- > 0;) {
+    if (a.shape[d] != 1 && a.strides[d] != expected)
+      throw_value_error(std::string(a.name) + " must be C-contiguous; pass a contiguous copy");
+    expected *= a.shape[d];
+  }
 }
 
 void check_same_dtype(const ArrayArg& a, const ArrayArg& like) {

@@ -37,12 +37,15 @@ struct ArrayArg {
 };
 
 // stream: the consumer's CUDA stream (as an int) for DLPack producers on CUDA, or None.
-ArrayArg array_arg(py::handle obj, const char* name, py::handle stream);
+// allow_int: also accept int32/int64 arrays (actions, counters); otherwise float32, float64 or bool.
+ArrayArg array_arg(py::handle obj, const char* name, py::handle stream, bool allow_int = false);
 
 // Checks that raise ValueError / TypeError with a message naming `a`.
 void check_ndim(const ArrayArg& a, size_t ndim, const char* layout);
 void check_same_shape(const ArrayArg& a, const ArrayArg& like);
 void check_float(const ArrayArg& a);
+void check_dtype(const ArrayArg& a, ScalarType dtype, const char* dtype_name);
+void check_contiguous(const ArrayArg& a);
 void check_same_dtype(const ArrayArg& a, const ArrayArg& like);
 void check_same_device(const ArrayArg& a, const ArrayArg& like);
 void check_writeable_output(const ArrayArg& out, const std::vector<const ArrayArg*>& others);

@@ -12,7 +12,7 @@
 namespace fastppo {
 
 // Element types the kernels are instantiated for.
-enum class ScalarType : uint8_t { Float32, Float64, Bool };
+enum class ScalarType : uint8_t { Float32, Float64, Bool, Int32, Int64 };
 
 // Where an array's memory lives.
 enum class DeviceType : uint8_t { CPU, CUDA };

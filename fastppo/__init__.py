@@ -1,14 +1,17 @@
 """fastppo: a fast, correct on-policy RL trainer for PyTorch users.
 
-Public API so far: :func:`gae` (native GAE on every backend) and :func:`backends`.
+Public API so far: :func:`gae` (native GAE on every backend), :func:`make_vec_env` (vector envs) and
+:func:`backends`.
 """
 
 from fastppo._backend import BackendStatus, BackendUnavailableError, backends
+from fastppo.envs import make_vec_env
 from fastppo.ops import gae
 
 __version__ = "0.1.0"
 
-__all__ = ["BackendStatus", "BackendUnavailableError", "backends", "gae", "get_num_threads", "set_num_threads"]
+__all__ = ["BackendStatus", "BackendUnavailableError", "backends", "gae", "get_num_threads", "make_vec_env",
+           "set_num_threads"]
 
 
 def get_num_threads() -> int:

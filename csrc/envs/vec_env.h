@@ -1,0 +1,142 @@
+// The batch side of every built-in env, written once: the per-env step with gymnasium's TimeLimit,
+// SAME_STEP autoreset (the true final observation kept aside), RecordEpisodeStatistics' running
+// return/length/time, and reset. Host and device share it; envs.cpp binds it, cpu/envs_cpu.cpp and
+// cuda/envs_cuda.cu only decide how envs are iterated. Adding an env: one physics header plus one
+// line in dispatch_env below.
+#pragma once
+
+#include <cmath>
+
+#include "envs/acrobot.h"
+#include "envs/cartpole.h"
+#include "envs/mountain_car.h"
+#include "envs/mountain_car_continuous.h"
+#include "envs/pendulum.h"
+
+namespace fastppo {
+
+enum class EnvId : uint8_t { CartPole, Acrobot, MountainCar, MountainCarContinuous, Pendulum };
+
+// Calls fn(E{}) with the physics struct of `id`.
+template <typename Fn>
+decltype(auto) dispatch_env(EnvId id, Fn&& fn) {
+  switch (id) {
+    case EnvId::Acrobot: return fn(Acrobot{});
+    case EnvId::MountainCar: return fn(MountainCar{});
+    case EnvId::MountainCarContinuous: return fn(MountainCarContinuous{});
+    case EnvId::Pendulum: return fn(Pendulum{});
+    case EnvId::CartPole: break;
+  }
+  return fn(CartPole{});
+}
+
+// Every buffer of a batch of N envs, all contiguous and on one device. The binding validates them.
+struct EnvBatchParams {
+  EnvId env = EnvId::CartPole;
+  int64_t N = 0;
+  // What the user sees, rewritten by every step: observations (N, obs_dim) (after autoreset),
+  // final observations of done envs (N, obs_dim) (rows of envs not done are left as they were),
+  // rewards, terminated, truncated (N,), and the finished episodes' statistics (N,) (0 where not done).
+  float* obs = nullptr;
+  float* final_obs = nullptr;
+  float* rewards = nullptr;
+  uint8_t* terminated = nullptr;
+  uint8_t* truncated = nullptr;
+  double* episode_r = nullptr;
+  int64_t* episode_l = nullptr;
+  double* episode_t = nullptr;
+  // Internal per-env state: physics state (N, state_dim), RNG (N, 2), steps since reset, running
+  // return, start time of the current episode.
+  double* state = nullptr;
+  uint64_t* rng = nullptr;
+  int64_t* elapsed = nullptr;
+  double* running_return = nullptr;
+  double* start_time = nullptr;
+};
+
+// One step's inputs: actions (int32/int64 (N,) for discrete envs, float32/float64 (N, 1) otherwise;
+// already validated) and the clock, read once per step by the host (episode times, like gymnasium's
+// RecordEpisodeStatistics, are wall time since the episode's reset).
+struct EnvStepArgs {
+  const void* actions = nullptr;
+  ScalarType action_dtype = ScalarType::Int64;
+  int64_t action_stride = 1;  // in elements, between envs
+  double now = 0;
+};
+
+// One reset's inputs: which envs (mask, nullptr: all), reseed them from `seed` when `reseed`, the
+// env's two reset-distribution parameters (see each header's kResetA/kResetB), and the clock.
+struct EnvResetArgs {
+  const uint8_t* mask = nullptr;
+  bool reseed = false;
+  uint64_t seed = 0;
+  double a = 0, b = 0;
+  double now = 0;
+};
+
+template <typename E>
+FASTPPO_HD auto env_action(const EnvStepArgs& a, int64_t i) {
+  if constexpr (E::kNumActions > 0) {
+    return a.action_dtype == ScalarType::Int32 ? int64_t(static_cast<const int32_t*>(a.actions)[i * a.action_stride])
+                                               : static_cast<const int64_t*>(a.actions)[i * a.action_stride];
+  } else {  // gymnasium's Box action space is float32: a float64 action is rounded to it first
+    return a.action_dtype == ScalarType::Float32 ? static_cast<const float*>(a.actions)[i * a.action_stride]
+                                                 : float(static_cast<const double*>(a.actions)[i * a.action_stride]);
+  }
+}
+
+// np.round(x, 6), as RecordEpisodeStatistics reports episode times.
+FASTPPO_HD double round6(double x) { return nearbyint(x * 1e6) / 1e6; }
+
+template <typename E>
+FASTPPO_HD void env_reset_one(const EnvBatchParams& p, const EnvResetArgs& r, int64_t i) {
+  if (r.mask && !r.mask[i]) return;
+  uint64_t* rng = p.rng + 2 * i;
+  if (r.reseed) rng[0] = stream_key(r.seed, uint64_t(i)), rng[1] = 0;
+  EnvRng stream{rng};
+  double* s = p.state + i * E::kStateDim;
+  E::reset(s, stream, r.a, r.b);
+  E::observe(s, p.obs + i * E::kObsDim);
+  p.elapsed[i] = 0;
+  p.running_return[i] = 0;
+  p.start_time[i] = r.now;
+}
+
+// Steps env i; returns whether its episode ended (it has then been reset).
+template <typename E>
+FASTPPO_HD bool env_step_one(const EnvBatchParams& p, const EnvStepArgs& a, int64_t i) {
+  double* s = p.state + i * E::kStateDim;
+  bool terminated = false;
+  const double reward = E::step(s, env_action<E>(a, i), &terminated);
+  const int64_t length = ++p.elapsed[i];
+  const bool truncated = length >= E::kMaxEpisodeSteps;  // gymnasium's TimeLimit: may coincide with terminated
+  const bool done = terminated || truncated;
+  const double ret = p.running_return[i] + reward;
+  p.rewards[i] = float(reward);
+  p.terminated[i] = terminated;
+  p.truncated[i] = truncated;
+  p.episode_r[i] = done ? ret : 0.0;
+  p.episode_l[i] = done ? length : 0;
+  p.episode_t[i] = done ? round6(a.now - p.start_time[i]) : 0.0;
+  if (done) {
+    E::observe(s, p.final_obs + i * E::kObsDim);
+    EnvRng stream{p.rng + 2 * i};
+    E::reset(s, stream, E::kResetA, E::kResetB);  // autoreset uses the default distribution, as gymnasium's
+    p.elapsed[i] = 0;
+    p.running_return[i] = 0;
+    p.start_time[i] = a.now;
+  } else {
+    p.running_return[i] = ret;
+  }
+  E::observe(s, p.obs + i * E::kObsDim);
+  return done;
+}
+
+int64_t envs_step_cpu(const EnvBatchParams& p, const EnvStepArgs& a);
+void envs_reset_cpu(const EnvBatchParams& p, const EnvResetArgs& r);
+#ifdef FASTPPO_WITH_CUDA
+void envs_step_cuda(const EnvBatchParams& p, const EnvStepArgs& a, void* stream);
+void envs_reset_cuda(const EnvBatchParams& p, const EnvResetArgs& r, void* stream);
+#endif
+
+}  // namespace fastppo

@@ -1,0 +1,20 @@
+"""Vector environments: gymnasium's classic-control suite in native code, user envs compiled with
+Numba, and gymnasium's own vector envs for everything else, all as :class:`gymnasium.vector.VectorEnv`
+in ``SAME_STEP`` autoreset mode with RecordEpisodeStatistics-style ``"episode"`` infos.
+
+The Numba pieces (:func:`register_numba_env`, :func:`uniform`, :class:`NumbaVecEnv`) import numba on
+first use, not with fastppo."""
+
+from fastppo.envs.builtin import BUILTIN_SPACES, BuiltinVecEnv
+from fastppo.envs.make import ENV_BACKENDS, make_vec_env
+
+__all__ = ["BUILTIN_SPACES", "ENV_BACKENDS", "BuiltinVecEnv", "NumbaVecEnv", "make_vec_env", "register_numba_env",
+           "uniform"]
+
+
+def __getattr__(name):
+    if name in ("NumbaVecEnv", "register_numba_env", "uniform"):
+        from fastppo.envs import numba_env
+
+        return getattr(numba_env, name)
+    raise AttributeError(f"module 'fastppo.envs' has no attribute {name!r}")

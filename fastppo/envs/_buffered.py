@@ -1,0 +1,169 @@
+"""The one Python wrapper shared by fastppo's own envs (native built-ins and Numba user envs): N envs
+stepping in place in preallocated buffers, gymnasium's SAME_STEP autoreset, RecordEpisodeStatistics'
+``"episode"`` info, and argument checks. Subclasses supply only the batched step and reset.
+
+Returned arrays are views of the persistent buffers: the next ``step``/``reset`` overwrites them (as
+EnvPool's and gymnasium's numpy-vectorised envs do). Copy what you keep.
+"""
+
+from __future__ import annotations
+
+import numbers
+import secrets
+from typing import Any
+
+import gymnasium as gym
+from gymnasium.envs.classic_control.utils import verify_number_and_cast
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+__all__ = ["BufferedVecEnv"]
+
+
+class BufferedVecEnv(VectorEnv):
+    """A :class:`gymnasium.vector.VectorEnv` over fastppo's preallocated buffers.
+
+    ``step`` returns ``(obs, rewards, terminated, truncated, infos)`` like gymnasium's vector envs in
+    ``SAME_STEP`` mode: on a step where env i's episode ends, ``obs[i]`` is already the first
+    observation of its next episode and ``infos["final_obs"][i]`` is the true last observation
+    (``infos["_final_obs"]`` masks the envs that ended; other rows are stale). ``infos["episode"]`` holds
+    ``{"r", "l", "t"}`` of the episodes that ended this step, 0 elsewhere, with mask ``infos["_episode"]``,
+    exactly as :class:`gymnasium.wrappers.vector.RecordEpisodeStatistics` reports them. Rewards are
+    float32; episode returns are accumulated in float64.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+
+    def __init__(self, *, env_id: str, num_envs: int, single_observation_space: gym.spaces.Box,
+                 single_action_space: gym.Space, state_dim: int, max_episode_steps: int,
+                 reset_options: dict[str, float], seed: int | None, device: str = "cpu"):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, numbers.Integral):
+            raise TypeError(f"num_envs must be an int, got {type(num_envs).__name__}")
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.num_envs = int(num_envs)
+        self.env_id = env_id
+        self.device = device
+        self.max_episode_steps = int(max_episode_steps)
+        self.single_observation_space = single_observation_space
+        self.single_action_space = single_action_space
+        self.observation_space = batch_space(single_observation_space, self.num_envs)
+        self.action_space = batch_space(single_action_space, self.num_envs)
+        self._reset_options = dict(reset_options)  # option name -> default; the order is the native (a, b)
+        self._pending_seed = _check_seed(seed, "seed")
+        obs_dim = single_observation_space.shape[0]
+        n = self.num_envs
+        specs = {
+            "obs": ((n, obs_dim), "float32"), "final_obs": ((n, obs_dim), "float32"),
+            "rewards": ((n,), "float32"), "terminated": ((n,), "bool"), "truncated": ((n,), "bool"),
+            "episode_r": ((n,), "float64"), "episode_l": ((n,), "int64"), "episode_t": ((n,), "float64"),
+            "state": ((n, state_dim), "float64"), "rng": ((n, 2), "int64"), "elapsed": ((n,), "int64"),
+            "running_return": ((n,), "float64"), "start_time": ((n,), "float64"),
+        }
+        if device == "cpu":
+            self._buffers = {k: np.zeros(shape, dtype) for k, (shape, dtype) in specs.items()}
+            self._logical_or = np.logical_or
+        else:
+            import torch
+
+            self._buffers = {k: torch.zeros(shape, dtype=getattr(torch, dtype), device=device)
+                             for k, (shape, dtype) in specs.items()}
+            self._logical_or = torch.logical_or
+        b = self._buffers
+        self._step_result = (b["obs"], b["rewards"], b["terminated"], b["truncated"])
+        self._dones = b["terminated"] | b["truncated"]  # the done mask, rewritten in place by each step
+        self._step_batch = self._step_before_reset  # replaced by the subclass's step at the first reset
+
+    # -- what subclasses implement -------------------------------------------------------------------
+    def _batched_step(self):
+        """The function that steps every env in place with the actions and returns how many episodes
+        ended (-1 if unknown without a sync). It is called once per vector step, so it is looked up once."""
+        raise NotImplementedError
+
+    def _reset_batch(self, seed: int | None, mask, a: float, b: float) -> None:
+        """Reset the envs in `mask` (None: all) in place, reseeding them from `seed` if given."""
+        raise NotImplementedError
+
+    # -- gymnasium's VectorEnv API --------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Reset all envs (or those in ``options["reset_mask"]``).
+
+        Args:
+            seed: an int >= 0 reseeds every env's random stream (env i from ``(seed, i)``); None keeps the
+                streams going (on the first reset: the ``seed`` given to ``make_vec_env``, else a random one).
+            options: ``"reset_mask"``: a bool array of shape ``(num_envs,)``: reset only those envs;
+                plus the env's initial-state bounds, as gymnasium's env takes them (``"low"``/``"high"``, or
+                ``"x_init"``/``"y_init"`` for Pendulum), used for this reset only.
+        """
+        seed = _check_seed(seed, "seed")
+        if seed is None and self._step_batch == self._step_before_reset:
+            seed = self._pending_seed if self._pending_seed is not None else secrets.randbits(63)
+        mask, bounds = None, dict(self._reset_options)
+        for key, value in (options or {}).items():
+            if key == "reset_mask":
+                mask = value
+                if not (hasattr(mask, "dtype") and str(mask.dtype).removeprefix("torch.") == "bool"):
+                    raise TypeError(f"options['reset_mask'] must be a bool array, got {type(mask).__name__}"
+                                    f"{' of dtype ' + str(mask.dtype) if hasattr(mask, 'dtype') else ''}")
+            elif key in bounds:
+                bounds[key] = verify_number_and_cast(value)
+            else:
+                raise ValueError(f"options has an unknown key {key!r}; {self.env_id} accepts "
+                                 f"{', '.join(map(repr, ['reset_mask', *self._reset_options]))}")
+        a, b = (*bounds.values(), 0.0, 0.0)[:2]  # the env's two reset parameters; unused by Numba envs
+        if list(bounds) == ["low", "high"] and a > b:
+            raise ValueError(f"options['low'] ({a}) must not exceed options['high'] ({b})")
+        if seed is not None:
+            super().reset(seed=seed)  # gymnasium's own np_random for the vector env, like its vector envs
+        self._reset_batch(seed, mask, a, b)
+        self._step_batch = self._batched_step()
+        return self._buffers["obs"], {}
+
+    def step(self, actions):
+        """Step every env with ``actions`` (a numpy array, a torch tensor, or anything np.asarray takes).
+
+        Discrete envs take integer actions of shape ``(num_envs,)``; Box envs take float32/float64 actions
+        of shape ``(num_envs, 1)``: finite values outside the bounds are clipped as gymnasium's env clips
+        them, NaN and infinities are rejected. Bad actions raise before any env is stepped.
+        """
+        ended = self._step_batch(actions)
+        if ended == 0:
+            return (*self._step_result, {})
+        b, dones = self._buffers, self._dones
+        self._logical_or(b["terminated"], b["truncated"], out=dones)
+        infos = {
+            "final_obs": b["final_obs"], "_final_obs": dones,
+            "final_info": {}, "_final_info": dones,
+            "episode": {"r": b["episode_r"], "l": b["episode_l"], "t": b["episode_t"]}, "_episode": dones,
+        }
+        return (*self._step_result, infos)
+
+    def _step_before_reset(self, actions) -> int:
+        raise RuntimeError(f"{self.env_id}: call reset() before step()")
+
+    # -- beyond gymnasium's API ----------------------------------------------------------------------
+    def get_state(self):
+        """A copy of every env's physics state, ``(num_envs, state_dim)`` float64 (for tests and debugging)."""
+        return self._buffers["state"].copy() if self.device == "cpu" else self._buffers["state"].clone()
+
+    def set_state(self, state, elapsed=None) -> None:
+        """Overwrite every env's physics state (and, if given, its steps since reset); see ``get_state``.
+        The observations are not recomputed until the next step."""
+        buf = self._buffers["state"]
+        if tuple(state.shape) != tuple(buf.shape):
+            raise ValueError(f"state must have shape {tuple(buf.shape)}, got {tuple(state.shape)}")
+        buf[...] = state
+        if elapsed is not None:
+            self._buffers["elapsed"][...] = elapsed
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.env_id}, num_envs={self.num_envs}, device={self.device!r})"
+
+
+def _check_seed(seed, name: str) -> int | None:
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**64:
+        raise TypeError(f"{name} must be None or an int in [0, 2**64), got {seed!r}")
+    return int(seed)

@@ -1,0 +1,103 @@
+"""gymnasium's classic-control suite in native code (csrc/envs/<env>.h, one physics header each), as
+:class:`gymnasium.vector.VectorEnv` s: one native call per vector step, GIL released, envs split across
+threads on the CPU, one GPU thread per env on CUDA."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from gymnasium import spaces
+
+from fastppo._backend import _core
+from fastppo.envs._buffered import BufferedVecEnv
+
+__all__ = ["BUILTIN_SPACES", "BuiltinVecEnv"]
+
+_F32 = np.float32
+_CARTPOLE_HIGH = np.array([2.4 * 2, np.inf, 12 * 2 * math.pi / 360 * 2, np.inf], dtype=_F32)
+_ACROBOT_HIGH = np.array([1.0, 1.0, 1.0, 1.0, 4 * math.pi, 9 * math.pi], dtype=_F32)
+_MOUNTAIN_LOW, _MOUNTAIN_HIGH = np.array([-1.2, -0.07], dtype=_F32), np.array([0.6, 0.07], dtype=_F32)
+_PENDULUM_HIGH = np.array([1.0, 1.0, 8.0], dtype=_F32)
+
+# env id -> (observation space, action space, reset option names in the native (a, b) order), as
+# gymnasium 1.4 defines them (tests/test_envs.py checks them against gymnasium's envs).
+BUILTIN_SPACES = {
+    "CartPole-v1": (spaces.Box(-_CARTPOLE_HIGH, _CARTPOLE_HIGH, dtype=_F32), spaces.Discrete(2), ("low", "high")),
+    "Acrobot-v1": (spaces.Box(-_ACROBOT_HIGH, _ACROBOT_HIGH, dtype=_F32), spaces.Discrete(3), ("low", "high")),
+    "MountainCar-v0": (spaces.Box(_MOUNTAIN_LOW, _MOUNTAIN_HIGH, dtype=_F32), spaces.Discrete(3), ("low", "high")),
+    "MountainCarContinuous-v0": (spaces.Box(_MOUNTAIN_LOW, _MOUNTAIN_HIGH, dtype=_F32),
+                                 spaces.Box(-1.0, 1.0, shape=(1,), dtype=_F32), ("low", "high")),
+    "Pendulum-v1": (spaces.Box(-_PENDULUM_HIGH, _PENDULUM_HIGH, dtype=_F32),
+                    spaces.Box(-2.0, 2.0, shape=(1,), dtype=_F32), ("x_init", "y_init")),
+}
+
+
+class BuiltinVecEnv(BufferedVecEnv):
+    """``num_envs`` copies of a built-in env (see :data:`BUILTIN_SPACES`) with gymnasium's dynamics.
+
+    The physics state (``get_state``) is gymnasium's ``env.unwrapped.state`` in float64; for
+    MountainCarContinuous-v0 a third column is 1 when gymnasium would hold the state as float32 (after
+    a step; its arithmetic then runs in float32) and 0 after a reset.
+    """
+
+    def __init__(self, env_id: str, num_envs: int, *, seed: int | None = None, device: str = "cpu"):
+        info = _core.env_info(env_id)
+        obs_space, act_space, option_names = BUILTIN_SPACES[env_id]
+        super().__init__(env_id=env_id, num_envs=num_envs, single_observation_space=obs_space,
+                         single_action_space=act_space, state_dim=info["state_dim"],
+                         max_episode_steps=info["max_episode_steps"],
+                         reset_options=dict(zip(option_names, info["reset_defaults"])), seed=seed, device=device)
+        self._num_actions = info["num_actions"]
+        to_array = functools.partial(_host_array, name="actions")
+        self._batch = _core.EnvBatch(env_id, self.num_envs, self._buffers, to_array)
+
+    def _batched_step(self):
+        # On the CPU the native step is called directly (it converts non-numpy actions with _host_array):
+        # one Python frame less per step matters at N = 1.
+        return self._batch.step if self.device == "cpu" else self._step_cuda
+
+    def _step_cuda(self, actions) -> int:
+        actions = self._checked_cuda_actions(actions)
+        import torch
+
+        return self._batch.step(actions, torch.cuda.current_stream(actions.device).cuda_stream)
+
+    def _reset_batch(self, seed, mask, a, b) -> None:
+        if self.device == "cpu":
+            if mask is not None and type(mask) is not np.ndarray:
+                mask = _host_array(mask, "options['reset_mask']")
+            self._batch.reset(seed, mask, a, b)
+        else:
+            import torch
+
+            self._batch.reset(seed, mask, a, b, torch.cuda.current_stream(self._buffers["obs"].device).cuda_stream)
+
+    def _checked_cuda_actions(self, actions):
+        """Value checks the native step cannot do on the GPU without a sync; this one syncs once."""
+        import torch
+
+        if not isinstance(actions, torch.Tensor) or not actions.is_cuda:
+            where = (f"a tensor on {actions.device}" if isinstance(actions, torch.Tensor)
+                     else f"a {type(actions).__name__}")
+            raise ValueError(f"actions must be a CUDA tensor for an env on {self.device}, got {where}")
+        actions = actions.detach()
+        if self._num_actions > 0 and not torch.is_floating_point(actions) and actions.numel():
+            bad = (actions < 0) | (actions >= self._num_actions)
+            if bool(bad.any()):
+                i = int(bad.reshape(-1).nonzero()[0])
+                raise ValueError(f"actions[{i}] = {int(actions.reshape(-1)[i])} is out of range: {self.env_id} "
+                                 f"takes actions in {{0, ..., {self._num_actions - 1}}}")
+        elif self._num_actions == 0 and torch.is_floating_point(actions) and not bool(torch.isfinite(actions).all()):
+            raise ValueError(f"actions must be finite for {self.env_id} (finite out-of-range ones are clipped)")
+        return actions
+
+
+def _host_array(x, name: str):
+    """A numpy view of a CPU torch tensor (zero-copy), or np.asarray of anything else."""
+    if hasattr(x, "detach") and hasattr(x, "device"):
+        if x.device.type != "cpu":
+            raise ValueError(f"{name} must be on the cpu for an env on the cpu, got a tensor on {x.device}")
+        return x.detach().numpy()
+    return np.asarray(x)

@@ -1,0 +1,81 @@
+"""make_vec_env: the one way to get a vector env in fastppo."""
+
+from __future__ import annotations
+
+import numbers
+import sys
+
+from fastppo import _backend
+from fastppo.envs.builtin import BUILTIN_SPACES
+
+__all__ = ["ENV_BACKENDS", "make_vec_env"]
+
+ENV_BACKENDS = ("auto", "cpp", "cuda", "numba", "gymnasium", "vector_entry_point", "sync", "async")
+
+
+def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device: str = "cpu",
+                 backend: str = "auto"):
+    """``num_envs`` copies of ``env_id`` as one :class:`gymnasium.vector.VectorEnv` in SAME_STEP autoreset mode.
+
+    Built-in ids (``CartPole-v1``, ``Acrobot-v1``, ``MountainCar-v0``, ``MountainCarContinuous-v0``,
+    ``Pendulum-v1``) step natively with gymnasium's dynamics; ids registered with
+    :func:`fastppo.envs.register_numba_env` run as compiled Numba loops; any other id registered with
+    gymnasium runs on gymnasium's own vector envs. All report finished episodes in
+    ``infos["episode"]`` like :class:`gymnasium.wrappers.vector.RecordEpisodeStatistics` and the true
+    final observations in ``infos["final_obs"]`` (see :class:`fastppo.envs.BuiltinVecEnv`). The arrays
+    returned by fastppo's own envs are views overwritten by the next call.
+
+    Args:
+        env_id: a gymnasium-style id.
+        num_envs: number of envs, >= 1.
+        seed: seed of the first ``reset()`` called without one (None: a random seed).
+        device: "cpu" (numpy arrays) or a CUDA device such as "cuda" / "cuda:1" (built-in envs only;
+            observations and actions are CUDA torch tensors).
+        backend: "auto" (built-in native, else Numba, else gymnasium); "cpp" / "cuda" (the native
+            built-in envs, on the CPU / GPU); "numba"; "gymnasium" (its vectorised entry point when it
+            supports SAME_STEP, else sync), "vector_entry_point", "sync" or "async" (gymnasium's own
+            vector envs, for any id it knows, built-in ones included). ``FASTPPO_BACKEND`` does not apply.
+
+    Raises:
+        TypeError / ValueError: a bad argument (named in the message), or an id nothing knows.
+        fastppo.BackendUnavailableError: a native backend was asked for but cannot run here.
+    """
+    if not isinstance(env_id, str):
+        raise TypeError(f"env_id must be a str, got {type(env_id).__name__}")
+    if isinstance(num_envs, bool) or not isinstance(num_envs, numbers.Integral):
+        raise TypeError(f"num_envs must be an int, got {type(num_envs).__name__}")
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    if backend not in ENV_BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, ENV_BACKENDS))}; got {backend!r}")
+    if not isinstance(device, str) or not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:<index>', got {device!r}")
+    on_cuda = device != "cpu"
+    numba_module = sys.modules.get("fastppo.envs.numba_env")  # nothing is registered if it was never imported
+    builtin = env_id in BUILTIN_SPACES
+    numba_env = numba_module is not None and env_id in numba_module.registered_numba_envs()
+    if backend == "auto":
+        backend = ("cuda" if on_cuda else "cpp") if builtin else "numba" if numba_env else "gymnasium"
+    if on_cuda and backend != "cuda":
+        raise ValueError(f"device {device!r} needs backend 'cuda' (built-in envs only), got backend {backend!r}")
+    if backend == "cuda" and not on_cuda:
+        raise ValueError(f"backend 'cuda' needs a CUDA device, got device {device!r}")
+    if backend in ("cpp", "cuda"):
+        if not builtin:
+            raise ValueError(f"env_id {env_id!r} is not built in; backend {backend!r} runs only "
+                             f"{', '.join(BUILTIN_SPACES)}")
+        why = _backend._unavailable(backend)
+        if why is not None:
+            raise _backend.BackendUnavailableError(f"backend {backend!r} is unavailable: {why}")
+        from fastppo.envs.builtin import BuiltinVecEnv
+
+        return BuiltinVecEnv(env_id, num_envs, seed=seed, device=device)
+    if backend == "numba":
+        if not numba_env:
+            raise ValueError(f"env_id {env_id!r} is not a registered Numba env (see fastppo.envs.register_numba_env)")
+        from fastppo.envs.numba_env import NumbaVecEnv
+
+        return NumbaVecEnv(env_id, num_envs, seed=seed)
+    from fastppo.envs.fallback import make_gymnasium_vec_env
+
+    return make_gymnasium_vec_env(env_id, num_envs, seed=seed, mode=backend)

@@ -1,0 +1,629 @@
+"""Built-in vector envs against gymnasium's own: step-for-step dynamics, initial-state and episode
+distributions, SAME_STEP autoreset and episode statistics, seeding, the gymnasium fallback, the Numba
+user-env path, and every bad input."""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import runpy
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.vector import AutoresetMode
+from gymnasium.wrappers.vector import RecordEpisodeStatistics
+
+import fastppo
+from fastppo.envs import BUILTIN_SPACES
+
+ENV_IDS = list(BUILTIN_SPACES)
+HAS_CUDA = fastppo.backends()["cuda"].available
+requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason=f"cuda backend: {fastppo.backends()['cuda'].detail}")
+requires_cpp = pytest.mark.skipif(not fastppo.backends()["cpp"].available, reason="native extension missing")
+pytestmark = requires_cpp
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+def gym_state(env: gym.Env, env_id: str) -> np.ndarray:
+    """gymnasium's internal state in fastppo's layout (see BuiltinVecEnv)."""
+    raw = np.asarray(env.unwrapped.state)
+    state = raw.astype(np.float64)
+    if env_id == "MountainCarContinuous-v0":
+        state = np.append(state, 1.0 if raw.dtype == np.float32 else 0.0)
+    return state
+
+
+def random_state(env_id: str, rng: np.random.Generator) -> np.ndarray:
+    """A state anywhere in (and a little beyond) the region an episode visits, to reach every branch:
+    terminations, walls, velocity clips, angle wrapping."""
+    lo, hi = {
+        "CartPole-v1": ([-2.6, -3, -0.25, -3], [2.6, 3, 0.25, 3]),
+        "Acrobot-v1": ([-math.pi, -math.pi, -4 * math.pi, -9 * math.pi], [math.pi, math.pi, 4 * math.pi, 9 * math.pi]),
+        "MountainCar-v0": ([-1.2, -0.07], [0.6, 0.07]),
+        "MountainCarContinuous-v0": ([-1.2, -0.07], [0.6, 0.07]),
+        "Pendulum-v1": ([-10, -8], [10, 8]),
+    }[env_id]
+    state = rng.uniform(lo, hi)
+    if env_id == "MountainCarContinuous-v0" and rng.random() < 0.5:
+        state = state.astype(np.float32)  # gymnasium's state after a step
+    return state
+
+
+def random_actions(space: gym.Space, n: int, rng: np.random.Generator) -> np.ndarray:
+    if isinstance(space, gym.spaces.Discrete):
+        return rng.integers(0, space.n, size=n)
+    # 1.5x the bounds: out-of-range actions must be clipped exactly as gymnasium clips them
+    return rng.uniform(1.5 * space.low[0], 1.5 * space.high[0], size=(n, 1)).astype(np.float32)
+
+
+def ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic."""
+    grid = np.sort(np.concatenate([a, b]))
+    cdf_a = np.searchsorted(np.sort(a), grid, side="right") / len(a)
+    cdf_b = np.searchsorted(np.sort(b), grid, side="right") / len(b)
+    return float(np.abs(cdf_a - cdf_b).max())
+
+
+def ks_critical(n: int, m: int, alpha: float = 1e-3) -> float:
+    """The KS rejection threshold at level alpha (asymptotic; conservative for discrete data)."""
+    return math.sqrt(-0.5 * math.log(alpha / 2)) * math.sqrt((n + m) / (n * m))
+
+
+def rollout(env, actions_seq):
+    """Every step's (obs, rewards, terminated, truncated, final_obs where done) as copies."""
+    out = []
+    for actions in actions_seq:
+        obs, rew, te, tr, info = env.step(actions)
+        final = np.where((te | tr)[:, None], info["final_obs"], 0) if info else np.zeros_like(obs)
+        out.append((obs.copy(), rew.copy(), te.copy(), tr.copy(), final))
+    return out
+
+
+# -- spaces and dynamics ----------------------------------------------------------------------------
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_spaces_and_time_limit_match_gymnasium(env_id):
+    ref = gym.make(env_id)
+    env = fastppo.make_vec_env(env_id, 3)
+    assert env.single_observation_space == ref.observation_space
+    assert env.single_action_space == ref.action_space
+    assert env.max_episode_steps == gym.spec(env_id).max_episode_steps
+    assert env.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    assert isinstance(env, gym.vector.VectorEnv) and env.num_envs == 3
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_step_for_step_agreement_with_gymnasium(env_id):
+    """8 gymnasium envs and 8 of ours, 1000 random (partly out-of-range) actions. Before each step our
+    state is set to gymnasium's, and 2% of the time gymnasium's state first jumps to a random one, so
+    every branch of the dynamics is visited. We do the same float64/float32 operations in the same
+    order, so the results are expected bit for bit; the 1e-6 tolerance on float32 observations and
+    rewards only allows a last-bit difference between this platform's libm sin/cos and numpy's."""
+    n, steps = 8, 1000
+    rng = np.random.default_rng(7)
+    refs = [gym.make(env_id, disable_env_checker=True) for _ in range(n)]
+    for k, ref in enumerate(refs):
+        ref.reset(seed=k)
+    env = fastppo.make_vec_env(env_id, n, seed=0)
+    env.reset()
+    ended = 0
+    for _ in range(steps):
+        for ref in refs:
+            if rng.random() < 0.02:
+                ref.unwrapped.state = random_state(env_id, rng)
+        env.set_state(np.stack([gym_state(r, env_id) for r in refs]),
+                      elapsed=np.array([r._elapsed_steps for r in refs]))
+        actions = random_actions(env.single_action_space, n, rng)
+        obs, rew, te, tr, info = env.step(actions)
+        for i, ref in enumerate(refs):
+            r_obs, r_rew, r_te, r_tr, _ = ref.step(actions[i])
+            assert (te[i], tr[i]) == (r_te, r_tr)
+            mine = info["final_obs"][i] if (te[i] or tr[i]) else obs[i]
+            np.testing.assert_allclose(mine, r_obs, rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(rew[i], np.float32(r_rew), rtol=1e-6, atol=1e-6)
+            if r_te or r_tr:
+                ended += 1
+                ref.reset(seed=int(rng.integers(2**31)))
+    assert ended > 0  # the time limit or a termination was exercised
+
+
+@pytest.mark.parametrize("env_id,steps", [("CartPole-v1", 1500), ("MountainCar-v0", 1500), ("Pendulum-v1", 1500),
+                                           ("MountainCarContinuous-v0", 1500), ("Acrobot-v1", 300)])
+def test_long_runs_agree_without_resync(env_id, steps):
+    """The same, but our state is copied from gymnasium only when gymnasium resets (our RNG differs),
+    so errors would accumulate. Bit-exact on x86-64 Linux; the 1e-5 tolerance covers last-bit libm
+    differences elsewhere, which chaotic Acrobot would amplify over long horizons (hence 300 steps)."""
+    n = 4
+    rng = np.random.default_rng(3)
+    refs = [gym.make(env_id, disable_env_checker=True) for _ in range(n)]
+    for k, ref in enumerate(refs):
+        ref.reset(seed=100 + k)
+    env = fastppo.make_vec_env(env_id, n, seed=0)
+    env.reset()
+    env.set_state(np.stack([gym_state(r, env_id) for r in refs]), elapsed=0)
+    for _ in range(steps):
+        actions = random_actions(env.single_action_space, n, rng)
+        obs, rew, te, tr, info = env.step(actions)
+        state = env.get_state()
+        for i, ref in enumerate(refs):
+            r_obs, r_rew, r_te, r_tr, _ = ref.step(actions[i])
+            assert (te[i], tr[i]) == (r_te, r_tr)
+            np.testing.assert_allclose(info["final_obs"][i] if (te[i] or tr[i]) else obs[i], r_obs, rtol=0, atol=1e-5)
+            np.testing.assert_allclose(rew[i], np.float32(r_rew), rtol=1e-6)
+            if r_te or r_tr:
+                ref.reset(seed=int(rng.integers(2**31)))
+                state[i] = gym_state(ref, env_id)
+        env.set_state(state)
+
+
+# -- distributions ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_initial_state_distribution_matches_gymnasium(env_id):
+    """2000 initial states from each; per state dimension, a two-sample KS test at level 1e-3 (fixed
+    seeds, so the outcome is deterministic: it fails only if the distributions differ)."""
+    n = 2000
+    ours = fastppo.make_vec_env(env_id, n, seed=1)
+    ours.reset()
+    mine = ours.get_state()
+    ref = gym.make(env_id, disable_env_checker=True)
+    theirs = []
+    for k in range(n):
+        ref.reset(seed=10_000 + k)
+        theirs.append(gym_state(ref, env_id))
+    theirs = np.stack(theirs)
+    for d in range(mine.shape[1]):
+        if np.ptp(theirs[:, d]) == 0:  # a constant (MountainCar's velocity, the float32 flag)
+            np.testing.assert_array_equal(mine[:, d], theirs[:, d])
+        else:
+            assert ks_statistic(mine[:, d], theirs[:, d]) < ks_critical(n, n), f"state dimension {d}"
+
+
+def test_cartpole_episode_length_distribution_matches_gymnasium():
+    """Episode lengths under a uniformly random policy: 1500 episodes each, KS test at level 1e-3."""
+    episodes = 1500
+    ref = gym.make("CartPole-v1", disable_env_checker=True)
+    rng = np.random.default_rng(5)
+    theirs = []
+    for k in range(episodes):
+        ref.reset(seed=k)
+        length, done = 0, False
+        while not done:
+            _, _, te, tr, _ = ref.step(int(rng.integers(2)))
+            length, done = length + 1, te or tr
+        theirs.append(length)
+    env = fastppo.make_vec_env("CartPole-v1", 64, seed=5)
+    env.reset()
+    mine = []
+    while len(mine) < episodes:
+        _, _, _, _, info = env.step(rng.integers(0, 2, size=64))
+        if info:
+            mine.extend(info["episode"]["l"][info["_episode"]])
+    mine = np.array(mine[:episodes], dtype=float)
+    assert ks_statistic(mine, np.array(theirs, dtype=float)) < ks_critical(episodes, episodes)
+
+
+# -- autoreset, final observations, time limits, statistics -----------------------------------------
+def test_same_step_autoreset_final_obs_and_episode_stats():
+    """Cross-checked against gymnasium's own RecordEpisodeStatistics wrapped around our env."""
+    n = 16
+    env = RecordEpisodeStatistics(fastppo.make_vec_env("CartPole-v1", n, seed=3), stats_key="gym_episode")
+    obs, info = env.reset()
+    assert info == {}
+    rng = np.random.default_rng(0)
+    ret, length, seen = np.zeros(n), np.zeros(n, dtype=int), 0
+    for _ in range(300):
+        prev = env.unwrapped.get_state()
+        actions = rng.integers(0, 2, size=n)
+        obs, rew, te, tr, info = env.step(actions)
+        np.testing.assert_array_equal(rew, 1.0)
+        ret += rew
+        length += 1
+        done = te | tr
+        if not done.any():
+            assert info == {}
+            continue
+        seen += done.sum()
+        for key in ("_final_obs", "_final_info", "_episode", "_gym_episode"):
+            np.testing.assert_array_equal(info[key], done)
+        assert info["final_info"] == {}
+        # the final observation is the terminal state (out of bounds); obs is already the reset one
+        final = info["final_obs"][done]
+        assert ((np.abs(final[:, 0]) > 2.4) | (np.abs(final[:, 2]) > 12 * 2 * math.pi / 360)).all()
+        assert (np.abs(obs[done]) <= 0.05).all()
+        assert not np.array_equal(final, obs[done])
+        # ... and one physics step from the previous state (step a copy of that state to check)
+        check = fastppo.make_vec_env("CartPole-v1", n, seed=0)
+        check.reset()
+        check.set_state(prev)
+        c_obs, _, c_te, _, c_info = check.step(actions)
+        np.testing.assert_array_equal(c_info["final_obs"][done], final)
+        ep = info["episode"]
+        np.testing.assert_array_equal(ep["r"], np.where(done, ret, 0.0))
+        np.testing.assert_array_equal(ep["l"], np.where(done, length, 0))
+        np.testing.assert_array_equal(ep["r"], info["gym_episode"]["r"])
+        np.testing.assert_array_equal(ep["l"], info["gym_episode"]["l"])
+        assert (ep["t"][done] >= 0).all() and (ep["t"][~done] == 0).all()
+        assert ep["r"].dtype == np.float64 and ep["l"].dtype == np.int64
+        ret[done], length[done] = 0, 0
+    assert seen > 50
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "MountainCar-v0", "CartPole-v1"])
+def test_truncation_at_gymnasium_time_limit(env_id):
+    """Hold CartPole upright (reset its state every step) so only the time limit can end episodes."""
+    env = fastppo.make_vec_env(env_id, 4, seed=0)
+    env.reset()
+    limit = gym.spec(env_id).max_episode_steps
+    space = env.single_action_space
+    actions = np.zeros(4, np.int64) if isinstance(space, gym.spaces.Discrete) else np.zeros((4, 1), np.float32)
+    if env_id == "MountainCar-v0":
+        actions[:] = 1  # no push: it cannot reach the goal
+    for t in range(1, 2 * limit + 1):
+        if env_id == "CartPole-v1":
+            env.set_state(np.zeros((4, 4)))
+        _, _, te, tr, info = env.step(actions)
+        assert not te.any()
+        assert tr.all() == (t % limit == 0) and tr.any() == (t % limit == 0)
+        if t % limit == 0:
+            np.testing.assert_array_equal(info["episode"]["l"], limit)
+            np.testing.assert_array_equal(info["_final_obs"], True)
+
+
+# -- seeding and threads ----------------------------------------------------------------------------
+def _trajectory(env_id, n, seed, steps=200, action_seed=0):
+    env = fastppo.make_vec_env(env_id, n, seed=seed)
+    env.reset()
+    rng = np.random.default_rng(action_seed)
+    return rollout(env, [random_actions(env.single_action_space, n, rng) for _ in range(steps)])
+
+
+def _assert_same(a, b):
+    for x, y in zip(a, b):
+        for u, v in zip(x, y):
+            np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_seeding_reproduces_and_differs(env_id):
+    _assert_same(_trajectory(env_id, 6, 42), _trajectory(env_id, 6, 42))
+    first, other = _trajectory(env_id, 6, 42, steps=1), _trajectory(env_id, 6, 43, steps=1)
+    assert not np.array_equal(first[0][0], other[0][0])
+    env = fastppo.make_vec_env(env_id, 6, seed=None)
+    assert not np.array_equal(env.reset()[0].copy(), fastppo.make_vec_env(env_id, 6, seed=None).reset()[0])
+    obs0 = env.reset(seed=9)[0].copy()
+    env.step(random_actions(env.single_action_space, 6, np.random.default_rng(0)))
+    np.testing.assert_array_equal(env.reset(seed=9)[0], obs0)  # reset(seed=) restarts the streams
+    assert not np.array_equal(env.reset()[0], obs0)  # reset() continues them
+
+
+def test_env_streams_do_not_depend_on_num_envs():
+    """Env i's trajectory depends on (seed, i) only: the first 3 of 10 envs equal 3 envs."""
+    env10 = fastppo.make_vec_env("CartPole-v1", 10, seed=4)
+    env3 = fastppo.make_vec_env("CartPole-v1", 3, seed=4)
+    np.testing.assert_array_equal(env10.reset()[0][:3], env3.reset()[0])
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        a = rng.integers(0, 2, size=10)
+        o10, r10, te10, tr10, _ = env10.step(a)
+        o3, r3, te3, tr3, _ = env3.step(a[:3])
+        np.testing.assert_array_equal(o10[:3], o3)
+        np.testing.assert_array_equal(te10[:3], te3)
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1"])
+def test_results_do_not_depend_on_thread_count(env_id):
+    n = 9000  # above the per-thread grain, so the batch really splits
+    runs = []
+    try:
+        for threads in (1, 2, 3):
+            fastppo.set_num_threads(threads)
+            runs.append(_trajectory(env_id, n, 11, steps=40))
+    finally:
+        fastppo.set_num_threads(0)
+    _assert_same(runs[0], runs[1])
+    _assert_same(runs[0], runs[2])
+
+
+# -- interface --------------------------------------------------------------------------------------
+def test_buffers_are_views_and_torch_actions_work():
+    env = fastppo.make_vec_env("CartPole-v1", 5, seed=0)
+    obs, _ = env.reset()
+    view = torch.from_numpy(obs)  # zero-copy
+    nxt, *_ = env.step(torch.ones(5, dtype=torch.int64))
+    assert nxt is obs and torch.equal(view, torch.from_numpy(nxt))
+    env.step([0, 1, 0, 1, 0])  # anything np.asarray takes
+    env.step(np.ones(10, np.int32)[::2])  # strided int32
+    assert env.observation_space.contains(obs)
+
+
+def test_reset_options():
+    env = fastppo.make_vec_env("CartPole-v1", 50, seed=0)
+    obs, _ = env.reset(options={"low": 0.2, "high": 0.3})
+    assert ((obs >= 0.2) & (obs <= 0.3)).all()
+    before = obs.copy()
+    mask = np.zeros(50, bool)
+    mask[::2] = True
+    obs, _ = env.reset(options={"reset_mask": mask})
+    np.testing.assert_array_equal(obs[1::2], before[1::2])
+    assert (np.abs(obs[::2]) <= 0.05).all()
+    pend = fastppo.make_vec_env("Pendulum-v1", 50, seed=0)
+    obs, _ = pend.reset(options={"x_init": 0.1, "y_init": 0.2})
+    state = pend.get_state()
+    assert (np.abs(state[:, 0]) <= 0.1).all() and (np.abs(state[:, 1]) <= 0.2).all()
+
+
+# -- bad input --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("actions,exc,match", [
+    (np.array([0, 2, 1]), ValueError, r"actions\[1\] = 2 is out of range"),
+    (np.array([0, -1, 1]), ValueError, r"actions\[1\] = -1 is out of range"),
+    (np.array([0.0, 1.0, 1.0]), TypeError, "actions must have an integer dtype"),
+    (np.array([0, 1]), ValueError, r"actions must have shape \(3,\)"),
+    (np.array([[0], [1], [1]]), ValueError, r"actions must have shape \(3,\)"),
+    (np.array(["a", "b", "c"]), TypeError, "actions must have dtype"),
+])
+def test_bad_discrete_actions_raise_before_stepping(actions, exc, match):
+    env = fastppo.make_vec_env("CartPole-v1", 3, seed=0)
+    env.reset()
+    state = env.get_state()
+    with pytest.raises(exc, match=match):
+        env.step(actions)
+    np.testing.assert_array_equal(env.get_state(), state)  # no env was stepped
+
+
+@pytest.mark.parametrize("actions,exc,match", [
+    (np.array([[0.0], [np.nan]], np.float32), ValueError, r"actions\[1, 0\] = nan is not finite"),
+    (np.array([[np.inf], [0.0]]), ValueError, r"actions\[0, 0\] = inf is not finite"),
+    (np.array([0.0, 0.0], np.float32), ValueError, r"actions must have shape \(2, 1\)"),
+    (np.array([[0], [1]]), TypeError, "actions must have dtype float32 or float64"),
+])
+def test_bad_continuous_actions_raise_before_stepping(actions, exc, match):
+    env = fastppo.make_vec_env("Pendulum-v1", 2, seed=0)
+    env.reset()
+    state = env.get_state()
+    with pytest.raises(exc, match=match):
+        env.step(actions)
+    np.testing.assert_array_equal(env.get_state(), state)
+
+
+def test_out_of_range_continuous_actions_are_clipped_like_gymnasium():
+    envs = [fastppo.make_vec_env("Pendulum-v1", 1, seed=0) for _ in range(2)]
+    for e in envs:
+        e.reset()
+    a = envs[0].step(np.array([[7.5]], np.float32))
+    b = envs[1].step(np.array([[2.0]], np.float32))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    (dict(env_id="CartPole-v1", num_envs=0), ValueError, "num_envs must be >= 1, got 0"),
+    (dict(env_id="CartPole-v1", num_envs=-3), ValueError, "num_envs must be >= 1"),
+    (dict(env_id="CartPole-v1", num_envs=2.0), TypeError, "num_envs must be an int"),
+    (dict(env_id="CartPole-v1", num_envs=True), TypeError, "num_envs must be an int"),
+    (dict(env_id="NoSuchEnv-v9", num_envs=2), ValueError, "env_id 'NoSuchEnv-v9' is not a built-in env"),
+    (dict(env_id=3, num_envs=2), TypeError, "env_id must be a str"),
+    (dict(env_id="CartPole-v1", num_envs=2, backend="fast"), ValueError, "backend must be one of"),
+    (dict(env_id="CartPole-v1", num_envs=2, device="tpu"), ValueError, "device must be"),
+    (dict(env_id="CartPole-v0", num_envs=2, backend="cpp"), ValueError, "is not built in"),
+    (dict(env_id="CartPole-v1", num_envs=2, backend="numba"), ValueError, "not a registered Numba env"),
+    (dict(env_id="CartPole-v1", num_envs=2, backend="cuda"), ValueError, "backend 'cuda' needs a CUDA device"),
+    (dict(env_id="CartPole-v1", num_envs=2, seed=-1), TypeError, "seed must be None or an int"),
+])
+def test_bad_make_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        fastppo.make_vec_env(**kwargs)
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="checks the error when CUDA is unavailable")
+def test_cuda_device_without_cuda_says_why():
+    with pytest.raises(fastppo.BackendUnavailableError, match="backend 'cuda' is unavailable"):
+        fastppo.make_vec_env("CartPole-v1", 2, device="cuda")
+
+
+def test_bad_reset_and_step_order():
+    env = fastppo.make_vec_env("CartPole-v1", 2, seed=0)
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(np.zeros(2, np.int64))
+    with pytest.raises(TypeError, match="seed must be None or an int"):
+        env.reset(seed=1.5)
+    with pytest.raises(ValueError, match="unknown key 'lo'"):
+        env.reset(options={"lo": 0.1})
+    with pytest.raises(ValueError, match="must not exceed"):
+        env.reset(options={"low": 0.1, "high": 0.0})
+    with pytest.raises(TypeError, match=r"reset_mask'\] must be a bool array"):
+        env.reset(options={"reset_mask": np.ones(2, np.int64)})
+    with pytest.raises(ValueError, match=r"reset_mask'\] must have shape \(2,\)"):
+        env.reset(options={"reset_mask": np.ones(3, bool)})
+    with pytest.raises(ValueError, match="state must have shape"):
+        env.set_state(np.zeros((2, 3)))
+
+
+# -- gymnasium fallback -----------------------------------------------------------------------------
+# An id fastppo does not build in, with a short time limit so episodes end within the test.
+gym.register("FastppoTestCartPole-v0", entry_point="gymnasium.envs.classic_control.cartpole:CartPoleEnv",
+             vector_entry_point="gymnasium.envs.classic_control.cartpole:CartPoleVectorEnv", max_episode_steps=30)
+
+
+@pytest.mark.parametrize("env_id,backend", [("FastppoTestCartPole-v0", "auto"), ("CartPole-v1", "sync"),
+                                            ("Pendulum-v1", "gymnasium")])
+def test_gymnasium_fallback_has_the_same_interface(env_id, backend):
+    env = fastppo.make_vec_env(env_id, 3, seed=0, backend=backend)
+    assert isinstance(env, gym.vector.VectorEnv)
+    assert env.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    obs, _ = env.reset()
+    np.testing.assert_array_equal(obs, fastppo.make_vec_env(env_id, 3, seed=0, backend=backend).reset()[0])
+    rng = np.random.default_rng(0)
+    ended = 0
+    for _ in range(250):
+        obs, rew, te, tr, info = env.step(random_actions(env.single_action_space, 3, rng))
+        if info.get("_episode", np.zeros(3, bool)).any():
+            done = te | tr
+            np.testing.assert_array_equal(info["_episode"], done)
+            assert info["final_obs"].shape == obs.shape  # dense, like the built-in envs
+            assert (info["episode"]["l"][done] > 0).all()
+            ended += done.sum()
+    assert ended > 0
+    env.close()
+
+
+def test_gymnasium_fallback_non_box_observations():
+    """FrozenLake's observations are Discrete: final_obs stays gymnasium's object array."""
+    env = fastppo.make_vec_env("FrozenLake-v1", 4, seed=0)
+    env.reset()
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        obs, rew, te, tr, info = env.step(rng.integers(0, 4, size=4))
+        if info.get("_final_obs", np.zeros(4, bool)).any():
+            assert info["final_obs"].dtype == object
+            break
+    else:
+        raise AssertionError("no FrozenLake episode ended in 100 random steps")
+
+
+def test_gymnasium_fallback_async():
+    env = fastppo.make_vec_env("CartPole-v1", 2, seed=0, backend="async")
+    try:
+        env.reset()
+        obs, *_ = env.step(np.array([0, 1]))
+        assert obs.shape == (2, 4)
+    finally:
+        env.close()
+
+
+# -- Numba user envs --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def numba_cartpole():
+    pytest.importorskip("numba")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    runpy.run_path(str(root / "examples" / "numba_cartpole.py"))  # registers NumbaCartPole-v1
+    return "NumbaCartPole-v1"
+
+
+def test_numba_example_reproduces_the_builtin_env(numba_cartpole):
+    """Same physics, same per-env random streams: bit-identical to the native CartPole-v1."""
+    env = fastppo.make_vec_env(numba_cartpole, 7, seed=21)
+    assert type(env).__name__ == "NumbaVecEnv"
+    assert env.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    ref = fastppo.make_vec_env("CartPole-v1", 7, seed=21)
+    np.testing.assert_array_equal(env.reset()[0], ref.reset()[0])
+    rng = np.random.default_rng(2)
+    ended = 0
+    for _ in range(400):
+        a = rng.integers(0, 2, size=7)
+        mine, theirs = env.step(a), ref.step(a)
+        for x, y in zip(mine[:4], theirs[:4]):
+            np.testing.assert_array_equal(x, y)
+        assert mine[4].keys() == theirs[4].keys()
+        if mine[4]:
+            ended += mine[4]["_episode"].sum()
+            np.testing.assert_array_equal(mine[4]["final_obs"][mine[4]["_final_obs"]],
+                                          theirs[4]["final_obs"][theirs[4]["_final_obs"]])
+            np.testing.assert_array_equal(mine[4]["episode"]["r"], theirs[4]["episode"]["r"])
+            np.testing.assert_array_equal(mine[4]["episode"]["l"], theirs[4]["episode"]["l"])
+    assert ended > 20
+
+
+@pytest.mark.parametrize("actions,exc,match", [
+    (np.array([0, 2, 1]), ValueError, r"actions\[1\] = 2 is out of range"),
+    (np.array([0.0, 1.0, 1.0]), TypeError, "actions must have an integer dtype"),
+    (np.array([0, 1]), ValueError, r"actions must have shape \(3,\)"),
+])
+def test_numba_env_rejects_bad_actions_like_the_native_ones(numba_cartpole, actions, exc, match):
+    env = fastppo.make_vec_env(numba_cartpole, 3, seed=0)
+    env.reset()
+    with pytest.raises(exc, match=match):
+        env.step(actions)
+
+
+@pytest.fixture(scope="module")
+def numba_point():
+    """A one-dimensional point pushed by a Box action, registered as a Numba env."""
+    numba = pytest.importorskip("numba")
+    from fastppo.envs import register_numba_env, uniform
+
+    @numba.njit
+    def reset(state, rng):
+        state[0] = uniform(rng, -1.0, 1.0)
+
+    @numba.njit
+    def step(state, action):
+        state[0] += 0.1 * min(max(action[0], -1.0), 1.0)
+        return -state[0] * state[0], abs(state[0]) > 1.5
+
+    @numba.njit
+    def observe(state, obs):
+        obs[0] = state[0]
+
+    register_numba_env("FastppoTestPoint-v0", reset=reset, step=step, observe=observe,
+                       observation_space=gym.spaces.Box(-2, 2, (1,), np.float32),
+                       action_space=gym.spaces.Box(-1, 1, (1,), np.float32), state_dim=1, max_episode_steps=20)
+    return "FastppoTestPoint-v0"
+
+
+def test_numba_box_env(numba_point):
+    env = fastppo.make_vec_env(numba_point, 4, seed=0)
+    obs, _ = env.reset()
+    assert (np.abs(obs) <= 1).all()
+    ended = 0
+    for _ in range(40):
+        x = env.get_state()[:, 0]
+        obs, rew, te, tr, info = env.step(np.full((4, 1), 1.0))  # float64 actions are accepted
+        moved, done = x + 0.1, te | tr
+        seen = np.where(done, info["final_obs"][:, 0], obs[:, 0]) if info else obs[:, 0]
+        np.testing.assert_allclose(seen, moved.astype(np.float32), rtol=1e-6)
+        np.testing.assert_allclose(rew, -(moved**2), rtol=1e-6)  # float32 rewards of float64 costs
+        np.testing.assert_array_equal(te, np.abs(moved) > 1.5)
+        ended += done.sum()
+        if info:
+            np.testing.assert_array_equal(info["_episode"], done)
+    assert ended > 0
+    with pytest.raises(ValueError, match=r"actions\[2\] = \[nan\] is not finite"):
+        env.step(np.array([[0.0], [0.0], [np.nan], [0.0]], np.float32))
+    with pytest.raises(ValueError, match=r"actions must have shape \(4, 1\)"):
+        env.step(np.zeros(4, np.float32))
+    with pytest.raises(TypeError, match="actions must have dtype float32 or float64"):
+        env.step(np.zeros((4, 1), np.int64))
+
+
+def test_register_numba_env_checks_its_arguments():
+    from fastppo.envs import register_numba_env
+
+    box = gym.spaces.Box(-1, 1, (2,), np.float32)
+    with pytest.raises(TypeError, match="observation_space must be a 1-D float32"):
+        register_numba_env("Bad-v0", reset=None, step=None, observe=None, observation_space=gym.spaces.Discrete(2),
+                           action_space=gym.spaces.Discrete(2), state_dim=2, max_episode_steps=10)
+    with pytest.raises(TypeError, match="action_space must be"):
+        register_numba_env("Bad-v0", reset=None, step=None, observe=None, observation_space=box,
+                           action_space=gym.spaces.MultiBinary(2), state_dim=2, max_episode_steps=10)
+    with pytest.raises(ValueError, match="max_episode_steps must be a positive int"):
+        register_numba_env("Bad-v0", reset=None, step=None, observe=None, observation_space=box,
+                           action_space=gym.spaces.Discrete(2), state_dim=2, max_episode_steps=0)
+
+
+# -- CUDA -------------------------------------------------------------------------------------------
+@requires_cuda
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_cuda_matches_cpu(env_id):
+    """Same headers, same streams, FMA contraction off: the GPU reproduces the CPU."""
+    n, steps = 64, 300
+    cpu = fastppo.make_vec_env(env_id, n, seed=8)
+    gpu = fastppo.make_vec_env(env_id, n, seed=8, device="cuda")
+    np.testing.assert_array_equal(cpu.reset()[0], gpu.reset()[0].cpu().numpy())
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        a = random_actions(cpu.single_action_space, n, rng)
+        c = cpu.step(a)
+        g = gpu.step(torch.from_numpy(a).cuda())
+        for x, y in zip(c[:4], g[:4]):
+            np.testing.assert_array_equal(x, y.cpu().numpy())
+
+
+@requires_cuda
+def test_cuda_bad_actions():
+    env = fastppo.make_vec_env("CartPole-v1", 3, seed=0, device="cuda")
+    env.reset()
+    with pytest.raises(ValueError, match=r"actions\[1\] = 2 is out of range"):
+        env.step(torch.tensor([0, 2, 1], device="cuda"))
+    with pytest.raises(ValueError, match="actions must be a CUDA tensor"):
+        env.step(np.zeros(3, np.int64))
