@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <sstream>
+#include <stdexcept>
 
 namespace fastppo {
 namespace {
@@ -38,21 +39,24 @@ enum : uint8_t { kDLInt = 0, kDLUInt = 1, kDLFloat = 2, kDLBool = 6 };
 
 std::string py_type_name(py::handle obj) { return py::str(py::type::of(obj).attr("__name__")); }
 
+std::string repr(double x) { return py::repr(py::float_(x)).cast<std::string>(); }
+
 ArrayArg from_numpy(const py::array& arr, const char* name) {
   ArrayArg a;
   a.name = name;
   const py::dtype dt = arr.dtype();
   const char kind = dt.kind();
   a.itemsize = dt.itemsize();
-  a.dtype_name = py::str(dt);
   const bool native = dt.byteorder() != '>';
+  // Named here, not by str(dtype): numpy's dtype __str__ is Python code that costs microseconds per call.
   if (kind == 'f' && a.itemsize == 4 && native) {
-    a.dtype = ScalarType::Float32;
+    a.dtype = ScalarType::Float32, a.dtype_name = "float32";
   } else if (kind == 'f' && a.itemsize == 8 && native) {
-    a.dtype = ScalarType::Float64;
+    a.dtype = ScalarType::Float64, a.dtype_name = "float64";
   } else if (kind == 'b' || (kind == 'u' && a.itemsize == 1)) {
-    a.dtype = ScalarType::Bool;
+    a.dtype = ScalarType::Bool, a.dtype_name = kind == 'b' ? "bool" : "uint8";
   } else {
+    a.dtype_name = py::str(dt);
     throw_type_error(std::string(name) + " must have dtype float32, float64 or bool, got " + a.dtype_name);
   }
   a.data = const_cast<void*>(arr.data());
@@ -201,7 +205,47 @@ void check_writeable_output(const ArrayArg& out, const std::vector<const ArrayAr
 
 void check_unit_interval(double x, const char* name) {
   if (!(x >= 0.0 && x <= 1.0))  // also rejects NaN
-    throw_value_error(std::string(name) + " must be in [0, 1], got " + py::repr(py::float_(x)).cast<std::string>());
+    throw_value_error(std::string(name) + " must be in [0, 1], got " + repr(x));
+}
+
+void check_positive(double x, const char* name) {
+  if (!(x > 0.0 && std::isfinite(x)))
+    throw_value_error(std::string(name) + " must be positive and finite, got " + repr(x));
+}
+
+void check_nonnegative(double x, const char* name) {
+  if (!(x >= 0.0 && std::isfinite(x)))
+    throw_value_error(std::string(name) + " must be non-negative and finite, got " + repr(x));
+}
+
+void check_contiguous(const ArrayArg& a) {
+  int64_t compact = 1;
+  for (int d = int(a.shape.size()) - 1; d >= 0; --d) {
+    if (a.shape[d] > 1 && a.strides[d] != compact)
+      throw_value_error(std::string(a.name) + " must be contiguous (compact row-major), got shape " +
+                        a.shape_str() + " with other strides");
+    compact *= a.shape[d];
+  }
+}
+
+template <typename T>
+static int64_t first_non_finite(const ArrayArg& a) {
+  const auto* x = static_cast<const T*>(a.data);
+  const int64_t n = a.numel(), s = a.strides.empty() ? 1 : a.strides[0];
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i * s])) return i;
+  return -1;
+}
+
+void check_finite(const ArrayArg& a) {
+  if (a.device != DeviceType::CPU || a.shape.size() > 1 || a.dtype == ScalarType::Bool)
+    throw std::logic_error("check_finite takes a 1-D CPU float array");
+  const int64_t i = a.dtype == ScalarType::Float32 ? first_non_finite<float>(a) : first_non_finite<double>(a);
+  if (i >= 0) {
+    const double v = a.dtype == ScalarType::Float32 ? double(static_cast<const float*>(a.data)[i * a.strides[0]])
+                                                    : static_cast<const double*>(a.data)[i * a.strides[0]];
+    throw_value_error(std::string(a.name) + " must be finite, got " + repr(v) + " at index " + std::to_string(i));
+  }
 }
 
 }  // namespace fastppo

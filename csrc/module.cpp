@@ -12,6 +12,7 @@ namespace py = pybind11;
 
 namespace fastppo {
 void bind_gae(py::module_& m);
+void bind_ppo_loss(py::module_& m);
 }
 
 PYBIND11_MODULE(_core, m) {
@@ -34,4 +35,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("set_num_threads", &fastppo::set_num_threads, py::arg("n"),
         "Set the native CPU kernels' thread count (n < 1: the default). Not while an op is running.");
   fastppo::bind_gae(m);
+  fastppo::bind_ppo_loss(m);
 }

@@ -1,14 +1,16 @@
 """fastppo: a fast, correct on-policy RL trainer for PyTorch users.
 
-Public API so far: :func:`gae` (native GAE on every backend) and :func:`backends`.
+Public API so far: :func:`gae` (native GAE on every backend), :func:`ppo_loss` (the fused PPO loss)
+and :func:`backends`.
 """
 
 from fastppo._backend import BackendStatus, BackendUnavailableError, backends
-from fastppo.ops import gae
+from fastppo.ops import gae, ppo_loss
 
 __version__ = "0.1.0"
 
-__all__ = ["BackendStatus", "BackendUnavailableError", "backends", "gae", "get_num_threads", "set_num_threads"]
+__all__ = ["BackendStatus", "BackendUnavailableError", "backends", "gae", "get_num_threads", "ppo_loss",
+           "set_num_threads"]
 
 
 def get_num_threads() -> int:
