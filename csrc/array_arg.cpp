@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <sstream>
+#include <stdexcept>
 
 namespace fastppo {
 namespace {
@@ -37,6 +38,8 @@ enum : int32_t { kDLCPU = 1, kDLCUDA = 2, kDLCUDAHost = 3, kDLCUDAManaged = 13 }
 enum : uint8_t { kDLInt = 0, kDLUInt = 1, kDLFloat = 2, kDLBool = 6 };
 
 std::string py_type_name(py::handle obj) { return py::str(py::type::of(obj).attr("__name__")); }
+
+std::string repr(double x) { return py::repr(py::float_(x)).cast<std::string>(); }
 
 const char* accepted(bool allow_int) {
   return allow_int ? "float32, float64, bool, int32 or int64" : "float32, float64 or bool";
@@ -197,15 +200,6 @@ void check_dtype(const ArrayArg& a, ScalarType dtype, const char* dtype_name) {
     throw_type_error(std::string(a.name) + " must have dtype " + dtype_name + ", got " + a.dtype_name);
 }
 
-void check_contiguous(const ArrayArg& a) {
-  int64_t expected = 1;
-  for (size_t d = a.shape.size(); d-- > 0;) {
-    if (a.shape[d] != 1 && a.strides[d] != expected)
-      throw_value_error(std::string(a.name) + " must be C-contiguous; pass a contiguous copy");
-    expected *= a.shape[d];
-  }
-}
-
 void check_same_dtype(const ArrayArg& a, const ArrayArg& like) {
   if (a.dtype != like.dtype)
     throw_type_error(std::string(a.name) + " must have the dtype of " + like.name + " (" + like.dtype_name +
@@ -231,7 +225,47 @@ void check_writeable_output(const ArrayArg& out, const std::vector<const ArrayAr
 
 void check_unit_interval(double x, const char* name) {
   if (!(x >= 0.0 && x <= 1.0))  // also rejects NaN
-    throw_value_error(std::string(name) + " must be in [0, 1], got " + py::repr(py::float_(x)).cast<std::string>());
+    throw_value_error(std::string(name) + " must be in [0, 1], got " + repr(x));
+}
+
+void check_positive(double x, const char* name) {
+  if (!(x > 0.0 && std::isfinite(x)))
+    throw_value_error(std::string(name) + " must be positive and finite, got " + repr(x));
+}
+
+void check_nonnegative(double x, const char* name) {
+  if (!(x >= 0.0 && std::isfinite(x)))
+    throw_value_error(std::string(name) + " must be non-negative and finite, got " + repr(x));
+}
+
+void check_contiguous(const ArrayArg& a) {
+  int64_t compact = 1;
+  for (int d = int(a.shape.size()) - 1; d >= 0; --d) {
+    if (a.shape[d] > 1 && a.strides[d] != compact)
+      throw_value_error(std::string(a.name) + " must be contiguous (compact row-major), got shape " +
+                        a.shape_str() + " with other strides");
+    compact *= a.shape[d];
+  }
+}
+
+template <typename T>
+static int64_t first_non_finite(const ArrayArg& a) {
+  const auto* x = static_cast<const T*>(a.data);
+  const int64_t n = a.numel(), s = a.strides.empty() ? 1 : a.strides[0];
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i * s])) return i;
+  return -1;
+}
+
+void check_finite(const ArrayArg& a) {
+  if (a.device != DeviceType::CPU || a.shape.size() > 1 || a.dtype == ScalarType::Bool)
+    throw std::logic_error("check_finite takes a 1-D CPU float array");
+  const int64_t i = a.dtype == ScalarType::Float32 ? first_non_finite<float>(a) : first_non_finite<double>(a);
+  if (i >= 0) {
+    const double v = a.dtype == ScalarType::Float32 ? double(static_cast<const float*>(a.data)[i * a.strides[0]])
+                                                    : static_cast<const double*>(a.data)[i * a.strides[0]];
+    throw_value_error(std::string(a.name) + " must be finite, got " + repr(v) + " at index " + std::to_string(i));
+  }
 }
 
 }  // namespace fastppo

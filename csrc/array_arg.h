@@ -45,11 +45,15 @@ void check_ndim(const ArrayArg& a, size_t ndim, const char* layout);
 void check_same_shape(const ArrayArg& a, const ArrayArg& like);
 void check_float(const ArrayArg& a);
 void check_dtype(const ArrayArg& a, ScalarType dtype, const char* dtype_name);
-void check_contiguous(const ArrayArg& a);
 void check_same_dtype(const ArrayArg& a, const ArrayArg& like);
 void check_same_device(const ArrayArg& a, const ArrayArg& like);
 void check_writeable_output(const ArrayArg& out, const std::vector<const ArrayArg*>& others);
 void check_unit_interval(double x, const char* name);
+void check_positive(double x, const char* name);     // x > 0 and finite
+void check_nonnegative(double x, const char* name);  // x >= 0 and finite
+void check_contiguous(const ArrayArg& a);            // compact row-major
+// CPU float arrays only: every element is finite, else ValueError naming the first bad index.
+void check_finite(const ArrayArg& a);
 
 [[noreturn]] void throw_value_error(const std::string& msg);
 [[noreturn]] void throw_type_error(const std::string& msg);

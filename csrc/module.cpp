@@ -13,6 +13,7 @@ namespace py = pybind11;
 namespace fastppo {
 void bind_gae(py::module_& m);
 void bind_envs(py::module_& m);
+void bind_ppo_loss(py::module_& m);
 }
 
 PYBIND11_MODULE(_core, m) {
@@ -36,4 +37,5 @@ PYBIND11_MODULE(_core, m) {
         "Set the native CPU kernels' thread count (n < 1: the default). Not while an op is running.");
   fastppo::bind_gae(m);
   fastppo::bind_envs(m);
+  fastppo::bind_ppo_loss(m);
 }

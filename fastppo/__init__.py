@@ -1,16 +1,17 @@
 """fastppo: a fast, correct on-policy RL trainer for PyTorch users.
 
-Public API so far: :func:`gae` (native GAE on every backend), :func:`make_vec_env` (vector envs) and
-:func:`backends`.
+Public API so far: :func:`gae` (native GAE on every backend), :func:`ppo_loss` (the fused PPO loss),
+:func:`make_vec_env` (vector envs) and :func:`backends`.
 """
 
 from fastppo._backend import BackendStatus, BackendUnavailableError, backends
 from fastppo.envs import make_vec_env
-from fastppo.ops import gae
+from fastppo.ops import gae, ppo_loss
 
 __version__ = "0.1.0"
 
 __all__ = ["BackendStatus", "BackendUnavailableError", "backends", "gae", "get_num_threads", "make_vec_env",
+           "ppo_loss",
            "set_num_threads"]
 
 

@@ -3,10 +3,12 @@ csrc/array_arg.cpp so that every backend rejects bad input with the same message
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
-_FLOATS = (torch.float32, torch.float64)
+FLOATS = (torch.float32, torch.float64)
 
 
 def as_tensor(x, name: str) -> torch.Tensor:
@@ -55,12 +57,12 @@ def check_ndim(t: torch.Tensor, ndim: int, layout: str, name: str) -> None:
 
 
 def check_float(t: torch.Tensor, name: str) -> None:
-    if t.dtype not in _FLOATS:
+    if t.dtype not in FLOATS:
         raise TypeError(f"{name} must have dtype float32 or float64, got {dtype_name(t)}")
 
 
 def check_flag_dtype(t: torch.Tensor, name: str) -> None:
-    if t.dtype not in (*_FLOATS, torch.bool, torch.uint8):
+    if t.dtype not in (*FLOATS, torch.bool, torch.uint8):
         raise TypeError(f"{name} must have dtype float32, float64 or bool, got {dtype_name(t)}")
 
 
@@ -77,6 +79,24 @@ def check_like(t: torch.Tensor, name: str, like: torch.Tensor, like_name: str, *
 def check_unit_interval(x: float, name: str) -> None:
     if not 0.0 <= x <= 1.0:  # also rejects NaN
         raise ValueError(f"{name} must be in [0, 1], got {x!r}")
+
+
+def check_positive(x: float, name: str) -> None:
+    if not (x > 0.0 and math.isfinite(x)):  # also rejects NaN
+        raise ValueError(f"{name} must be positive and finite, got {float(x)!r}")
+
+
+def check_nonnegative(x: float, name: str) -> None:
+    if not (x >= 0.0 and math.isfinite(x)):
+        raise ValueError(f"{name} must be non-negative and finite, got {float(x)!r}")
+
+
+def check_finite(t: torch.Tensor, name: str) -> None:
+    """Every element finite, else a ValueError naming the first bad index (synchronises on CUDA)."""
+    bad = ~torch.isfinite(t.reshape(-1))
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise ValueError(f"{name} must be finite, got {float(t.reshape(-1)[i])!r} at index {i}")
 
 
 def _may_overlap(a, b) -> bool:

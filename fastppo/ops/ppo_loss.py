@@ -1,0 +1,301 @@
+"""The PPO loss (Schulman et al. 2017), clipped surrogate plus value loss, entropy bonus and the
+adaptive-KL penalty, fused into one op. The reference below is the spec; every backend is tested
+against it, in value, in every stat and in gradients.
+
+    ratio     = exp(new_logp - old_logp)
+    pg        = -mean( min(ratio * A, clip(ratio, 1 - clip_coef, 1 + clip_coef) * A) )
+    v         = 0.5 * mean( (V - R)^2 )                    or, with vf_clip = c,
+                0.5 * mean( max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2) )
+    loss      = pg + vf_coef * v - ent_coef * mean(entropy) + kl_coef * mean(kl)
+    approx_kl = mean((ratio - 1) - log(ratio));   clipfrac = mean(|ratio - 1| > clip_coef)
+
+With ``normalize_advantages``, A is first replaced by ``(A - mean(A)) / (std(A) + 1e-8)`` over the
+batch, with torch's unbiased std (CleanRL's and SB3's convention); a batch of one sample has std 0.
+
+The fused backends (cpp, cuda, numba) compute the loss, the stats and the per-sample gradients
+d loss / d new_logp and d loss / d new_values in one pass; the backward multiplies them by the
+incoming gradient. d loss / d entropy and d loss / d kl are the constants -ent_coef / B and
+kl_coef / B. old_logp, advantages, old_values and returns are treated as constants (no gradient).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from fastppo import _backend
+from fastppo._backend import _core
+from fastppo.ops import _checks
+
+__all__ = ["STATS", "ppo_loss", "ppo_loss_reference"]
+
+STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
+"""The keys of the ``stats`` dict, in the order the fused kernels write them after the loss."""
+
+_INPUTS = ("new_logp", "old_logp", "advantages", "new_values", "old_values", "returns", "entropy")
+
+
+def ppo_loss(new_logp, old_logp, advantages, new_values, old_values, returns, entropy, *,
+             clip_coef: float = 0.2, vf_coef: float = 0.5, ent_coef: float = 0.0, vf_clip: float | None = None,
+             normalize_advantages: bool = False, kl=None, kl_coef: float = 0.0, check: bool = False,
+             backend: str = "auto"):
+    """The PPO loss of a minibatch, and its diagnostics, in one fused pass (formulas in the module doc).
+
+    Args:
+        new_logp: ``(B,)`` log-probabilities of the taken actions under the current policy.
+        old_logp: ``(B,)`` the same under the policy that collected the rollout.
+        advantages: ``(B,)`` advantage estimates.
+        new_values, old_values: ``(B,)`` current and rollout-time value predictions.
+        returns: ``(B,)`` value targets.
+        entropy: ``(B,)`` policy entropy per sample.
+            All inputs are float32 or float64 torch tensors (numpy arrays are accepted too) of one
+            dtype, device and shape ``(B,)`` with ``B >= 1``; any strides.
+        clip_coef: the surrogate clipping coefficient eps (> 0).
+        vf_coef: weight of the value loss (>= 0).
+        ent_coef: weight of the entropy bonus (>= 0).
+        vf_clip: clip the value update to ``[-vf_clip, vf_clip]`` around ``old_values`` (> 0), or None.
+        normalize_advantages: normalise the advantages over the batch first.
+        kl: optional ``(B,)`` per-sample KL(old || new), for the adaptive-KL variant.
+        kl_coef: beta, the weight of ``mean(kl)`` (>= 0).
+        check: also raise if any input holds NaN or inf (a pass over the inputs; a sync on CUDA).
+        backend: "auto" (the fastest for the device; ``FASTPPO_BACKEND`` overrides), "torch",
+            "numba", "cpp" or "cuda".
+
+    Returns:
+        ``(loss, stats)``: ``loss`` is a 0-dim tensor, differentiable with respect to ``new_logp``,
+        ``new_values``, ``entropy`` and ``kl``. ``stats`` maps each of :data:`STATS` to a detached
+        0-dim tensor on the inputs' device (no host sync): ``value_loss`` is ``v`` before ``vf_coef``.
+
+    Raises:
+        TypeError: an input is not an array or has the wrong dtype.
+        ValueError: shapes or devices disagree, an empty batch, a coefficient out of range, or (with
+            ``check``) a non-finite input.
+        fastppo.BackendUnavailableError: a forced backend cannot run here.
+
+    Under ``torch.compile`` the fused backends run as the custom op ``fastppo::ppo_loss``: opaque to
+    the compiler, with a fake implementation, so it does not break the graph.
+    """
+    if not isinstance(new_logp, torch.Tensor):
+        new_logp, old_logp, advantages, new_values, old_values, returns, entropy = (
+            _checks.as_tensor(x, name) for x, name in zip(
+                (new_logp, old_logp, advantages, new_values, old_values, returns, entropy), _INPUTS))
+        kl = None if kl is None else _checks.as_tensor(kl, "kl")
+    tensors = (new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns)
+    config = (clip_coef, vf_coef, ent_coef, vf_clip, normalize_advantages, kl_coef, check)
+    if torch.compiler.is_compiling():
+        if backend == "torch":
+            return _checked_reference(tensors, config)
+        out, _ = _ppo_loss_op(*tensors, backend, *config)
+    else:
+        name = _backend.resolve(backend, new_logp.is_cuda)
+        if name == "torch":
+            return _checked_reference(tensors, config)
+        apply = _FusedLoss.apply if torch._C._are_functorch_transforms_active() else _fused_apply
+        loss, *stats = apply(*tensors, (name, *config))
+        return loss, dict(zip(STATS, stats))
+    return out[0], dict(zip(STATS, out[1:].detach().unbind()))
+
+
+def ppo_loss_reference(new_logp, old_logp, advantages, new_values, old_values, returns, entropy, *,
+                       clip_coef: float = 0.2, vf_coef: float = 0.5, ent_coef: float = 0.0,
+                       vf_clip: float | None = None, normalize_advantages: bool = False, kl=None,
+                       kl_coef: float = 0.0):
+    """The spec: the PPO loss as the equations read, in plain PyTorch (autograd gives the gradients).
+    Torch tensors in; ``(loss, stats)`` out as :func:`ppo_loss` returns them. No argument checks."""
+    if normalize_advantages:
+        std = advantages.std() if advantages.numel() > 1 else advantages.new_zeros(())
+        advantages = (advantages - advantages.mean()) / (std + 1e-8)
+    logratio = new_logp - old_logp
+    ratio = logratio.exp()
+    surr1 = ratio * advantages
+    surr2 = torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef) * advantages
+    policy_loss = -torch.min(surr1, surr2).mean()
+    if vf_clip is None:
+        value_loss = 0.5 * ((new_values - returns) ** 2).mean()
+    else:
+        clipped_values = old_values + torch.clamp(new_values - old_values, -vf_clip, vf_clip)
+        value_loss = 0.5 * torch.max((new_values - returns) ** 2, (clipped_values - returns) ** 2).mean()
+    entropy_mean = entropy.mean()
+    loss = policy_loss + vf_coef * value_loss - ent_coef * entropy_mean
+    if kl is not None:
+        loss = loss + kl_coef * kl.mean()
+    with torch.no_grad():
+        approx_kl = ((ratio - 1) - logratio).mean()
+        clipfrac = ((ratio - 1).abs() > clip_coef).to(ratio.dtype).mean()
+    stats = (policy_loss.detach(), value_loss.detach(), entropy_mean.detach(), approx_kl, clipfrac)
+    return loss, dict(zip(STATS, stats))
+
+
+def _checked_reference(tensors, config):
+    new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns = _check_args(tensors, config)
+    clip_coef, vf_coef, ent_coef, vf_clip, normalize_advantages, kl_coef, _ = config
+    return ppo_loss_reference(new_logp, old_logp, advantages, new_values, old_values, returns, entropy,
+                              clip_coef=clip_coef, vf_coef=vf_coef, ent_coef=ent_coef, vf_clip=vf_clip,
+                              normalize_advantages=normalize_advantages, kl=kl, kl_coef=kl_coef)
+
+
+def _check_args(tensors, config):
+    """Validate for the Python backends exactly as csrc/ppo_loss.cpp does; return the tensors."""
+    clip_coef, vf_coef, ent_coef, vf_clip, _, kl_coef, check = config
+    _checks.check_positive(clip_coef, "clip_coef")
+    _checks.check_nonnegative(vf_coef, "vf_coef")
+    _checks.check_nonnegative(ent_coef, "ent_coef")
+    _checks.check_nonnegative(kl_coef, "kl_coef")
+    if vf_clip is not None:
+        _checks.check_positive(vf_clip, "vf_clip")
+    new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns = tensors
+    named = {"new_logp": new_logp, "old_logp": old_logp, "advantages": advantages, "new_values": new_values,
+             "old_values": old_values, "returns": returns, "entropy": entropy}
+    if kl is not None:
+        named["kl"] = kl
+    for name, x in named.items():
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
+    _checks.check_ndim(new_logp, 1, "per-sample (B,)", "new_logp")
+    _checks.check_float(new_logp, "new_logp")
+    if new_logp.numel() == 0:
+        raise ValueError("new_logp must hold at least one sample, got shape (0,)")
+    for name, x in named.items():
+        _checks.check_like(x, name, new_logp, "new_logp")
+    if check:
+        for name, x in named.items():
+            _checks.check_finite(x, name)
+    return tensors
+
+
+def _fused_forward(backend, new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns,
+                   clip_coef, vf_coef, ent_coef, vf_clip, normalize_advantages, kl_coef, check):
+    """(out, grads) from a fused backend: out = (loss, *STATS); grads = d loss / d new_logp (B values),
+    d loss / d new_values (B), then d loss / d entropy_i and d loss / d kl_i (one value each, the same
+    for every i). The one place the native, Numba and (under torch.compile) reference paths meet."""
+    x = new_logp
+    out = x.new_empty(6)
+    grads = x.new_empty(2 * x.shape[0] + 2 if x.dim() == 1 else 2)
+    if backend == "cpp":
+        _core.ppo_loss(*_host_arrays(new_logp, old_logp, advantages, new_values, old_values, returns, entropy),
+                       None if kl is None else _host_arrays(kl)[0], out.numpy(), grads.numpy(), clip_coef, vf_coef,
+                       ent_coef, vf_clip, normalize_advantages, kl_coef, check)
+    elif backend == "cuda":
+        if check:
+            for name, t in zip((*_INPUTS, "kl"), (new_logp, old_logp, advantages, new_values, old_values,
+                                                  returns, entropy, kl)):
+                if t is not None:
+                    _checks.check_finite(t, name)
+        workspace = x.new_empty(_core.ppo_loss_cuda_workspace(max(1, x.shape[0])), dtype=torch.float64)
+        _core.ppo_loss(*[None if t is None else t.detach() for t in (
+            new_logp, old_logp, advantages, new_values, old_values, returns, entropy, kl)], out, grads,
+            clip_coef, vf_coef, ent_coef, vf_clip, normalize_advantages, kl_coef, False, workspace,
+            torch.cuda.current_stream(x.device).cuda_stream)
+    else:
+        tensors = _check_args((new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns),
+                              (clip_coef, vf_coef, ent_coef, vf_clip, normalize_advantages, kl_coef, check))
+        if backend == "numba":
+            from fastppo.ops.ppo_loss_numba import ppo_loss_numba
+
+            ppo_loss_numba(*tensors, out, grads, clip_coef, vf_coef, ent_coef, vf_clip, normalize_advantages,
+                           kl_coef)
+        else:  # the reference, for the custom op when "auto" finds no fused backend
+            _reference_fused(*tensors, out, grads, clip_coef, vf_coef, ent_coef, vf_clip,
+                             normalize_advantages, kl_coef)
+    return out, grads
+
+
+def _host_arrays(*tensors):
+    """CPU float tensors as zero-copy numpy views (cheaper than DLPack). Anything else (CUDA, another
+    dtype) goes as a detached tensor, for the binding to reject with a message naming the argument."""
+    try:
+        return [t.detach().numpy() if t.requires_grad else t.numpy() for t in tensors]
+    except (TypeError, RuntimeError, AttributeError):
+        return [t if not isinstance(t, torch.Tensor) else t.detach().numpy()
+                if t.device.type == "cpu" and t.dtype in _checks.FLOATS else t.detach() for t in tensors]
+
+
+def _reference_fused(new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns, out, grads,
+                     clip_coef, vf_coef, ent_coef, vf_clip, normalize_advantages, kl_coef):
+    with torch.enable_grad():
+        logp, values = new_logp.detach().requires_grad_(), new_values.detach().requires_grad_()
+        loss, stats = ppo_loss_reference(logp, old_logp, advantages, values, old_values, returns, entropy,
+                                         clip_coef=clip_coef, vf_coef=vf_coef, ent_coef=ent_coef,
+                                         vf_clip=vf_clip, normalize_advantages=normalize_advantages,
+                                         kl=kl, kl_coef=kl_coef)
+        d_logp, d_values = torch.autograd.grad(loss, (logp, values))
+    out.copy_(torch.stack((loss.detach(), *stats.values())))
+    n = new_logp.shape[0]
+    grads.copy_(torch.cat((d_logp, d_values, grads.new_tensor((-ent_coef / n, kl_coef / n)))))
+
+
+def _split_grads(scaled, needs):
+    """Gradients of (new_logp, new_values, entropy, kl) from the forward's buffer of per-sample ones,
+    already scaled by the incoming gradient (layout in csrc/ppo_loss.h); the entropy and kl gradients
+    are one value each, returned as stride-0 views."""
+    n = (scaled.shape[0] - 2) // 2
+    d_logp, d_values, d_entropy, d_kl = scaled.split_with_sizes((n, n, 1, 1))  # no Python wrapper, unlike split
+    return (d_logp if needs[0] else None, d_values if needs[1] else None,
+            d_entropy.expand(n) if needs[2] else None, d_kl.expand(n) if needs[3] else None)
+
+
+class _FusedLoss(torch.autograd.Function):
+    """The eager path: a plain autograd.Function costs 3-5x less per call than the custom op's dispatch
+    (measured: docs/architecture.md). Outputs: the loss and the five stats (non-differentiable)."""
+
+    @staticmethod
+    def forward(ctx, new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns, config):
+        args = (new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns)
+        out, grads = _fused_forward(config[0], *args, *config[1:])
+        ctx.grads, ctx.args, ctx.config = grads, args, config
+        ctx.set_materialize_grads(False)
+        outputs = out.unbind()
+        ctx.mark_non_differentiable(*outputs[1:])
+        return outputs
+
+    @staticmethod
+    @once_differentiable  # the saved gradients are constants: a second derivative would be wrong
+    def backward(ctx, g_loss, *_g_stats):
+        if g_loss is None:  # only the (non-differentiable) stats reached the backward
+            return (None,) * 9
+        grads = ctx.grads
+        if grads is None:  # a second backward (retain_graph) after the buffer was handed over: recompute
+            grads = _fused_forward(ctx.config[0], *ctx.args, *ctx.config[1:])[1]
+        if not g_loss.is_cuda and g_loss.item() == 1.0:
+            # loss.backward() seeds 1: on the CPU reading that is cheaper than the multiply it saves. The
+            # buffer is handed over (autograd may keep it as a leaf's .grad and add into it in place).
+            ctx.grads, scaled = None, grads
+        else:
+            ctx.grads, scaled = grads, grads * g_loss
+        return (*_split_grads(scaled, ctx.needs_input_grad[:4]), None, None, None, None, None)
+
+
+# Function.apply's Python wrapper (default-argument binding, functorch unwrapping) costs more than the
+# rest of a B=256 call; outside functorch transforms its C++ base does the same job.
+_fused_apply = super(torch.autograd.function._SingleLevelFunction, _FusedLoss).apply
+
+
+@torch.library.custom_op("fastppo::ppo_loss", mutates_args=())
+def _ppo_loss_op(new_logp: torch.Tensor, new_values: torch.Tensor, entropy: torch.Tensor,
+                 kl: torch.Tensor | None, old_logp: torch.Tensor, advantages: torch.Tensor,
+                 old_values: torch.Tensor, returns: torch.Tensor, backend: str, clip_coef: float,
+                 vf_coef: float, ent_coef: float, vf_clip: float | None, normalize_advantages: bool,
+                 kl_coef: float, check: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    name = _backend.resolve(backend, new_logp.is_cuda)
+    return _fused_forward(name, new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns,
+                          clip_coef, vf_coef, ent_coef, vf_clip, normalize_advantages, kl_coef, check)
+
+
+@_ppo_loss_op.register_fake
+def _(new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns, backend, clip_coef, vf_coef,
+      ent_coef, vf_clip, normalize_advantages, kl_coef, check):
+    return new_logp.new_empty(6), new_logp.new_empty(2 * new_logp.shape[0] + 2)
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(output[1])
+    ctx.has_kl = inputs[3] is not None
+
+
+def _op_backward(ctx, g_out, _g_grads):
+    (grads,) = ctx.saved_tensors
+    needs = (*ctx.needs_input_grad[:3], ctx.has_kl and ctx.needs_input_grad[3])
+    return (*_split_grads(grads * g_out[0], needs), *[None] * 12)
+
+
+_ppo_loss_op.register_autograd(_op_backward, setup_context=_setup_context)

@@ -1,0 +1,74 @@
+"""The fused PPO loss compiled by Numba: the CPU fallback when the native extension is missing, the
+same single pass as csrc/cpu/ppo_loss_cpu.cpp. Imported lazily (importing numba takes a while)."""
+
+from __future__ import annotations
+
+import math
+
+import numba
+
+
+@numba.njit(cache=True, nogil=True)
+def _loss_kernel(new_logp, old_logp, advantages, new_values, old_values, returns, entropy, kl, has_kl, clip_coef,
+                 vf_coef, ent_coef, vf_clip, clip_values, normalize, kl_coef, out, grads):
+    n = new_logp.shape[0]
+    mean, denom = 0.0, 1.0
+    if normalize:  # shifted sums, as ppo_adv_moments in csrc/ppo_loss_math.h
+        shift, s1, s2 = advantages[0], 0.0, 0.0
+        for i in range(n):
+            d = advantages[i] - shift
+            s1 += d
+            s2 += d * d
+        mean = shift + s1 / n
+        var = (s2 - s1 * s1 / n) / (n - 1) if n > 1 else 0.0
+        denom = math.sqrt(max(var, 0.0)) + 1e-8
+    sp = sv = se = sk = sa = sc = 0.0
+    for i in range(n):
+        logratio = new_logp[i] - old_logp[i]
+        ratio = math.exp(logratio)
+        a = (advantages[i] - mean) / denom
+        surr1 = ratio * a
+        surr2 = min(max(ratio, 1.0 - clip_coef), 1.0 + clip_coef) * a
+        sp -= min(surr1, surr2)
+        g = -a * ratio
+        if surr1 > surr2:
+            g = 0.0
+        elif surr1 == surr2 and not 1.0 - clip_coef <= ratio <= 1.0 + clip_coef:
+            g *= 0.5  # a tie outside the clip range: half through each side, as torch.minimum does
+        grads[i] = g / n
+        sa += (ratio - 1.0) - logratio
+        sc += 1.0 if abs(ratio - 1.0) > clip_coef else 0.0
+        diff = new_values[i] - returns[i]
+        sq = diff * diff
+        if clip_values:
+            step = new_values[i] - old_values[i]
+            diff_c = old_values[i] + min(max(step, -vf_clip), vf_clip) - returns[i]
+            sq_c = diff_c * diff_c
+            g_c = diff_c if -vf_clip <= step <= vf_clip else 0.0
+            sv += 0.5 * max(sq, sq_c)
+            g = diff if sq > sq_c else (g_c if sq < sq_c else 0.5 * (diff + g_c))
+        else:
+            sv += 0.5 * sq
+            g = diff
+        grads[n + i] = vf_coef * g / n
+        se += entropy[i]
+        if has_kl:
+            sk += kl[i]
+    grads[2 * n], grads[2 * n + 1] = -ent_coef / n, kl_coef / n
+    policy, value, ent, kl_mean = sp / n, sv / n, se / n, sk / n
+    out[0] = policy + vf_coef * value - ent_coef * ent + kl_coef * kl_mean
+    out[1], out[2], out[3], out[4], out[5] = policy, value, ent, sa / n, sc / n
+
+
+def ppo_loss_numba(new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns, out, grads,
+                   clip_coef, vf_coef, ent_coef, vf_clip, normalize_advantages, kl_coef):
+    """Checked CPU torch tensors in (as ppo_loss passes them); writes out (6,) and grads (2B + 2,)."""
+    arrays = [x.detach().numpy() for x in (new_logp, old_logp, advantages, new_values, old_values, returns,
+                                           entropy)]
+    kl_array = arrays[0] if kl is None else kl.detach().numpy()  # a same-typed placeholder when absent
+    _loss_kernel(*arrays, kl_array, kl is not None, float(clip_coef), float(vf_coef), float(ent_coef),
+                 0.0 if vf_clip is None else float(vf_clip), vf_clip is not None, bool(normalize_advantages),
+                 float(kl_coef), out.numpy(), grads.numpy())
+
+
+__all__ = ["ppo_loss_numba"]
