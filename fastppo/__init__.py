@@ -1,14 +1,23 @@
 """fastppo: a fast, correct on-policy RL trainer for PyTorch users.
 
-Public API so far: :func:`gae` (native GAE on every backend) and :func:`backends`.
+    model = fastppo.PPO("MlpPolicy", "CartPole-v1", **fastppo.presets.get("CartPole-v1"), seed=0)
+    model.learn(100_000)
+    print(fastppo.evaluate_policy(model, "CartPole-v1"))
+
+Hot paths (each with a pure-PyTorch reference): :func:`gae`, :func:`ppo_loss`, :func:`make_vec_env`.
 """
 
 from fastppo._backend import BackendStatus, BackendUnavailableError, backends
-from fastppo.ops import gae
+from fastppo.ops import gae, ppo_loss
+from fastppo.envs import make_vec_env
+from fastppo.algos import PPO, TRPO, Callback, CallbackList, EvalCallback, load
+from fastppo.evaluation import evaluate_policy
+from fastppo import presets
 
 __version__ = "0.1.0"
 
-__all__ = ["BackendStatus", "BackendUnavailableError", "backends", "gae", "get_num_threads", "set_num_threads"]
+__all__ = ["PPO", "TRPO", "BackendStatus", "BackendUnavailableError", "Callback", "CallbackList", "EvalCallback", "backends",
+           "evaluate_policy", "gae", "get_num_threads", "load", "make_vec_env", "ppo_loss", "set_num_threads"]
 
 
 def get_num_threads() -> int:
