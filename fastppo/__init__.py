@@ -1,17 +1,25 @@
 """fastppo: a fast, correct on-policy RL trainer for PyTorch users.
 
-Public API so far: :func:`gae` (native GAE on every backend), :func:`ppo_loss` (the fused PPO loss),
-:func:`make_vec_env` (vector envs) and :func:`backends`.
+    model = fastppo.PPO("MlpPolicy", "CartPole-v1", **fastppo.presets.get("CartPole-v1"), seed=0)
+    model.learn(100_000)
+    print(fastppo.evaluate_policy(model, "CartPole-v1"))
+
+Algorithms: :class:`PPO` (clipped surrogate or adaptive KL penalty), :class:`TRPO` (and the natural
+policy gradient). Hot paths, each with a pure-PyTorch (or gymnasium) reference: :func:`gae`,
+:func:`ppo_loss`, :func:`make_vec_env`. :func:`backends` says which native backends run here.
 """
 
 from fastppo._backend import BackendStatus, BackendUnavailableError, backends
 from fastppo.envs import make_vec_env
 from fastppo.ops import gae, ppo_loss
+from fastppo.algos import PPO, TRPO, Callback, CallbackList, EvalCallback, load
+from fastppo.evaluation import evaluate_policy
+from fastppo import presets
 
 __version__ = "0.1.0"
 
-__all__ = ["BackendStatus", "BackendUnavailableError", "backends", "gae", "get_num_threads", "make_vec_env",
-           "ppo_loss",
+__all__ = ["PPO", "TRPO", "BackendStatus", "BackendUnavailableError", "Callback", "CallbackList", "EvalCallback",
+           "backends", "evaluate_policy", "gae", "get_num_threads", "load", "make_vec_env", "ppo_loss", "presets",
            "set_num_threads"]
 
 

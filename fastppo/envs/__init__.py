@@ -6,9 +6,9 @@ The Numba pieces (:func:`register_numba_env`, :func:`uniform`, :class:`NumbaVecE
 first use, not with fastppo."""
 
 from fastppo.envs.builtin import BUILTIN_SPACES, BuiltinVecEnv
-from fastppo.envs.make import ENV_BACKENDS, make_vec_env
+from fastppo.envs.make import ENV_BACKENDS, as_vector_env, make_vec_env
 
-__all__ = ["BUILTIN_SPACES", "ENV_BACKENDS", "BuiltinVecEnv", "NumbaVecEnv", "make_vec_env", "register_numba_env",
+__all__ = ["BUILTIN_SPACES", "ENV_BACKENDS", "BuiltinVecEnv", "as_vector_env", "NumbaVecEnv", "make_vec_env", "register_numba_env",
            "uniform"]
 
 

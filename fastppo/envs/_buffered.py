@@ -157,6 +157,25 @@ class BufferedVecEnv(VectorEnv):
         if elapsed is not None:
             self._buffers["elapsed"][...] = elapsed
 
+    def snapshot(self) -> dict:
+        """Everything that decides the envs' future — physics, random streams, step counters, running
+        episode statistics, current observations — as CPU numpy copies: what a training checkpoint
+        needs to resume exactly where it stopped (see :meth:`restore`)."""
+        copy = (lambda x: x.copy()) if self.device == "cpu" else (lambda x: x.cpu().numpy())
+        return {"buffers": {k: copy(v) for k, v in self._buffers.items()},
+                "started": self._step_batch != self._step_before_reset}
+
+    def restore(self, snapshot: dict) -> None:
+        """Put the envs back in the state :meth:`snapshot` recorded (same env id and ``num_envs``)."""
+        for key, value in snapshot["buffers"].items():
+            buf = self._buffers[key]
+            if tuple(buf.shape) != value.shape:
+                raise ValueError(f"snapshot[{key!r}] has shape {value.shape}, this env's is {tuple(buf.shape)} "
+                                 f"(a different env or num_envs)")
+            buf[...] = value if self.device == "cpu" else buf.new_tensor(value)
+        if snapshot["started"]:
+            self._step_batch = self._batched_step()
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.env_id}, num_envs={self.num_envs}, device={self.device!r})"
 

@@ -8,7 +8,7 @@ import sys
 from fastppo import _backend
 from fastppo.envs.builtin import BUILTIN_SPACES
 
-__all__ = ["ENV_BACKENDS", "make_vec_env"]
+__all__ = ["ENV_BACKENDS", "as_vector_env", "make_vec_env"]
 
 ENV_BACKENDS = ("auto", "cpp", "cuda", "numba", "gymnasium", "vector_entry_point", "sync", "async")
 
@@ -79,3 +79,44 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
     from fastppo.envs.fallback import make_gymnasium_vec_env
 
     return make_gymnasium_vec_env(env_id, num_envs, seed=seed, mode=backend)
+
+
+def as_vector_env(env, num_envs: int, *, seed: int | None = None, backend: str = "auto"):
+    """What the trainers accept as ``env``, as ``(vector env, env id or None)``.
+
+    An id goes through :func:`make_vec_env`; a gymnasium VectorEnv must autoreset in SAME_STEP mode; a
+    gymnasium Env becomes a one-env sync vector env. Envs that do not already report finished episodes
+    in ``infos["episode"]`` are wrapped so that they do (gymnasium's RecordEpisodeStatistics).
+    ``backend`` is a trainer's: "torch" (every hot path on its reference) steps envs on gymnasium's own.
+    """
+    import gymnasium as gym
+    from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
+    from gymnasium.wrappers.vector import RecordEpisodeStatistics
+
+    from fastppo.envs._buffered import BufferedVecEnv
+    from fastppo.envs.fallback import GymnasiumVecEnv
+
+    if isinstance(env, str):
+        return make_vec_env(env, num_envs, seed=seed, backend="gymnasium" if backend == "torch" else "auto"), env
+    if isinstance(env, gym.Env):
+        env = SyncVectorEnv([lambda: env], autoreset_mode=AutoresetMode.SAME_STEP)
+    if not isinstance(env, VectorEnv):
+        raise TypeError(f"env must be an env id, a gymnasium VectorEnv or a gymnasium Env, got {type(env).__name__}")
+    mode = env.metadata.get("autoreset_mode")
+    if mode != AutoresetMode.SAME_STEP:
+        raise ValueError(f"env must autoreset in gymnasium's SAME_STEP mode (so that the true final observation "
+                         f"is there to bootstrap from), got {mode}; create it with gymnasium.make_vec(..., "
+                         f"vector_kwargs={{'autoreset_mode': AutoresetMode.SAME_STEP}}) or fastppo.make_vec_env")
+    if not isinstance(env, (BufferedVecEnv, GymnasiumVecEnv)) and not _records_episodes(env):
+        env = RecordEpisodeStatistics(env)
+    return env, None
+
+
+def _records_episodes(env) -> bool:
+    from gymnasium.wrappers.vector import RecordEpisodeStatistics
+
+    while env is not None:
+        if isinstance(env, RecordEpisodeStatistics):
+            return True
+        env = getattr(env, "env", None)
+    return False

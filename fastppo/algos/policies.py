@@ -1,0 +1,91 @@
+"""The actor-critic network and the observation layout it reads."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from fastppo.algos.distributions import ActionSpec
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+class ObsSpec:
+    """Box observations are flattened to float32; Discrete ones become one-hot vectors."""
+
+    def __init__(self, space: gym.Space):
+        if isinstance(space, gym.spaces.Box):
+            self.kind, self.dim = "box", int(np.prod(space.shape))
+        elif isinstance(space, gym.spaces.Discrete):
+            self.kind, self.dim, self.n, self.start = "discrete", int(space.n), int(space.n), int(space.start)
+        else:
+            raise TypeError(f"observation_space must be Box or Discrete, got {type(space).__name__}")
+
+    def flatten(self, obs: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Batched env observations -> (batch, dim) float32 in `out`."""
+        if self.kind == "box":
+            np.copyto(out, obs.reshape(out.shape), casting="unsafe")
+        else:
+            out.fill(0.0)
+            out[np.arange(out.shape[0]), np.asarray(obs, dtype=np.int64) - self.start] = 1.0
+        return out
+
+
+def _mlp(sizes: list[int], activation: type[nn.Module]) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(fan_in, fan_out), activation()]
+    return layers
+
+
+class ActorCritic(nn.Module):
+    """Separate actor and critic MLPs, the default of SB3's and CleanRL's PPO.
+
+    ``forward(obs) -> (dist_params, value)``: ``dist_params`` are the logits (Discrete, MultiDiscrete) or
+    ``[mean, log_std]`` (Box; log-std is a state-independent parameter), ``value`` has shape ``(batch,)``.
+    A user-supplied module may replace this class if it has the same ``forward`` contract (and, for
+    TRPO, ``actor_parameters()`` and ``critic_parameters()``).
+    """
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space, net_arch=(64, 64),
+                 activation: str = "tanh", ortho_init: bool = True, log_std_init: float = 0.0):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"policy_kwargs['activation'] must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        net_arch = [int(n) for n in net_arch]
+        if not net_arch or min(net_arch) < 1:
+            raise ValueError(f"policy_kwargs['net_arch'] must be a non-empty list of positive sizes, got {net_arch}")
+        obs_dim = ObsSpec(observation_space).dim
+        self.action_spec = ActionSpec(action_space)
+        act = ACTIVATIONS[activation]
+        self.actor = nn.Sequential(*_mlp([obs_dim, *net_arch], act), nn.Linear(net_arch[-1], self.action_spec.n_outputs))
+        self.critic = nn.Sequential(*_mlp([obs_dim, *net_arch], act), nn.Linear(net_arch[-1], 1))
+        self.log_std = None
+        if self.action_spec.kind == "gaussian":
+            self.log_std = nn.Parameter(torch.full((self.action_spec.n_outputs,), float(log_std_init)))
+        if ortho_init:  # gains as in the PPO implementation details (Huang et al. 2022) and SB3
+            for net, head_gain in ((self.actor, 0.01), (self.critic, 1.0)):
+                linears = [m for m in net if isinstance(m, nn.Linear)]
+                for m in linears:
+                    nn.init.orthogonal_(m.weight, head_gain if m is linears[-1] else math.sqrt(2))
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.actor(obs)
+        if self.log_std is not None:
+            out = torch.cat([out, self.log_std.expand_as(out)], -1)
+        return out, self.critic(obs).squeeze(-1)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs).squeeze(-1)
+
+    def actor_parameters(self) -> list[nn.Parameter]:
+        """The policy's parameters (what TRPO's trust region constrains)."""
+        return [*self.actor.parameters(), *([self.log_std] if self.log_std is not None else [])]
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        return list(self.critic.parameters())

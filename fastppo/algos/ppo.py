@@ -1,0 +1,166 @@
+"""Proximal Policy Optimization (Schulman et al. 2017): the clipped surrogate and the adaptive KL
+penalty, on the shared rollout path of base.py."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fastppo.algos.base import OnPolicyAlgorithm, _check_int, make_schedule
+from fastppo.ops import ppo_loss
+
+VARIANTS = ("clip", "kl")
+
+
+class PPO(OnPolicyAlgorithm):
+    """PPO with the hyperparameter names of Stable-Baselines3.
+
+    Args:
+        policy: "MlpPolicy" or an ``nn.Module`` whose ``forward(obs) -> (dist_params, value)``
+            (see :class:`fastppo.algos.policies.ActorCritic`).
+        env: an env id (built in or any gymnasium id), a gymnasium VectorEnv (SAME_STEP autoreset), or
+            a gymnasium Env.
+        learning_rate: Adam step size: a number, ``"lin_<v>"`` (annealed linearly to 0) or a function
+            of the remaining progress (1 -> 0).
+        n_steps: vector steps per rollout (the rollout has ``n_steps * num_envs`` samples).
+        batch_size: minibatch size; must divide ``n_steps * num_envs``.
+        n_epochs: passes over the rollout per iteration.
+        gamma: discount factor. gae_lambda: GAE's lambda.
+        clip_range: the surrogate's epsilon (number, ``"lin_<v>"`` or callable), in (0, 1).
+        clip_range_vf: clip the value update to this distance from the old value (None: no clipping).
+        normalize_advantage: normalise advantages per minibatch (inside the fused loss).
+        ent_coef: entropy bonus weight. vf_coef: value-loss weight.
+        max_grad_norm: clip the global gradient norm to this (None: no clipping).
+        target_kl: stop the epoch loop once a minibatch's approx KL exceeds 1.5 x this (as SB3).
+        variant: "clip" (the clipped surrogate) or "kl" (the adaptive KL penalty: the loss adds
+            ``kl_coef * KL(old || new)`` and ``kl_coef`` is halved or doubled once per iteration when the
+            mean KL is below ``kl_target / 1.5`` or above ``1.5 * kl_target``, as the PPO paper does).
+        kl_target: d_targ of the adaptive KL variant. kl_coef: its initial beta.
+        num_envs: parallel envs when ``env`` is an id. normalize_obs, normalize_reward: running-statistics
+            observation normalisation and return-based reward scaling (saved with the model).
+        policy_kwargs: ``net_arch`` (hidden sizes), ``activation`` ("tanh", "relu", ...), ``ortho_init``,
+            ``log_std_init``.
+        seed: seeds the weights, the sampling and the envs (same seed and config: same numbers on CPU).
+        device: where the policy and the rollout live. backend: "auto" or a backend for the fused ops
+            and built-in envs ("torch" runs every hot path on its reference).
+        log_dir: write ``progress.csv`` here. tensorboard_log: write TensorBoard scalars here.
+        torch_threads: torch's CPU threads while learn() runs (restored after); default 1 on the CPU,
+            where PPO's small networks run fastest single-threaded.
+    """
+
+    algo = "ppo"
+
+    def __init__(self, policy: str | nn.Module = "MlpPolicy", env="CartPole-v1", *, learning_rate=3e-4,
+                 n_steps: int = 2048, batch_size: int = 64, n_epochs: int = 10, gamma: float = 0.99,
+                 gae_lambda: float = 0.95, clip_range=0.2, clip_range_vf: float | None = None,
+                 normalize_advantage: bool = True, ent_coef: float = 0.0, vf_coef: float = 0.5,
+                 max_grad_norm: float | None = 0.5, target_kl: float | None = None, variant: str = "clip",
+                 kl_target: float = 0.01, kl_coef: float = 1.0, num_envs: int = 1, normalize_obs: bool = False,
+                 normalize_reward: bool = False, policy_kwargs: dict | None = None, seed: int | None = None,
+                 device: str = "cpu", backend: str = "auto", log_dir: str | None = None,
+                 tensorboard_log: str | None = None, torch_threads: int | None = None):
+        hyperparameters = {k: v for k, v in locals().items() if k not in ("self", "policy", "env", "__class__")}
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        _check_int(batch_size, "batch_size", 1)
+        _check_int(n_epochs, "n_epochs", 1)
+        for name, value in (("ent_coef", ent_coef), ("vf_coef", vf_coef), ("kl_coef", kl_coef)):
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        for name, value in (("max_grad_norm", max_grad_norm), ("target_kl", target_kl),
+                            ("clip_range_vf", clip_range_vf), ("kl_target", kl_target)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 (or None), got {value!r}")
+        self.learning_rate = make_schedule(learning_rate, "learning_rate")
+        self.clip_range = make_schedule(clip_range, "clip_range")
+        for name, schedule in (("learning_rate", self.learning_rate), ("clip_range", self.clip_range)):
+            first = schedule(1.0)
+            if not first > 0 or (name == "clip_range" and not first < 1):
+                bound = "in (0, 1)" if name == "clip_range" else "> 0"
+                raise ValueError(f"{name} must be {bound}, got {first!r} at the start of training")
+        super().__init__(policy, env, n_steps=n_steps, num_envs=num_envs, gamma=gamma, gae_lambda=gae_lambda,
+                         normalize_obs=normalize_obs, normalize_reward=normalize_reward, seed=seed, device=device,
+                         backend=backend, policy_kwargs=policy_kwargs, log_dir=log_dir,
+                         tensorboard_log=tensorboard_log, torch_threads=torch_threads,
+                         hyperparameters=hyperparameters)
+        rollout_size = n_steps * self.num_envs
+        if rollout_size % batch_size:
+            raise ValueError(f"batch_size={batch_size} must divide the rollout size n_steps * num_envs = "
+                             f"{n_steps} * {self.num_envs} = {rollout_size}")
+        self.batch_size, self.n_epochs = batch_size, n_epochs
+        self.clip_range_vf, self.normalize_advantage = clip_range_vf, normalize_advantage
+        self.ent_coef, self.vf_coef, self.max_grad_norm = ent_coef, vf_coef, max_grad_norm
+        self.target_kl, self.variant, self.kl_target, self.kl_coef = target_kl, variant, kl_target, kl_coef
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.learning_rate(1.0), eps=1e-5,
+                                          **({"fused": True} if _fused_adam_ok(self.device) else {}))
+
+    def _update(self, progress: float) -> dict[str, float]:
+        lr, clip = self.learning_rate(progress), self.clip_range(progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        data = self.rollout.flat()
+        spec, policy = self.action_spec, self.policy
+        size = data["log_probs"].shape[0]
+        stats_sum, n_updates, stopped = None, 0, False
+        for _ in range(self.n_epochs):
+            order = torch.randperm(size, generator=self._generator, device=self.device)
+            for start in range(0, size, self.batch_size):
+                idx = order[start:start + self.batch_size]
+                params, values = policy(data["obs"][idx])
+                dist = spec.distribution(params)
+                log_probs = dist.log_prob(data["actions"][idx])
+                kl = spec.distribution(data["dist_params"][idx]).kl(dist) if self.variant == "kl" else None
+                loss, stats = ppo_loss(
+                    log_probs, data["log_probs"][idx], data["advantages"][idx], values, data["values"][idx],
+                    data["returns"][idx], dist.entropy(), clip_coef=clip, vf_coef=self.vf_coef,
+                    ent_coef=self.ent_coef, vf_clip=self.clip_range_vf,
+                    normalize_advantages=self.normalize_advantage and idx.numel() > 1, kl=kl,
+                    kl_coef=self.kl_coef, backend=self.backend)
+                if self.target_kl is not None and float(stats["approx_kl"]) > 1.5 * self.target_kl:
+                    stopped = True  # as SB3: this minibatch's step would move too far; stop before taking it
+                    break
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if self.max_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(policy.parameters(), self.max_grad_norm)
+                self.optimizer.step()
+                row = torch.stack([stats[k] for k in _STATS])
+                stats_sum = row if stats_sum is None else stats_sum + row
+                n_updates += 1
+            if stopped:
+                break
+        metrics = dict.fromkeys(_STATS, float("nan"))
+        if n_updates:
+            metrics = dict(zip(_STATS, (stats_sum / n_updates).tolist()))
+        metrics.update(learning_rate=lr, clip_range=clip, n_updates=n_updates)
+        if self.variant == "kl":
+            metrics["kl"] = self._adapt_kl_coef(data)
+            metrics["kl_coef"] = self.kl_coef
+        return metrics
+
+    @torch.inference_mode()
+    def _adapt_kl_coef(self, data) -> float:
+        """Once per iteration, as the PPO paper's adaptive KL penalty: halve beta when the mean KL fell
+        below d_targ / 1.5, double it when it rose above 1.5 d_targ."""
+        params, _ = self.policy(data["obs"])
+        d = float(self.action_spec.distribution(data["dist_params"]).kl(self.action_spec.distribution(params)).mean())
+        if d < self.kl_target / 1.5:
+            self.kl_coef /= 2
+        elif d > self.kl_target * 1.5:
+            self.kl_coef *= 2
+        return d
+
+    def _algo_state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "kl_coef": self.kl_coef}
+
+    def _load_algo_state(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_coef = state["kl_coef"]
+
+
+_STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
+
+
+def _fused_adam_ok(device: torch.device) -> bool:
+    """Fused Adam (one kernel for all parameters) where this torch has it for the device."""
+    return device.type in ("cuda", "cpu") and tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 4)

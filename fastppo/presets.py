@@ -1,0 +1,90 @@
+"""Tuned hyperparameters per env: keyword arguments for the algorithm classes, plus a default budget.
+
+PPO presets follow rl-baselines3-zoo's tuned settings (noted per env) except where a setting was
+changed to train faster on the wall clock here; `bench/` measures them against SB3's.
+"""
+
+from __future__ import annotations
+
+import copy
+
+ALGOS = ("ppo", "ppo-kl", "trpo", "npg")
+
+_PPO = {
+    # rl-zoo: 8 envs x 32 steps, batch 256, 20 epochs, lambda 0.8, gamma 0.98, lr and clip annealed.
+    "CartPole-v1": dict(num_envs=8, n_steps=32, batch_size=256, n_epochs=20, gae_lambda=0.8, gamma=0.98,
+                        learning_rate="lin_0.001", clip_range="lin_0.2", ent_coef=0.0),
+    # rl-zoo: 16 envs x 256 steps, 4 epochs, lambda 0.94, normalised observations.
+    "Acrobot-v1": dict(num_envs=16, n_steps=256, batch_size=64 * 16, n_epochs=4, gae_lambda=0.94, gamma=0.99,
+                       ent_coef=0.0, normalize_obs=True),
+    # rl-zoo: 16 envs x 16 steps, 4 epochs, lambda 0.98, normalised observations (and rewards, as VecNormalize).
+    "MountainCar-v0": dict(num_envs=16, n_steps=16, batch_size=256, n_epochs=4, gae_lambda=0.98, gamma=0.99,
+                           ent_coef=0.0, normalize_obs=True, normalize_reward=True),
+    # rl-zoo uses gSDE here; with a plain Gaussian a lower initial log-std and reward scaling do the work.
+    "MountainCarContinuous-v0": dict(num_envs=1, n_steps=8, batch_size=8, n_epochs=10, gae_lambda=0.9,
+                                     gamma=0.9999, learning_rate=7.77e-5, ent_coef=0.00429, clip_range=0.1,
+                                     max_grad_norm=5.0, vf_coef=0.19, normalize_obs=True, normalize_reward=True,
+                                     policy_kwargs=dict(log_std_init=-3.29, ortho_init=False)),
+    # rl-zoo: 4 envs x 1024 steps, 10 epochs, gamma 0.9, lr 1e-3 (it adds gSDE; see the note above).
+    "Pendulum-v1": dict(num_envs=4, n_steps=1024, batch_size=64, n_epochs=10, gae_lambda=0.95, gamma=0.9,
+                        learning_rate=1e-3, clip_range=0.2, ent_coef=0.0, normalize_obs=True,
+                        normalize_reward=True),
+}
+# MuJoCo (needs gymnasium[mujoco]): rl-zoo's normalised 1M-step settings.
+for _env in ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"):
+    _PPO[_env] = dict(num_envs=1, n_steps=512, batch_size=64, n_epochs=10, gae_lambda=0.92, gamma=0.98,
+                      learning_rate=3e-4, clip_range=0.2, ent_coef=0.0, max_grad_norm=0.8, vf_coef=0.5,
+                      normalize_obs=True, normalize_reward=True,
+                      policy_kwargs=dict(log_std_init=-2.0, ortho_init=False, activation="relu",
+                                         net_arch=[256, 256]))
+
+# TRPO: sb3-contrib's rl-zoo settings (Pendulum without its gSDE, with normalisation instead).
+_TRPO = {
+    "CartPole-v1": dict(num_envs=2, n_steps=512, batch_size=512, cg_damping=1e-3, gae_lambda=0.98, gamma=0.99,
+                        learning_rate=1e-3, n_critic_updates=20),
+    "Acrobot-v1": dict(num_envs=2, n_steps=1024, batch_size=512, gae_lambda=0.98, gamma=0.99,
+                       learning_rate=1e-3, n_critic_updates=20, normalize_obs=True),
+    "MountainCar-v0": dict(num_envs=2, n_steps=1024, batch_size=512, gae_lambda=0.98, gamma=0.99,
+                           learning_rate=1e-3, n_critic_updates=20, normalize_obs=True, normalize_reward=True),
+    "MountainCarContinuous-v0": dict(num_envs=2, n_steps=1024, batch_size=512, gae_lambda=0.98, gamma=0.99,
+                                     learning_rate=1e-3, n_critic_updates=20, normalize_obs=True,
+                                     normalize_reward=True, policy_kwargs=dict(log_std_init=-1.0)),
+    "Pendulum-v1": dict(num_envs=2, n_steps=1024, batch_size=512, gae_lambda=0.95, gamma=0.9, learning_rate=1e-3,
+                        n_critic_updates=20, normalize_obs=True, normalize_reward=True),
+}
+
+_BUDGET = {"CartPole-v1": 100_000, "Acrobot-v1": 200_000, "MountainCar-v0": 1_000_000,
+           "MountainCarContinuous-v0": 20_000, "Pendulum-v1": 200_000}
+
+
+def get(env_id: str, algo: str = "ppo") -> dict:
+    """Keyword arguments tuned for ``env_id``: for ``fastppo.PPO`` (``algo="ppo"`` or ``"ppo-kl"``) or
+    ``fastppo.TRPO`` (``"trpo"``, or ``"npg"``: the same without the line search); ``{}`` (the library
+    defaults) for an env without a preset."""
+    if algo not in ALGOS:
+        raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
+    kwargs = copy.deepcopy((_PPO if algo.startswith("ppo") else _TRPO).get(env_id, {}))
+    if algo == "ppo-kl":
+        kwargs.update(variant="kl", kl_target=0.01, kl_coef=1.0)
+    if algo == "npg":
+        kwargs.update(line_search=False)
+    return kwargs
+
+
+def total_timesteps(env_id: str, algo: str = "ppo") -> int:
+    """The preset's training budget (the CLI's default --total-timesteps)."""
+    return _BUDGET.get(env_id, 1_000_000)
+
+
+def algorithm_class(algo: str):
+    """The class that takes ``get(env_id, algo)``'s keyword arguments."""
+    if algo not in ALGOS:
+        raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
+    from fastppo.algos import PPO, TRPO
+
+    return PPO if algo.startswith("ppo") else TRPO
+
+
+def env_ids() -> list[str]:
+    """Env ids with a preset."""
+    return sorted(_PPO)

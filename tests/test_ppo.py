@@ -1,0 +1,245 @@
+"""PPO end to end: it learns (seeded budgets), it resumes exactly, it bootstraps truncation, and it
+rejects what does not fit."""
+
+import json
+import os
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fastppo
+from fastppo.algos.base import CHECKPOINT_FORMAT
+
+
+def cartpole(**overrides):
+    kwargs = {**fastppo.presets.get("CartPole-v1"), "seed": 0, **overrides}
+    return fastppo.PPO("MlpPolicy", "CartPole-v1", **kwargs)
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_solves_cartpole(backend):
+    model = cartpole(backend=backend).learn(60_000, progress_bar=False)
+    mean, _ = fastppo.evaluate_policy(model, "CartPole-v1", n_eval_episodes=10, seed=123)
+    assert mean >= 475, f"CartPole-v1 not solved with backend={backend}: mean return {mean}"
+
+
+def test_kl_variant_learns_and_adapts_beta():
+    model = cartpole(**fastppo.presets.get("CartPole-v1", "ppo-kl"))
+    betas = []
+
+    class Record(fastppo.Callback):
+        def on_iteration_end(self, metrics):
+            betas.append(metrics["kl_coef"])
+            return True
+
+    model.learn(40_000, callback=Record(), progress_bar=False)
+    mean, _ = fastppo.evaluate_policy(model, "CartPole-v1", n_eval_episodes=10, seed=123)
+    assert mean >= 200, f"adaptive-KL PPO did not learn CartPole-v1: mean return {mean}"
+    ratios = {round(b / a, 6) for a, b in zip(betas, betas[1:])}
+    assert ratios <= {0.5, 1.0, 2.0} and len(ratios) > 1, f"beta must only halve, double or stay: {ratios}"
+
+
+def test_pendulum_improves():
+    kwargs = {**fastppo.presets.get("Pendulum-v1"), "seed": 0}
+    model = fastppo.PPO("MlpPolicy", "Pendulum-v1", **kwargs)
+    before, _ = fastppo.evaluate_policy(model, "Pendulum-v1", n_eval_episodes=10, seed=7)
+    model.learn(60_000, progress_bar=False)
+    after, _ = fastppo.evaluate_policy(model, "Pendulum-v1", n_eval_episodes=10, seed=7)
+    assert after > before + 300, f"Pendulum-v1 did not improve clearly: {before:.0f} -> {after:.0f}"
+
+
+def test_save_load_same_actions(tmp_path):
+    model = cartpole(normalize_obs=True).learn(2_048, progress_bar=False)
+    model.save(tmp_path / "m.pt")
+    loaded = fastppo.PPO.load(tmp_path / "m.pt")
+    obs = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+    assert fastppo.load(tmp_path / "m.pt").num_timesteps == model.num_timesteps
+    action, state = loaded.predict(obs[0], deterministic=True)
+    assert np.ndim(action) == 0 and state is None
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    """A run checkpointed halfway (by a callback) and resumed from the file ends with the same weights
+    as the run that was never interrupted (CPU, bit for bit), annealed schedules included."""
+    kwargs = dict(normalize_obs=True, normalize_reward=True, n_epochs=2)
+    straight = cartpole(**kwargs).learn(4 * 256, progress_bar=False)
+
+    class SaveAndStop(fastppo.Callback):
+        def on_iteration_end(self, metrics):
+            if self.model.iteration == 2:
+                self.model.save(tmp_path / "half.pt")
+                return False
+            return True
+
+    cartpole(**kwargs).learn(4 * 256, callback=SaveAndStop(), progress_bar=False)
+    resumed = fastppo.PPO.load(tmp_path / "half.pt").learn(2 * 256, progress_bar=False)
+    assert resumed.num_timesteps == straight.num_timesteps
+    for (name, a), b in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name} differs after resuming")
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    model = cartpole()
+    path = tmp_path / "m.pt"
+    model.save(path)
+    good = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed mid-save")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(path)
+    assert path.read_bytes() == good and os.listdir(tmp_path) == ["m.pt"]
+
+
+class _CountingEnv(gym.Env):
+    """Observation: the step index k within the episode. Reward 1 only on the step that hits the
+    time limit (truncation); never terminates."""
+
+    observation_space = gym.spaces.Box(0, 100, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, limit=5):
+        self.limit = limit
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.k = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self.k += 1
+        at_limit = self.k == self.limit
+        return np.array([self.k], np.float32), float(at_limit), False, at_limit, {}
+
+
+class _ValueIsObs(nn.Module):
+    """A fixed 'policy': uniform logits, V(obs) = obs."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, obs):
+        return torch.zeros(obs.shape[0], 2) + 0 * self.dummy, obs[:, 0]
+
+    def value(self, obs):
+        return obs[:, 0]
+
+
+def test_truncation_bootstraps_from_final_observation():
+    model = fastppo.PPO(_ValueIsObs(), _CountingEnv(limit=5), n_steps=12, batch_size=12, gamma=0.5,
+                        gae_lambda=1.0, seed=0)
+    model._reset_envs()
+    model._collect(None)
+    r = model.rollout
+    trunc = r.truncated[:, 0].numpy()
+    assert trunc.tolist() == [k % 5 == 4 for k in range(12)]
+    # On a truncated step the next value is V(final obs) = 5, not V(reset obs) = 0.
+    np.testing.assert_allclose(r.next_values[trunc, 0].numpy(), 5.0)
+    fastppo.gae(r.rewards, r.values, r.next_values, r.terminated, r.truncated, gamma=0.5, lam=1.0,
+                out=(r.advantages, r.returns))
+    # Return at the truncated step: its reward (1) plus gamma * V(final obs).
+    np.testing.assert_allclose(r.returns[trunc, 0].numpy(), 1 + 0.5 * 5.0)
+
+
+@pytest.mark.parametrize("kwargs, exc, message", [
+    (dict(batch_size=100), ValueError, "batch_size=100 must divide the rollout size"),
+    (dict(learning_rate=0.0), ValueError, "learning_rate must be > 0"),
+    (dict(learning_rate=-1e-3), ValueError, "learning_rate must be > 0"),
+    (dict(clip_range=1.5), ValueError, "clip_range must be in (0, 1)"),
+    (dict(clip_range=0.0), ValueError, "clip_range must be in (0, 1)"),
+    (dict(n_steps=0), ValueError, "n_steps must be an integer >= 1"),
+    (dict(gamma=1.5), ValueError, "gamma must be in [0, 1]"),
+    (dict(ent_coef=-0.1), ValueError, "ent_coef must be >= 0"),
+    (dict(variant="trust"), ValueError, "variant must be one of"),
+    (dict(target_kl=0.0), ValueError, "target_kl must be > 0"),
+    (dict(policy_kwargs={"activation": "swish"}), ValueError, "policy_kwargs['activation'] must be one of"),
+])
+def test_bad_hyperparameters(kwargs, exc, message):
+    with pytest.raises(exc, match=_re(message)):
+        cartpole(**kwargs)
+
+
+def _re(message):
+    import re
+
+    return re.escape(message)
+
+
+class _TupleObsEnv(_CountingEnv):
+    observation_space = gym.spaces.Tuple([gym.spaces.Discrete(2), gym.spaces.Discrete(2)])
+
+
+class _NaNEnv(_CountingEnv):
+    def step(self, action):
+        obs, *rest = super().step(action)
+        return (obs * np.nan if self.k == 3 else obs), *rest
+
+
+def test_unsupported_space():
+    with pytest.raises(TypeError, match="observation_space must be Box or Discrete, got Tuple"):
+        fastppo.PPO("MlpPolicy", _TupleObsEnv())
+
+
+def test_nan_observation_is_reported():
+    model = fastppo.PPO("MlpPolicy", _NaNEnv(), n_steps=8, batch_size=8)
+    with pytest.raises(ValueError, match=r"env returned a non-finite observation \(NaN or inf\) in env\(s\) \[0\]"):
+        model.learn(8, progress_bar=False)
+
+
+def test_checkpoint_mismatches(tmp_path):
+    model = cartpole()
+    model.save(tmp_path / "m.pt")
+    with pytest.raises(ValueError, match="env has observation_space"):
+        fastppo.PPO.load(tmp_path / "m.pt", env="Acrobot-v1")
+    state = torch.load(tmp_path / "m.pt", weights_only=False)
+    state["version"] = 99
+    torch.save(state, tmp_path / "future.pt")
+    with pytest.raises(ValueError, match="checkpoint format version 99 is not supported"):
+        fastppo.PPO.load(tmp_path / "future.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="is not a readable fastppo checkpoint"):
+        fastppo.load(tmp_path / "junk.pt")
+    assert state["format"] == CHECKPOINT_FORMAT
+
+
+def test_eval_callback_keeps_best(tmp_path):
+    cb = fastppo.EvalCallback("CartPole-v1", eval_freq=2_048, n_eval_episodes=3, best_model_save_path=str(tmp_path))
+    cartpole().learn(4_096, callback=cb, progress_bar=False)
+    assert len(cb.evaluations) == 2 and (tmp_path / "best_model.pt").exists()
+    assert fastppo.load(tmp_path / "best_model.pt").num_timesteps in {t for t, _, _ in cb.evaluations}
+
+
+def test_cli_train_eval_plot(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "fastppo", "train", "CartPole-v1", "--total-timesteps", "2048", "--run-dir",
+           str(run), "--eval-episodes", "2", "--json", "--no-progress", "--set", "n_epochs=2"]
+    # cwd elsewhere: `python -m` puts the cwd first on sys.path, and the source tree has no build
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=tmp_path)
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(summary) >= {"mean_return", "std_return", "timesteps", "wall_s", "model_path"}
+    assert summary["timesteps"] >= 2048 and os.path.exists(summary["model_path"])
+    header = (run / "progress.csv").read_text().splitlines()[0].split(",")
+    assert {"policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "sps", "episode_return"} <= set(header)
+    ev = subprocess.run([sys.executable, "-m", "fastppo", "eval", summary["model_path"], "--episodes", "2", "--json"],
+                        capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert json.loads(ev.stdout.strip().splitlines()[-1])["episodes"] == 2
+    pytest.importorskip("matplotlib")
+    subprocess.run([sys.executable, "-m", "fastppo", "plot", str(run)], check=True, capture_output=True, cwd=tmp_path)
+    assert (run / "learning_curve.png").stat().st_size > 0
+
+
+def test_same_seed_same_numbers():
+    a = cartpole(n_epochs=2).learn(1024, progress_bar=False)
+    b = cartpole(n_epochs=2).learn(1024, progress_bar=False)
+    c = cartpole(n_epochs=2, seed=1).learn(1024, progress_bar=False)
+    pa, pb, pc = (torch.cat([p.flatten() for p in m.policy.parameters()]) for m in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)

@@ -1,0 +1,126 @@
+"""TRPO / NPG: the Fisher-vector product and conjugate gradient against explicit linear algebra, the
+trust region on every accepted step, learning on seeded budgets, and bad input."""
+
+import numpy as np
+import pytest
+import torch
+from torch.func import functional_call
+
+import fastppo
+from fastppo.algos.trpo import conjugate_gradient
+
+
+def trpo(env="CartPole-v1", **overrides):
+    kwargs = {**fastppo.presets.get(env, "trpo"), "seed": 0, **overrides}
+    return fastppo.TRPO("MlpPolicy", env, **kwargs)
+
+
+def _rollout(model):
+    model._reset_envs()
+    model._collect(None)
+    return model.rollout.flat()
+
+
+def test_fisher_vector_product_equals_explicit_fisher():
+    model = trpo(policy_kwargs={"net_arch": [3]}, n_steps=16, batch_size=16, cg_damping=0.1)
+    data = _rollout(model)
+    names = [n for n, p in model.policy.named_parameters() if any(p is q for q in model.actor_params)]
+    theta0 = torch.cat([p.detach().flatten() for p in model.actor_params])
+    shapes = [p.shape for p in model.actor_params]
+
+    def mean_kl(theta):  # KL(old || pi_theta) with old fixed at theta0
+        chunks, i = {}, 0
+        for name, shape in zip(names, shapes):
+            n = int(np.prod(shape))
+            chunks[name] = theta[i:i + n].view(shape)
+            i += n
+        params, _ = functional_call(model.policy, chunks, (data["obs"],))
+        old = model.action_spec.distribution(data["dist_params"])
+        return old.kl(model.action_spec.distribution(params)).mean()
+
+    fisher = torch.autograd.functional.hessian(mean_kl, theta0)  # the Hessian of the KL at theta0 is F
+    v = torch.randn(theta0.numel(), generator=torch.Generator().manual_seed(0))
+    fvp = model.fisher_vector_product(data["obs"], data["dist_params"])
+    torch.testing.assert_close(fvp(v), fisher @ v + 0.1 * v, rtol=1e-4, atol=1e-6)
+
+
+def test_conjugate_gradient_solves_spd_system():
+    g = torch.Generator().manual_seed(0)
+    m = torch.randn(20, 20, generator=g, dtype=torch.float64)
+    a = m @ m.T + 0.5 * torch.eye(20, dtype=torch.float64)
+    b = torch.randn(20, generator=g, dtype=torch.float64)
+    x = conjugate_gradient(lambda v: a @ v, b, iters=60)
+    torch.testing.assert_close(a @ x, b, rtol=1e-8, atol=1e-8)
+
+
+def test_accepted_steps_respect_the_trust_region():
+    model = trpo(max_kl=0.01)
+    seen = []
+
+    class Check(fastppo.Callback):
+        def on_iteration_end(self, metrics):
+            seen.append(metrics)
+            return True
+
+    model.learn(8 * 1024, callback=Check(), progress_bar=False)
+    accepted = [m for m in seen if m["step_accepted"]]
+    assert accepted, "no step was accepted"
+    for m in accepted:
+        assert m["kl"] <= 0.01 * (1 + 1e-6), f"mean KL {m['kl']} above max_kl after an accepted step"
+        assert m["surrogate_improvement"] > 0
+    for m in seen:
+        if not m["step_accepted"]:
+            assert m["kl"] == 0 and m["surrogate_improvement"] == 0  # rejected: parameters restored
+
+
+def test_solves_cartpole():
+    model = trpo().learn(60_000, progress_bar=False)
+    mean, _ = fastppo.evaluate_policy(model, "CartPole-v1", n_eval_episodes=10, seed=123)
+    assert mean >= 475, f"TRPO did not solve CartPole-v1: mean return {mean}"
+
+
+def test_pendulum_improves():
+    model = trpo("Pendulum-v1")
+    before, _ = fastppo.evaluate_policy(model, "Pendulum-v1", n_eval_episodes=10, seed=7)
+    model.learn(40_000, progress_bar=False)
+    after, _ = fastppo.evaluate_policy(model, "Pendulum-v1", n_eval_episodes=10, seed=7)
+    assert after > before + 300, f"TRPO on Pendulum-v1 did not improve clearly: {before:.0f} -> {after:.0f}"
+
+
+def test_npg_takes_the_full_natural_step():
+    model = fastppo.TRPO("MlpPolicy", "CartPole-v1", **fastppo.presets.get("CartPole-v1", "npg"), seed=0)
+    seen = []
+
+    class Record(fastppo.Callback):
+        def on_iteration_end(self, metrics):
+            seen.append(metrics)
+            return True
+
+    model.learn(4 * 1024, callback=Record(), progress_bar=False)
+    assert all(m["line_search_steps"] == 1 and m["step_accepted"] for m in seen)
+    # The quadratic model puts the step on the KL bound: the measured KL is close to max_kl.
+    assert all(0.2 * model.max_kl < m["kl"] < 5 * model.max_kl for m in seen)
+
+
+def test_save_load_round_trip(tmp_path):
+    model = trpo().learn(1024, progress_bar=False)
+    model.save(tmp_path / "t.pt")
+    loaded = fastppo.load(tmp_path / "t.pt")
+    assert isinstance(loaded, fastppo.TRPO)
+    obs = np.random.default_rng(0).standard_normal((32, 4)).astype(np.float32)
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(max_kl=0.0), "max_kl must be > 0"),
+    (dict(max_kl=-0.1), "max_kl must be > 0"),
+    (dict(cg_iters=0), "cg_iters must be an integer >= 1"),
+    (dict(cg_damping=-1e-3), "cg_damping must be >= 0"),
+    (dict(line_search_shrink=1.0), "line_search_shrink must be in (0, 1)"),
+    (dict(learning_rate=0.0), "learning_rate must be > 0"),
+])
+def test_bad_hyperparameters(kwargs, message):
+    import re
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        trpo(**kwargs)
