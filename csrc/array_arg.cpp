@@ -2,6 +2,7 @@
 
 #include <pybind11/numpy.h>
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
@@ -214,6 +215,16 @@ void check_same_device(const ArrayArg& a, const ArrayArg& like) {
 
 void check_writeable_output(const ArrayArg& out, const std::vector<const ArrayArg*>& others) {
   if (!out.writeable) throw_value_error(std::string(out.name) + " must be writeable, got a read-only array");
+  // No two elements of an output may share memory (zero or interleaved strides): the kernels write
+  // each element once and read rows they wrote, assuming distinct rows are distinct memory.
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (|stride|, size) of the dimensions longer than 1
+  for (size_t d = 0; d < out.shape.size(); ++d)
+    if (out.shape[d] > 1) dims.emplace_back(std::abs(out.strides[d]), out.shape[d]);
+  std::sort(dims.begin(), dims.end());
+  for (size_t d = 0; d < dims.size() && out.numel() > 0; ++d)
+    if (dims[d].first < (d ? dims[d - 1].first * dims[d - 1].second : 1))
+      throw_value_error(std::string(out.name) + " must not have overlapping elements (its strides alias); "
+                        "pass an array that owns distinct memory per element");
   const auto [lo, hi] = out.extent();
   for (const ArrayArg* o : others) {
     if (o->numel() == 0 || out.numel() == 0) continue;

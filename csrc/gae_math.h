@@ -1,24 +1,29 @@
 // GAE per-element math, written once for the CPU loop and the CUDA kernels (see ARCHITECTURE.md):
 //   delta_t = r_t + gamma * (1 - terminated_t) * V(s_{t+1}) - V(s_t)
 //   A_t     = delta_t + gamma * lam * (1 - terminated_t) * (1 - truncated_t) * A_{t+1},  A_T = 0
-// The flags select rather than multiply, so a garbage next value after termination is never read.
+// The flags pick a coefficient that then multiplies, as the equations (and the torch reference) do:
+// the same arithmetic as the reference on every input, and a loop g++ vectorises (selecting between
+// loaded values instead left a branch in the loop).
 #pragma once
 
 #include "common.h"
 
 namespace fastppo {
 
-template <typename T>
-FASTPPO_HD T gae_advantage(T reward, T value, T next_value, bool terminated, bool truncated, T gamma,
-                           T gamma_lam, T next_advantage) {
-  const T delta = reward + gamma * (terminated ? T(0) : next_value) - value;
-  return (terminated || truncated) ? delta : delta + gamma_lam * next_advantage;
-}
-
 // The factor that links A_t to A_{t+1}: A_t = delta_t + gae_carry(t) * A_{t+1}.
 template <typename T>
 FASTPPO_HD T gae_carry(bool terminated, bool truncated, T gamma_lam) {
-  return (terminated || truncated) ? T(0) : gamma_lam;
+  return (terminated | truncated) ? T(0) : gamma_lam;
+}
+
+template <typename T>
+FASTPPO_HD T gae_advantage(T reward, T value, T next_value, bool terminated, bool truncated, T gamma,
+                           T gamma_lam, T next_advantage) {
+  // Coefficients first, as separate statements: written inline, g++ turned them back into branches.
+  const T bootstrap = terminated ? T(0) : gamma;
+  const T carry = gae_carry(terminated, truncated, gamma_lam);
+  const T delta = reward + bootstrap * next_value - value;
+  return delta + carry * next_advantage;
 }
 
 // One env's column of every GAE array. The time-chunked scan (CUDA for few envs and long rollouts,

@@ -202,6 +202,10 @@ def _bad_cases():
         ("out aliases input", list(good), {"out": (v, np.empty((6, 3), np.float32))},
          ValueError, "out[0] (advantages) must not overlap values"),
         ("out not a pair", list(good), {"out": np.empty((6, 3), np.float32)}, TypeError, "out must be a pair"),
+        ("out aliases itself", list(good),
+         {"out": (np.lib.stride_tricks.as_strided(np.zeros(8, np.float32), (6, 3), (4, 4), writeable=True),
+                  np.empty((6, 3), np.float32))},
+         ValueError, "out[0] (advantages) must not have overlapping elements"),
     ]
 
 

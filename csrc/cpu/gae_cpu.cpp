@@ -13,43 +13,44 @@ namespace {
 constexpr int64_t kMinWorkPerThread = 1 << 16;  // elements; below this a thread's wake-up costs more than it saves
 constexpr int64_t kEnvTile = 512;               // envs per row pass: one row of all 7 arrays stays in L1
 
+// One row t over envs [b0, b1). The binding has checked that no output overlaps an input, so the
+// pointers are __restrict__ (as function parameters, where g++ honours it): without it the compiler
+// re-checks aliasing among seven pointers on every row, which dominated small N.
+template <typename T, typename D, bool kUnitN, bool kLastRow>
+void gae_row(const T* __restrict__ r, const T* __restrict__ v, const T* __restrict__ nv, const D* __restrict__ te,
+             const D* __restrict__ tr, const T* __restrict__ next, T* __restrict__ a, T* __restrict__ ret,
+             const int64_t* sn, int64_t b0, int64_t b1, T gamma, T gamma_lam) {
+  for (int64_t n = b0; n < b1; ++n) {
+    const T val = v[kUnitN ? n : n * sn[1]];
+    const T next_adv = kLastRow ? T(0) : next[kUnitN ? n : n * sn[5]];  // A_T = 0 past the last row
+    const bool term = as_flag(te[kUnitN ? n : n * sn[3]]), trunc = as_flag(tr[kUnitN ? n : n * sn[4]]);
+    const T adv = gae_advantage(r[kUnitN ? n : n * sn[0]], val, nv[kUnitN ? n : n * sn[2]], term, trunc, gamma,
+                                gamma_lam, next_adv);
+    a[kUnitN ? n : n * sn[5]] = adv;
+    ret[kUnitN ? n : n * sn[6]] = adv + val;
+  }
+}
+
 template <typename T, typename D, bool kUnitN>
 void gae_env_block(const GaeParams& p, int64_t n0, int64_t n1) {
   const T gamma = T(p.gamma), gamma_lam = T(p.gamma * p.lam);
-  // The binding has checked that the outputs overlap no input, so rows can be __restrict__: without it
-  // the compiler re-checks aliasing between seven pointers on every row, which dominates small N.
   const int64_t sn[7] = {p.rewards.stride_n,    p.values.stride_n,     p.next_values.stride_n, p.terminated.stride_n,
                          p.truncated.stride_n,  p.advantages.stride_n, p.returns.stride_n};
   for (int64_t b0 = n0; b0 < n1; b0 += kEnvTile) {
     const int64_t b1 = std::min(n1, b0 + kEnvTile);
     for (int64_t t = p.T - 1; t >= 0; --t) {
-      const T* __restrict__ r = static_cast<const T*>(p.rewards.data) + t * p.rewards.stride_t;
-      const T* __restrict__ v = static_cast<const T*>(p.values.data) + t * p.values.stride_t;
-      const T* __restrict__ nv = static_cast<const T*>(p.next_values.data) + t * p.next_values.stride_t;
-      const D* __restrict__ te = static_cast<const D*>(p.terminated.data) + t * p.terminated.stride_t;
-      const D* __restrict__ tr = static_cast<const D*>(p.truncated.data) + t * p.truncated.stride_t;
-      T* __restrict__ a = static_cast<T*>(p.advantages.data) + t * p.advantages.stride_t;
-      T* __restrict__ ret = static_cast<T*>(p.returns.data) + t * p.returns.stride_t;
-      // Row t + 1 of the advantages (already written); A_T = 0 past the last row.
-      const T* next = t + 1 < p.T ? a + p.advantages.stride_t : nullptr;
-      auto i = [&](int k, int64_t n) { return kUnitN ? n : n * sn[k]; };
-      if (next) {
-        for (int64_t n = b0; n < b1; ++n) {
-          const T val = v[i(1, n)];
-          const T adv = gae_advantage(r[i(0, n)], val, nv[i(2, n)], as_flag(te[i(3, n)]), as_flag(tr[i(4, n)]),
-                                      gamma, gamma_lam, next[i(5, n)]);
-          a[i(5, n)] = adv;
-          ret[i(6, n)] = adv + val;
-        }
-      } else {
-        for (int64_t n = b0; n < b1; ++n) {
-          const T val = v[i(1, n)];
-          const T adv = gae_advantage(r[i(0, n)], val, nv[i(2, n)], as_flag(te[i(3, n)]), as_flag(tr[i(4, n)]),
-                                      gamma, gamma_lam, T(0));
-          a[i(5, n)] = adv;
-          ret[i(6, n)] = adv + val;
-        }
-      }
+      const T* r = static_cast<const T*>(p.rewards.data) + t * p.rewards.stride_t;
+      const T* v = static_cast<const T*>(p.values.data) + t * p.values.stride_t;
+      const T* nv = static_cast<const T*>(p.next_values.data) + t * p.next_values.stride_t;
+      const D* te = static_cast<const D*>(p.terminated.data) + t * p.terminated.stride_t;
+      const D* tr = static_cast<const D*>(p.truncated.data) + t * p.truncated.stride_t;
+      T* a = static_cast<T*>(p.advantages.data) + t * p.advantages.stride_t;
+      T* ret = static_cast<T*>(p.returns.data) + t * p.returns.stride_t;
+      if (t == p.T - 1)
+        gae_row<T, D, kUnitN, true>(r, v, nv, te, tr, nullptr, a, ret, sn, b0, b1, gamma, gamma_lam);
+      else
+        gae_row<T, D, kUnitN, false>(r, v, nv, te, tr, a + p.advantages.stride_t, a, ret, sn, b0, b1, gamma,
+                                     gamma_lam);
     }
   }
 }

@@ -30,6 +30,12 @@ def check_output(out, name: str, like: torch.Tensor, like_name: str, inputs: dic
     check_like(as_tensor(out, name), name, like, like_name)
     if isinstance(out, np.ndarray) and not out.flags.writeable:
         raise ValueError(f"{name} must be writeable, got a read-only array")
+    strides = [s // out.itemsize for s in out.strides] if isinstance(out, np.ndarray) else list(out.stride())
+    dims = sorted((abs(st), n) for st, n in zip(strides, out.shape) if n > 1)
+    empty = 0 in out.shape
+    if not empty and any(st < (dims[i - 1][0] * dims[i - 1][1] if i else 1) for i, (st, _) in enumerate(dims)):
+        raise ValueError(f"{name} must not have overlapping elements (its strides alias); "
+                         "pass an array that owns distinct memory per element")
     for other_name, other in inputs.items():
         if _may_overlap(out, other):
             raise ValueError(f"{name} must not overlap {other_name} in memory")
