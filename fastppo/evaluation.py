@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from fastppo.envs import as_vector_env
@@ -20,20 +22,22 @@ def evaluate_policy(model, env, n_eval_episodes: int = 10, deterministic: bool =
     owned = isinstance(env, str)
     vec_env, _ = as_vector_env(env, min(n_eval_episodes, 16) if owned else 1, seed=seed,
                                backend=getattr(model, "backend", "auto"))
+    scope = model.torch_thread_scope() if hasattr(model, "torch_thread_scope") else contextlib.nullcontext()
+    returns: list[float] = []
     try:
-        n = vec_env.num_envs
-        targets = np.array([(n_eval_episodes + i) // n for i in range(n)])
-        counts = np.zeros(n, int)
-        returns: list[float] = []
-        obs, _ = vec_env.reset(seed=seed)
-        while (counts < targets).any():
-            actions, _ = model.predict(obs, deterministic=deterministic)
-            obs, _, _, _, info = vec_env.step(actions)
-            if "episode" in info:
-                for i in np.flatnonzero(info["_episode"]):
-                    if counts[i] < targets[i]:
-                        returns.append(float(info["episode"]["r"][i]))
-                        counts[i] += 1
+        with scope:
+            n = vec_env.num_envs
+            targets = np.array([(n_eval_episodes + i) // n for i in range(n)])
+            counts = np.zeros(n, int)
+            obs, _ = vec_env.reset(seed=seed)
+            while (counts < targets).any():
+                actions, _ = model.predict(obs, deterministic=deterministic)
+                obs, _, _, _, info = vec_env.step(actions)
+                if "episode" in info:
+                    for i in np.flatnonzero(info["_episode"]):
+                        if counts[i] < targets[i]:
+                            returns.append(float(info["episode"]["r"][i]))
+                            counts[i] += 1
     finally:
         if owned:
             vec_env.close()

@@ -53,7 +53,7 @@ _TRPO = {
                         n_critic_updates=20, normalize_obs=True, normalize_reward=True),
 }
 
-_BUDGET = {"CartPole-v1": 100_000, "Acrobot-v1": 200_000, "MountainCar-v0": 1_000_000,
+_BUDGET = {"CartPole-v1": 50_000, "Acrobot-v1": 200_000, "MountainCar-v0": 1_000_000,
            "MountainCarContinuous-v0": 20_000, "Pendulum-v1": 200_000}
 
 

@@ -10,6 +10,7 @@ One iteration (subclasses supply ``_update``)::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import tempfile
@@ -91,11 +92,14 @@ class OnPolicyAlgorithm:
 
     algo = ""
 
-    def __init__(self, policy: str | nn.Module, env, *, n_steps: int, num_envs: int, gamma: float,
+    def __init__(self, policy: str | nn.Module, env, *, learning_rate, n_steps: int, num_envs: int, gamma: float,
                  gae_lambda: float, normalize_obs: bool, normalize_reward: bool, seed: int | None,
                  device: str | torch.device, backend: str, policy_kwargs: dict | None, log_dir: str | None,
                  tensorboard_log: str | None, torch_threads: int | None, hyperparameters: dict[str, Any]):
         _check_int(n_steps, "n_steps", 1)
+        self.learning_rate = make_schedule(learning_rate, "learning_rate")
+        if not self.learning_rate(1.0) > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate(1.0)!r} at the start of training")
         if torch_threads is not None:
             _check_int(torch_threads, "torch_threads", 1)
         _check_int(num_envs, "num_envs", 1)
@@ -223,50 +227,60 @@ class OnPolicyAlgorithm:
         if self._last_obs is None:
             self._reset_envs()
         self._total_timesteps = self.num_timesteps + total_timesteps
-        threads_before = torch.get_num_threads()
-        if self.torch_threads is not None:
-            torch.set_num_threads(self.torch_threads)
         bar = ProgressBar(self._total_timesteps, self.num_timesteps) if progress_bar else None
         if callback is not None:
             callback.on_training_start()
-        try:
-            while self.num_timesteps < self._total_timesteps:
-                start, steps_before = time.perf_counter(), self.num_timesteps
-                # Remaining progress (1 -> 0) for the schedules, taken before the rollout so that it stays
-                # above 0: an annealed clip range of exactly 0 would be invalid.
-                progress = 1.0 - self.num_timesteps / self._total_timesteps
-                self.policy.train()
-                if not self._collect(callback):
-                    break
-                if callback is not None:
-                    callback.on_rollout_end()
-                r = self.rollout
-                gae(r.rewards, r.values, r.next_values, r.terminated, r.truncated, gamma=self.gamma,
-                    lam=self.gae_lambda, backend=self.backend, out=(r.advantages, r.returns))
-                metrics = self._update(progress)
-                self.iteration += 1
-                metrics = {"timesteps": self.num_timesteps, "iteration": self.iteration, **metrics,
-                           "explained_variance": _explained_variance(r.values, r.returns),
-                           "sps": (self.num_timesteps - steps_before) / (time.perf_counter() - start),
-                           "episode_return": _mean(self.episode_returns),
-                           "episode_length": _mean(self.episode_lengths)}
-                if self.iteration % log_interval == 0:
-                    self.logger.record(metrics)
+        with self.torch_thread_scope():
+            try:
+                while self.num_timesteps < self._total_timesteps:
+                    start, steps_before = time.perf_counter(), self.num_timesteps
+                    # Remaining progress (1 -> 0) for the schedules, taken before the rollout so that it stays
+                    # above 0: an annealed clip range of exactly 0 would be invalid.
+                    progress = 1.0 - self.num_timesteps / self._total_timesteps
+                    self.policy.train()
+                    if not self._collect(callback):
+                        break
+                    if callback is not None:
+                        callback.on_rollout_end()
+                    r = self.rollout
+                    gae(r.rewards, r.values, r.next_values, r.terminated, r.truncated, gamma=self.gamma,
+                        lam=self.gae_lambda, backend=self.backend, out=(r.advantages, r.returns))
+                    metrics = self._update(progress)
+                    self.iteration += 1
+                    metrics = {"timesteps": self.num_timesteps, "iteration": self.iteration, **metrics,
+                               "explained_variance": _explained_variance(r.values, r.returns),
+                               "sps": (self.num_timesteps - steps_before) / (time.perf_counter() - start),
+                               "episode_return": _mean(self.episode_returns),
+                               "episode_length": _mean(self.episode_lengths)}
+                    if self.iteration % log_interval == 0:
+                        self.logger.record(metrics)
+                    if bar is not None:
+                        bar.update(self.num_timesteps, metrics["episode_return"] if self.episode_returns else None)
+                    if callback is not None and not callback.on_iteration_end(metrics):
+                        break
+            finally:
                 if bar is not None:
-                    bar.update(self.num_timesteps, metrics["episode_return"] if self.episode_returns else None)
-                if callback is not None and not callback.on_iteration_end(metrics):
-                    break
-        finally:
-            torch.set_num_threads(threads_before)
-            if bar is not None:
-                bar.update(self.num_timesteps, _mean(self.episode_returns) if self.episode_returns else None, True)
-                bar.close()
-            if callback is not None:
-                callback.on_training_end()
+                    bar.update(self.num_timesteps, _mean(self.episode_returns) if self.episode_returns else None, True)
+                    bar.close()
+                if callback is not None:
+                    callback.on_training_end()
         return self
 
     def _update(self, progress: float) -> dict[str, float]:
         raise NotImplementedError
+
+    @contextlib.contextmanager
+    def torch_thread_scope(self):
+        """torch's CPU thread count set to ``torch_threads`` for the duration (learn, evaluation)."""
+        before = torch.get_num_threads()
+        change = self.torch_threads is not None and self.torch_threads != before
+        if change:
+            torch.set_num_threads(self.torch_threads)
+        try:
+            yield
+        finally:
+            if change:
+                torch.set_num_threads(before)
 
     # -- acting -------------------------------------------------------------------------------------
     def predict(self, observation, state=None, episode_start=None, deterministic: bool = False):

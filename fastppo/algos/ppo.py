@@ -71,14 +71,10 @@ class PPO(OnPolicyAlgorithm):
                             ("clip_range_vf", clip_range_vf), ("kl_target", kl_target)):
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be > 0 (or None), got {value!r}")
-        self.learning_rate = make_schedule(learning_rate, "learning_rate")
         self.clip_range = make_schedule(clip_range, "clip_range")
-        for name, schedule in (("learning_rate", self.learning_rate), ("clip_range", self.clip_range)):
-            first = schedule(1.0)
-            if not first > 0 or (name == "clip_range" and not first < 1):
-                bound = "in (0, 1)" if name == "clip_range" else "> 0"
-                raise ValueError(f"{name} must be {bound}, got {first!r} at the start of training")
-        super().__init__(policy, env, n_steps=n_steps, num_envs=num_envs, gamma=gamma, gae_lambda=gae_lambda,
+        if not 0 < self.clip_range(1.0) < 1:
+            raise ValueError(f"clip_range must be in (0, 1), got {self.clip_range(1.0)!r} at the start of training")
+        super().__init__(policy, env, learning_rate=learning_rate, n_steps=n_steps, num_envs=num_envs, gamma=gamma, gae_lambda=gae_lambda,
                          normalize_obs=normalize_obs, normalize_reward=normalize_reward, seed=seed, device=device,
                          backend=backend, policy_kwargs=policy_kwargs, log_dir=log_dir,
                          tensorboard_log=tensorboard_log, torch_threads=torch_threads,

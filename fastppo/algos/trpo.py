@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from fastppo.algos.base import OnPolicyAlgorithm, _check_int, make_schedule
+from fastppo.algos.base import OnPolicyAlgorithm, _check_int
 
 
 def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int,
@@ -75,10 +75,7 @@ class TRPO(OnPolicyAlgorithm):
             raise ValueError(f"line_search_shrink must be in (0, 1), got {line_search_shrink!r}")
         _check_int(n_critic_updates, "n_critic_updates", 1)
         _check_int(batch_size, "batch_size", 1)
-        self.learning_rate = make_schedule(learning_rate, "learning_rate")
-        if not self.learning_rate(1.0) > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate(1.0)!r} at the start of training")
-        super().__init__(policy, env, n_steps=n_steps, num_envs=num_envs, gamma=gamma, gae_lambda=gae_lambda,
+        super().__init__(policy, env, learning_rate=learning_rate, n_steps=n_steps, num_envs=num_envs, gamma=gamma, gae_lambda=gae_lambda,
                          normalize_obs=normalize_obs, normalize_reward=normalize_reward, seed=seed, device=device,
                          backend=backend, policy_kwargs=policy_kwargs, log_dir=log_dir,
                          tensorboard_log=tensorboard_log, torch_threads=torch_threads,
