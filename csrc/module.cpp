@@ -14,6 +14,7 @@ namespace fastppo {
 void bind_gae(py::module_& m);
 void bind_envs(py::module_& m);
 void bind_ppo_loss(py::module_& m);
+void bind_policy_act(py::module_& m);
 }
 
 PYBIND11_MODULE(_core, m) {
@@ -38,4 +39,5 @@ PYBIND11_MODULE(_core, m) {
   fastppo::bind_gae(m);
   fastppo::bind_envs(m);
   fastppo::bind_ppo_loss(m);
+  fastppo::bind_policy_act(m);
 }

@@ -37,9 +37,9 @@ def test_kl_variant_learns_and_adapts_beta():
             betas.append(metrics["kl_coef"])
             return True
 
-    model.learn(40_000, callback=Record(), progress_bar=False)
+    model.learn(60_000, callback=Record(), progress_bar=False)
     mean, _ = fastppo.evaluate_policy(model, "CartPole-v1", n_eval_episodes=10, seed=123)
-    assert mean >= 200, f"adaptive-KL PPO did not learn CartPole-v1: mean return {mean}"
+    assert mean >= 300, f"adaptive-KL PPO did not learn CartPole-v1: mean return {mean}"
     ratios = {round(b / a, 6) for a, b in zip(betas, betas[1:])}
     assert ratios <= {0.5, 1.0, 2.0} and len(ratios) > 1, f"beta must only halve, double or stay: {ratios}"
 

@@ -98,8 +98,9 @@ def test_npg_takes_the_full_natural_step():
 
     model.learn(4 * 1024, callback=Record(), progress_bar=False)
     assert all(m["line_search_steps"] == 1 and m["step_accepted"] for m in seen)
-    # The quadratic model puts the step on the KL bound: the measured KL is close to max_kl.
-    assert all(0.2 * model.max_kl < m["kl"] < 5 * model.max_kl for m in seen)
+    # The quadratic model puts the step on the KL bound, so the measured KL is near max_kl typically; a
+    # single step can overshoot several-fold (seen: 8.9x), which is what TRPO's line search is for.
+    assert 0.5 * model.max_kl < float(np.median([m["kl"] for m in seen])) < 2 * model.max_kl
 
 
 def test_save_load_round_trip(tmp_path):

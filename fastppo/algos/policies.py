@@ -61,6 +61,7 @@ class ActorCritic(nn.Module):
             raise ValueError(f"policy_kwargs['net_arch'] must be a non-empty list of positive sizes, got {net_arch}")
         obs_dim = ObsSpec(observation_space).dim
         self.action_spec = ActionSpec(action_space)
+        self.activation = activation
         act = ACTIVATIONS[activation]
         self.actor = nn.Sequential(*_mlp([obs_dim, *net_arch], act), nn.Linear(net_arch[-1], self.action_spec.n_outputs))
         self.critic = nn.Sequential(*_mlp([obs_dim, *net_arch], act), nn.Linear(net_arch[-1], 1))
@@ -89,3 +90,20 @@ class ActorCritic(nn.Module):
 
     def critic_parameters(self) -> list[nn.Parameter]:
         return list(self.critic.parameters())
+
+    def native_act(self):
+        """fastppo._core.PolicyAct over this module's parameters (their memory, not a copy): the same
+        forward and sampling as ``forward`` + ``ActionSpec.distribution`` in one native call per step, for
+        CPU rollouts. None where it does not apply (no extension, GPU, an activation it lacks)."""
+        from fastppo._backend import _core
+
+        if _core is None or self.activation not in ("tanh", "relu") or self.actor[0].weight.device.type != "cpu":
+            return None
+
+        def layers(net):
+            return [t.detach().numpy() for m in net if isinstance(m, nn.Linear) for t in (m.weight, m.bias)]
+
+        spec = self.action_spec
+        log_std = self.log_std.detach().numpy() if self.log_std is not None else None
+        return _core.PolicyAct(layers(self.actor), layers(self.critic), self.activation, spec.kind, list(spec.nvec),
+                               log_std)
