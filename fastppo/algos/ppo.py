@@ -87,7 +87,8 @@ class PPO(OnPolicyAlgorithm):
         self.clip_range_vf, self.normalize_advantage = clip_range_vf, normalize_advantage
         self.ent_coef, self.vf_coef, self.max_grad_norm = ent_coef, vf_coef, max_grad_norm
         self.target_kl, self.variant, self.kl_target, self.kl_coef = target_kl, variant, kl_target, kl_coef
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.learning_rate(1.0), eps=1e-5,
+        self._flat = FlatParameters(self.policy.parameters())
+        self.optimizer = torch.optim.Adam([self._flat.param], lr=self.learning_rate(1.0), eps=1e-5,
                                           **({"fused": True} if _fused_adam_ok(self.device) else {}))
 
     def _update(self, progress: float) -> dict[str, float]:
@@ -115,10 +116,10 @@ class PPO(OnPolicyAlgorithm):
                 if self.target_kl is not None and float(stats["approx_kl"]) > 1.5 * self.target_kl:
                     stopped = True  # as SB3: this minibatch's step would move too far; stop before taking it
                     break
-                self.optimizer.zero_grad(set_to_none=True)
+                self._flat.grad.zero_()
                 loss.backward()
                 if self.max_grad_norm is not None:
-                    nn.utils.clip_grad_norm_(policy.parameters(), self.max_grad_norm)
+                    nn.utils.clip_grad_norm_(self._flat.param, self.max_grad_norm)
                 self.optimizer.step()
                 row = torch.stack([stats[k] for k in _STATS])
                 stats_sum = row if stats_sum is None else stats_sum + row
@@ -152,6 +153,35 @@ class PPO(OnPolicyAlgorithm):
     def _load_algo_state(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.kl_coef = state["kl_coef"]
+
+
+class FlatParameters:
+    """A module's parameters re-seated as views of one flat buffer, their gradients as views of another.
+
+    Clipping and Adam then run on one tensor instead of one per layer: each torch op costs ~10 us on a
+    small CPU, and clip_grad_norm_ + Adam over 12 tensors cost ~0.5 ms per minibatch, a third of it.
+    The arithmetic is unchanged (both are elementwise or a norm over all elements). Gradients must be
+    zeroed in place (``grad.zero_()``), never set to None, or the views would come apart.
+    """
+
+    def __init__(self, parameters):
+        params = list(parameters)
+        first = params[0]
+        if any(p.dtype != first.dtype or p.device != first.device for p in params):
+            raise ValueError("policy parameters must share one dtype and device, got "
+                             f"{sorted({(str(p.dtype), str(p.device)) for p in params})}")
+        self.param = torch.empty(sum(p.numel() for p in params), dtype=first.dtype, device=first.device)
+        self.grad = torch.zeros_like(self.param)
+        offset = 0
+        with torch.no_grad():
+            for p in params:
+                n = p.numel()
+                self.param[offset:offset + n].copy_(p.flatten())
+                p.data = self.param[offset:offset + n].view_as(p)
+                p.grad = self.grad[offset:offset + n].view_as(p)
+                offset += n
+        self.param.requires_grad_(True)
+        self.param.grad = self.grad
 
 
 _STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
