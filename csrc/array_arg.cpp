@@ -141,6 +141,15 @@ ArrayArg from_dlpack(py::handle obj, const char* name, py::handle stream, bool a
 }  // namespace
 
 void throw_value_error(const std::string& msg) { throw py::value_error(msg); }
+
+void* cuda_stream(py::handle stream) {
+  return stream.is_none() ? nullptr : reinterpret_cast<void*>(stream.cast<uintptr_t>());
+}
+
+void throw_built_without_cuda(const std::string& what, const std::string& instead) {
+  throw_value_error(what + ", but fastppo was built without CUDA (nvcc was not found at build time); rebuild "
+                    "with FASTPPO_CUDA=ON or use " + instead);
+}
 void throw_type_error(const std::string& msg) { throw py::type_error(msg); }
 
 int64_t ArrayArg::numel() const {

@@ -55,6 +55,12 @@ void check_contiguous(const ArrayArg& a);            // compact row-major
 // CPU float arrays only: every element is finite, else ValueError naming the first bad index.
 void check_finite(const ArrayArg& a);
 
+// The stream argument of a binding (an int from torch.cuda.current_stream().cuda_stream, or None).
+void* cuda_stream(py::handle stream);
+// What a binding raises when it gets CUDA memory in a build without CUDA. `what` names the arrays
+// ("rewards is a CUDA array"), `instead` the alternative ("CPU arrays").
+[[noreturn]] void throw_built_without_cuda(const std::string& what, const std::string& instead);
+
 [[noreturn]] void throw_value_error(const std::string& msg);
 [[noreturn]] void throw_type_error(const std::string& msg);
 

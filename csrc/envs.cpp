@@ -47,10 +47,6 @@ double now_seconds() {  // the clock of Python's time.perf_counter() on Linux (C
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-void* cuda_stream(py::handle stream) {
-  return stream.is_none() ? nullptr : reinterpret_cast<void*>(stream.cast<uintptr_t>());
-}
-
 #ifdef FASTPPO_WITH_CUDA
 constexpr bool kWithCuda = true;
 #define ENVS_CUDA(call) call
@@ -58,11 +54,6 @@ constexpr bool kWithCuda = true;
 constexpr bool kWithCuda = false;  // the constructor refuses CUDA buffers, so ENVS_CUDA is never reached
 #define ENVS_CUDA(call) (void)s
 #endif
-
-[[noreturn]] void no_cuda() {
-  throw_value_error("the env buffers are CUDA arrays, but fastppo was built without CUDA (nvcc was not found "
-                    "at build time); rebuild with FASTPPO_CUDA=ON or use device='cpu'");
-}
 
 class EnvBatch {
  public:
@@ -108,7 +99,7 @@ class EnvBatch {
       for (size_t j = 0; j < i; ++j) check_writeable_output(bufs_[i], {&bufs_[j]});
     on_cuda_ = bufs_.front().device == DeviceType::CUDA;
     device_ = bufs_.front();
-    if (on_cuda_ && !kWithCuda) no_cuda();
+    if (on_cuda_ && !kWithCuda) throw_built_without_cuda("the env buffers are CUDA arrays", "device='cpu'");
   }
 
   // Steps every env with `actions`; returns how many episodes ended (-1 on CUDA, where counting

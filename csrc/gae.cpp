@@ -44,12 +44,11 @@ static void gae_op(py::handle rewards, py::handle values, py::handle next_values
 
   if (r.device == DeviceType::CUDA) {
 #ifdef FASTPPO_WITH_CUDA
-    void* s = stream.is_none() ? nullptr : reinterpret_cast<void*>(stream.cast<uintptr_t>());
+    void* s = cuda_stream(stream);
     py::gil_scoped_release nogil;
     gae_cuda(p, s);
 #else
-    throw_value_error("rewards is a CUDA array, but fastppo was built without CUDA (nvcc was not found at "
-                      "build time); rebuild with FASTPPO_CUDA=ON or use CPU arrays");
+    throw_built_without_cuda("rewards is a CUDA array", "CPU arrays");
 #endif
     return;
   }

@@ -82,12 +82,11 @@ static void ppo_loss_op(py::handle new_logp, py::handle old_logp, py::handle adv
                         std::to_string(ppo_loss_cuda_workspace(n)) + " elements, got " + ws.dtype_name + " " +
                         ws.shape_str());
     p.workspace = static_cast<double*>(ws.data);
-    void* s = stream.is_none() ? nullptr : reinterpret_cast<void*>(stream.cast<uintptr_t>());
+    void* s = cuda_stream(stream);
     py::gil_scoped_release nogil;
     ppo_loss_cuda(p, s);
 #else
-    throw_value_error("new_logp is a CUDA array, but fastppo was built without CUDA (nvcc was not found at "
-                      "build time); rebuild with FASTPPO_CUDA=ON or use CPU arrays");
+    throw_built_without_cuda("new_logp is a CUDA array", "CPU arrays");
 #endif
     return;
   }

@@ -21,3 +21,14 @@ def pytest_sessionstart(session):
 CPU_BACKENDS = [b for b in ("torch", "numba", "cpp") if fastppo.backends()[b].available]
 HAS_CUDA = fastppo.backends()["cuda"].available
 requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason=f"cuda backend: {fastppo.backends()['cuda'].detail}")
+
+
+class RecordMetrics(fastppo.Callback):
+    """Keeps every iteration's logged metrics in ``self.seen``."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_iteration_end(self, metrics):
+        self.seen.append(metrics)
+        return True

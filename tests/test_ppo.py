@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 import fastppo
+from conftest import RecordMetrics
 from fastppo.algos.base import CHECKPOINT_FORMAT
 
 
@@ -29,15 +30,9 @@ def test_solves_cartpole(backend):
 
 
 def test_kl_variant_learns_and_adapts_beta():
-    model = cartpole(**fastppo.presets.get("CartPole-v1", "ppo-kl"))
-    betas = []
-
-    class Record(fastppo.Callback):
-        def on_iteration_end(self, metrics):
-            betas.append(metrics["kl_coef"])
-            return True
-
-    model.learn(60_000, callback=Record(), progress_bar=False)
+    model, record = cartpole(**fastppo.presets.get("CartPole-v1", "ppo-kl")), RecordMetrics()
+    model.learn(60_000, callback=record, progress_bar=False)
+    betas = [m["kl_coef"] for m in record.seen]
     mean, _ = fastppo.evaluate_policy(model, "CartPole-v1", n_eval_episodes=10, seed=123)
     assert mean >= 300, f"adaptive-KL PPO did not learn CartPole-v1: mean return {mean}"
     ratios = {round(b / a, 6) for a, b in zip(betas, betas[1:])}

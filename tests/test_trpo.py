@@ -7,6 +7,7 @@ import torch
 from torch.func import functional_call
 
 import fastppo
+from conftest import RecordMetrics
 from fastppo.algos.trpo import conjugate_gradient
 
 
@@ -54,15 +55,9 @@ def test_conjugate_gradient_solves_spd_system():
 
 
 def test_accepted_steps_respect_the_trust_region():
-    model = trpo(max_kl=0.01)
-    seen = []
-
-    class Check(fastppo.Callback):
-        def on_iteration_end(self, metrics):
-            seen.append(metrics)
-            return True
-
-    model.learn(8 * 1024, callback=Check(), progress_bar=False)
+    model, record = trpo(max_kl=0.01), RecordMetrics()
+    model.learn(8 * 1024, callback=record, progress_bar=False)
+    seen = record.seen
     accepted = [m for m in seen if m["step_accepted"]]
     assert accepted, "no step was accepted"
     for m in accepted:
@@ -89,14 +84,9 @@ def test_pendulum_improves():
 
 def test_npg_takes_the_full_natural_step():
     model = fastppo.TRPO("MlpPolicy", "CartPole-v1", **fastppo.presets.get("CartPole-v1", "npg"), seed=0)
-    seen = []
-
-    class Record(fastppo.Callback):
-        def on_iteration_end(self, metrics):
-            seen.append(metrics)
-            return True
-
-    model.learn(4 * 1024, callback=Record(), progress_bar=False)
+    record = RecordMetrics()
+    model.learn(4 * 1024, callback=record, progress_bar=False)
+    seen = record.seen
     assert all(m["line_search_steps"] == 1 and m["step_accepted"] for m in seen)
     # The quadratic model puts the step on the KL bound, so the measured KL is near max_kl typically; a
     # single step can overshoot several-fold (seen: 8.9x), which is what TRPO's line search is for.
