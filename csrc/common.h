@@ -9,6 +9,14 @@
 #define FASTPPO_HD inline
 #endif
 
+// A hot CPU loop compiled twice: the AVX2+FMA clone runs where the CPU has it (picked once, at load
+// time), the baseline build stays portable.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+#define FASTPPO_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define FASTPPO_CPU_CLONES
+#endif
+
 namespace fastppo {
 
 // Element types the kernels are instantiated for.

@@ -1,7 +1,9 @@
 // One rollout step of an MLP actor-critic, natively: both MLP forwards, sampling, log-probability and
 // value for every env, with no per-op framework overhead (torch pays ~10 us per op here and a step is
 // ~30 ops). The spec is fastppo/algos/policies.py (ActorCritic.forward) and distributions.py; the
-// tests compare the two. CPU only: a policy on a GPU keeps the torch path.
+// tests compare the two. CPU only: a policy on a GPU keeps the torch path. It acts with a snapshot of
+// the parameters taken at construction (weights transposed once, not per step): build a new one after
+// an update.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -10,20 +12,13 @@
 #include <string>
 #include <vector>
 
-#include "array_arg.h"
+#include "distributions.h"
 #include "envs/rng.h"
+#include "mlp_arg.h"
 #include "parallel.h"
 
 namespace fastppo {
 namespace {
-
-struct Layer {
-  const float* weight;  // (out, in), row-major as torch.nn.Linear stores it
-  const float* bias;    // (out,)
-  int64_t in, out;
-};
-
-enum class Activation { Tanh, ReLU };
 
 // A float in (0, 1) from the stream of env n: never 0, so log() and the inverse CDF stay finite.
 inline float uniform01(uint64_t key, uint64_t counter) {
@@ -35,26 +30,23 @@ class PolicyAct {
   PolicyAct(py::list actor, py::list critic, const std::string& activation, const std::string& kind,
             std::vector<int64_t> nvec, py::object log_std)
       : kind_gaussian_(kind == "gaussian"), nvec_(std::move(nvec)) {
-    if (activation == "tanh") {
-      act_ = Activation::Tanh;
-    } else if (activation == "relu") {
-      act_ = Activation::ReLU;
-    } else {
-      throw_value_error("activation must be 'tanh' or 'relu' for the native policy, got '" + activation + "'");
-    }
     if (kind != "gaussian" && kind != "categorical")
       throw_value_error("kind must be 'categorical' or 'gaussian', got '" + kind + "'");
-    load(actor, "actor", actor_);
-    load(critic, "critic", critic_);
-    if (actor_.front().in != critic_.front().in) throw_value_error("actor and critic must take the same input size");
-    if (critic_.back().out != 1) throw_value_error("the critic's last layer must have one output");
-    n_out_ = actor_.back().out;
+    const Activation act = activation_arg(activation);
+    std::vector<ArrayArg> views;  // the parameters are copied (a snapshot), so they need not outlive this call
+    actor_ = mlp_arg(actor, py::list(), "actor", act, views).snapshot(actor_storage_);
+    critic_ = mlp_arg(critic, py::list(), "critic", act, views).snapshot(critic_storage_);
+    actor_.transpose_weights(actor_wt_);
+    critic_.transpose_weights(critic_wt_);
+    if (actor_.in() != critic_.in()) throw_value_error("actor and critic must take the same input size");
+    if (critic_.out() != 1) throw_value_error("the critic's last layer must have one output");
+    n_out_ = actor_.out();
     if (kind_gaussian_) {
-      const ArrayArg ls = keep(array_arg(log_std, "log_std", py::none()));
-      check_ndim(ls, 1, "(action_dim,)");
-      if (ls.dtype != ScalarType::Float32 || ls.shape[0] != n_out_ || ls.strides[0] != 1)
-        throw_value_error("log_std must be a contiguous float32 array of the action size");
-      log_std_ = static_cast<const float*>(ls.data);
+      const ArrayArg ls = float_array_arg(log_std, "log_std", false);
+      if (ls.shape != std::vector<int64_t>{n_out_})
+        throw_value_error("log_std must have the action size " + std::to_string(n_out_) + ", got " + ls.shape_str());
+      const float* data = static_cast<const float*>(ls.data);
+      log_std_.assign(data, data + n_out_);
     } else {
       int64_t total = 0;
       for (int64_t k : nvec_) {
@@ -63,12 +55,9 @@ class PolicyAct {
       }
       if (total != n_out_) throw_value_error("sum(nvec) must equal the actor's output size");
     }
-    for (const auto& l : actor_) width_ = std::max(width_, l.out);
-    for (const auto& l : critic_) width_ = std::max(width_, l.out);
-    width_ = std::max(width_, actor_.front().in);
   }
 
-  int64_t obs_dim() const { return actor_.front().in; }
+  int64_t obs_dim() const { return actor_.in(); }
   int64_t n_params() const { return kind_gaussian_ ? 2 * n_out_ : n_out_; }
 
   // obs (N, D); writes actions (N,) int64 per categorical (N, k) or (N, d) float32, log_probs (N,),
@@ -108,11 +97,12 @@ class PolicyAct {
     float* DP = static_cast<float*>(dp.data);
     py::gil_scoped_release nogil;
     parallel_for(N, 64, [&](int64_t n0, int64_t n1) {
-      std::vector<float> buf0(width_), buf1(width_);
+      std::vector<std::vector<float>> acts;
+      const float* value = critic_.forward(X + n0 * obs_dim(), n1 - n0, critic_wt_, acts);
+      std::copy(value, value + (n1 - n0), V + n0);
+      const float* heads = actor_.forward(X + n0 * obs_dim(), n1 - n0, actor_wt_, acts);
       for (int64_t n = n0; n < n1; ++n) {
-        const float* x = X + n * obs_dim();
-        V[n] = forward(critic_, x, buf0.data(), buf1.data())[0];
-        const float* head = forward(actor_, x, buf0.data(), buf1.data());
+        const float* head = heads + (n - n0) * n_out_;
         float* params = DP + n * n_params();
         const uint64_t key = stream_key(seed, uint64_t(n));
         const uint64_t counter0 = step * uint64_t(2 * n_out_);
@@ -120,11 +110,11 @@ class PolicyAct {
           float* act = static_cast<float*>(A) + n * n_out_;
           float logp = 0.f;
           for (int64_t j = 0; j < n_out_; ++j) {
-            const float ls = std::min(std::max(log_std_[j], -20.f), 2.f);  // as DiagGaussian clamps
+            const float ls = clamp_log_std(log_std_[j]);
             const float u1 = uniform01(key, counter0 + 2 * j), u2 = uniform01(key, counter0 + 2 * j + 1);
             const float z = std::sqrt(-2.f * std::log(u1)) * std::cos(6.2831853071795864f * u2);  // Box-Muller
             act[j] = head[j] + std::exp(ls) * z;
-            logp += -0.5f * z * z - ls - 0.91893853320467274f;
+            logp += -0.5f * z * z - ls - kHalfLog2Pi;
             params[j] = head[j];
             params[n_out_ + j] = log_std_[j];
           }
@@ -136,17 +126,13 @@ class PolicyAct {
           for (size_t k = 0; k < nvec_.size(); ++k) {
             const float* logits = head + offset;
             const int64_t m = nvec_[k];
-            float mx = logits[0];
-            for (int64_t i = 1; i < m; ++i) mx = std::max(mx, logits[i]);
-            float sum = 0.f;
-            for (int64_t i = 0; i < m; ++i) sum += std::exp(logits[i] - mx);
-            const float lse = mx + std::log(sum);
+            const float lse = log_sum_exp(logits, m);
             // Inverse CDF: the first action whose cumulative probability exceeds u.
-            const float u = uniform01(key, counter0 + k) * sum;
+            const float u = uniform01(key, counter0 + k);
             float cum = 0.f;
             int64_t choice = m - 1;
             for (int64_t i = 0; i < m; ++i) {
-              cum += std::exp(logits[i] - mx);
+              cum += std::exp(logits[i] - lse);
               if (u < cum) {
                 choice = i;
                 break;
@@ -164,55 +150,12 @@ class PolicyAct {
   }
 
  private:
-  void load(py::list layers, const char* name, std::vector<Layer>& out) {
-    if (layers.size() == 0 || layers.size() % 2) throw_value_error(std::string(name) + " must list (weight, bias) pairs");
-    for (size_t i = 0; i < layers.size(); i += 2) {
-      const ArrayArg w = keep(array_arg(layers[i], name, py::none()));
-      const ArrayArg b = keep(array_arg(layers[i + 1], name, py::none()));
-      if (w.dtype != ScalarType::Float32 || b.dtype != ScalarType::Float32 || w.shape.size() != 2 ||
-          b.shape.size() != 1 || b.shape[0] != w.shape[0])
-        throw_value_error(std::string(name) + " layers must be float32 (out, in) weights with (out,) biases");
-      check_contiguous(w);
-      check_contiguous(b);
-      if (!out.empty() && out.back().out != w.shape[1])
-        throw_value_error(std::string(name) + " layer sizes do not chain");
-      out.push_back({static_cast<const float*>(w.data), static_cast<const float*>(b.data), w.shape[1], w.shape[0]});
-    }
-  }
-
-  const ArrayArg& keep(ArrayArg a) {
-    kept_.push_back(std::move(a));  // the arrays (torch parameters' memory) stay alive with this object
-    return kept_.back();
-  }
-
-  // Hidden layers with the activation, the last one linear; returns the output (in buf0 or buf1).
-  const float* forward(const std::vector<Layer>& layers, const float* x, float* buf0, float* buf1) const {
-    const float* in = x;
-    float* bufs[2] = {buf0, buf1};
-    for (size_t l = 0; l < layers.size(); ++l) {
-      const Layer& L = layers[l];
-      float* out = bufs[l % 2];
-      for (int64_t o = 0; o < L.out; ++o) {
-        const float* w = L.weight + o * L.in;
-        float acc = 0.f;
-#pragma omp simd reduction(+ : acc)  // vectorised dot product (sums in a different order than torch's)
-        for (int64_t i = 0; i < L.in; ++i) acc += w[i] * in[i];
-        acc += L.bias[o];
-        if (l + 1 < layers.size()) acc = act_ == Activation::Tanh ? std::tanh(acc) : std::max(acc, 0.f);
-        out[o] = acc;
-      }
-      in = out;
-    }
-    return in;
-  }
-
-  std::vector<Layer> actor_, critic_;
-  std::vector<ArrayArg> kept_;
-  Activation act_ = Activation::Tanh;
+  Mlp actor_, critic_;
+  std::vector<float> actor_storage_, critic_storage_, log_std_;  // the snapshot's parameters
+  std::vector<std::vector<float>> actor_wt_, critic_wt_;
   bool kind_gaussian_;
   std::vector<int64_t> nvec_;
-  const float* log_std_ = nullptr;
-  int64_t n_out_ = 0, width_ = 0;
+  int64_t n_out_ = 0;
 };
 
 }  // namespace

@@ -17,13 +17,6 @@ constexpr int64_t kMinChunksPerThread = 8;  // 64K samples per thread at least: 
 
 using Sums = std::array<double, kNumSums>;
 
-// The AVX2+FMA clone runs where the CPU has it; the baseline build stays portable.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FASTPPO_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define FASTPPO_CPU_CLONES
-#endif
-
 // One input as the loop sees it: a local restrict pointer and stride, so nothing is reloaded through
 // the params struct inside the loop (which stops GCC from vectorising it).
 template <typename T, bool kUnit>

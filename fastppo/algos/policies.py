@@ -91,19 +91,34 @@ class ActorCritic(nn.Module):
     def critic_parameters(self) -> list[nn.Parameter]:
         return list(self.critic.parameters())
 
-    def native_act(self):
-        """fastppo._core.PolicyAct over this module's parameters (their memory, not a copy): the same
-        forward and sampling as ``forward`` + ``ActionSpec.distribution`` in one native call per step, for
-        CPU rollouts. None where it does not apply (no extension, GPU, an activation it lacks)."""
+    def native_ok(self) -> bool:
+        """Whether the native kernels (fastppo._core.PolicyAct, PpoUpdate) can run this module: the
+        extension is built, the activation is one they have, and the parameters are float32 on the CPU."""
         from fastppo._backend import _core
 
-        if _core is None or self.activation not in ("tanh", "relu") or self.actor[0].weight.device.type != "cpu":
+        weight = self.actor[0].weight
+        return (_core is not None and self.activation in ("tanh", "relu") and weight.device.type == "cpu"
+                and weight.dtype == torch.float32)
+
+    def native_arrays(self, grads: bool = False) -> dict:
+        """numpy views of the parameters' memory (or of their gradients'), as the native kernels take
+        them: ``actor`` and ``critic`` as [weight0, bias0, ...] lists, ``log_std`` (None if discrete)."""
+        def arrays(tensors):
+            return [(t.grad if grads else t).detach().numpy() for t in tensors]
+
+        linears = {name: [t for m in net if isinstance(m, nn.Linear) for t in (m.weight, m.bias)]
+                   for name, net in (("actor", self.actor), ("critic", self.critic))}
+        return {"actor": arrays(linears["actor"]), "critic": arrays(linears["critic"]),
+                "log_std": arrays([self.log_std])[0] if self.log_std is not None else None}
+
+    def native_act(self):
+        """fastppo._core.PolicyAct over a snapshot of this module's parameters (build a new one after they
+        change): the same forward and sampling as ``forward`` + ``ActionSpec.distribution`` in one native
+        call per step, for CPU rollouts. None where it does not apply (see ``native_ok``)."""
+        if not self.native_ok():
             return None
+        from fastppo._backend import _core
 
-        def layers(net):
-            return [t.detach().numpy() for m in net if isinstance(m, nn.Linear) for t in (m.weight, m.bias)]
-
-        spec = self.action_spec
-        log_std = self.log_std.detach().numpy() if self.log_std is not None else None
-        return _core.PolicyAct(layers(self.actor), layers(self.critic), self.activation, spec.kind, list(spec.nvec),
-                               log_std)
+        spec, arrays = self.action_spec, self.native_arrays()
+        return _core.PolicyAct(arrays["actor"], arrays["critic"], self.activation, spec.kind, list(spec.nvec),
+                               arrays["log_std"])

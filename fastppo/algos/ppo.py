@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from fastppo.algos.base import OnPolicyAlgorithm, _check_int, make_schedule
+from fastppo.algos.policies import ActorCritic
 from fastppo.ops import ppo_loss
 
 VARIANTS = ("clip", "kl")
@@ -96,12 +97,35 @@ class PPO(OnPolicyAlgorithm):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         data = self.rollout.flat()
-        spec, policy = self.action_spec, self.policy
         size = data["log_probs"].shape[0]
-        stats_sum, n_updates, stopped = None, 0, False
+        # The built-in MLP on the CPU updates natively (one call per epoch); the torch path below is its
+        # spec and runs everywhere else (backend="torch", GPUs, custom modules, other optimiser settings).
+        native = self._native_update(data)
+        epoch = self._native_epoch(native, clip) if native is not None else self._torch_epoch(data, clip)
+        stats_sum, n_updates = torch.zeros(len(_STATS), dtype=torch.float64), 0
         for _ in range(self.n_epochs):
             order = torch.randperm(size, generator=self._generator, device=self.device)
-            for start in range(0, size, self.batch_size):
+            sums, updates, stopped = epoch(order)
+            stats_sum += sums.cpu()
+            n_updates += updates
+            if stopped:
+                break
+        metrics = dict.fromkeys(_STATS, float("nan"))
+        if n_updates:
+            metrics = dict(zip(_STATS, (stats_sum / n_updates).tolist()))
+        metrics.update(learning_rate=lr, clip_range=clip, n_updates=n_updates)
+        if self.variant == "kl":
+            metrics["kl"] = self._adapt_kl_coef(data)
+            metrics["kl_coef"] = self.kl_coef
+        return metrics
+
+    def _torch_epoch(self, data, clip: float):
+        """order -> (stats sums, updates taken, stopped by target_kl): minibatch steps with torch ops."""
+        spec, policy = self.action_spec, self.policy
+
+        def epoch(order: torch.Tensor):
+            stats_sum, n_updates = torch.zeros(len(_STATS), dtype=torch.float64, device=self.device), 0
+            for start in range(0, order.numel(), self.batch_size):
                 idx = order[start:start + self.batch_size]
                 params, values = policy(data["obs"][idx])
                 dist = spec.distribution(params)
@@ -114,26 +138,64 @@ class PPO(OnPolicyAlgorithm):
                     normalize_advantages=self.normalize_advantage and idx.numel() > 1, kl=kl,
                     kl_coef=self.kl_coef, backend=self.backend)
                 if self.target_kl is not None and float(stats["approx_kl"]) > 1.5 * self.target_kl:
-                    stopped = True  # as SB3: this minibatch's step would move too far; stop before taking it
-                    break
+                    return stats_sum, n_updates, True  # as SB3: this step would move too far; stop before it
                 self._flat.grad.zero_()
                 loss.backward()
                 if self.max_grad_norm is not None:
                     nn.utils.clip_grad_norm_(self._flat.param, self.max_grad_norm)
                 self.optimizer.step()
-                row = torch.stack([stats[k] for k in _STATS])
-                stats_sum = row if stats_sum is None else stats_sum + row
+                stats_sum += torch.stack([stats[k].detach() for k in _STATS]).double()
                 n_updates += 1
-            if stopped:
-                break
-        metrics = dict.fromkeys(_STATS, float("nan"))
-        if n_updates:
-            metrics = dict(zip(_STATS, (stats_sum / n_updates).tolist()))
-        metrics.update(learning_rate=lr, clip_range=clip, n_updates=n_updates)
-        if self.variant == "kl":
-            metrics["kl"] = self._adapt_kl_coef(data)
-            metrics["kl_coef"] = self.kl_coef
-        return metrics
+            return stats_sum, n_updates, False
+
+        return epoch
+
+    def _native_epoch(self, native, clip: float):
+        """The same epoch as ``_torch_epoch`` in one native call (fastppo._core.PpoUpdate)."""
+        from fastppo._backend import _core
+
+        group = self.optimizer.param_groups[0]
+        config = _core.PpoUpdateConfig()
+        config.batch_size, config.clip_coef, config.vf_coef, config.ent_coef = (
+            self.batch_size, clip, self.vf_coef, self.ent_coef)
+        config.normalize_advantages = self.normalize_advantage
+        off = -1.0  # the native config's "not set"
+        config.vf_clip = _or(self.clip_range_vf, off)
+        config.kl_coef = self.kl_coef if self.variant == "kl" else off
+        config.target_kl, config.max_grad_norm = _or(self.target_kl, off), _or(self.max_grad_norm, off)
+        config.lr, (config.beta1, config.beta2), config.eps = group["lr"], group["betas"], group["eps"]
+        step = self.optimizer.state[self._flat.param]["step"]
+
+        def epoch(order: torch.Tensor):
+            updates, stopped, steps, sums = native.epoch(order.numpy(), config, int(step))
+            step.fill_(steps)
+            return torch.tensor(sums, dtype=torch.float64), updates, stopped
+
+        return epoch
+
+    def _native_update(self, data):
+        """fastppo._core.PpoUpdate over the policy's, the gradients' and Adam's own memory, or None where
+        it does not apply: another backend, a custom module, not on the CPU, Adam options it lacks."""
+        policy = self.policy
+        if self.backend not in ("auto", "cpp") or not isinstance(policy, ActorCritic) or not policy.native_ok():
+            return None
+        group = self.optimizer.param_groups[0]
+        if group["weight_decay"] or group["amsgrad"] or group["maximize"] or torch.is_tensor(group["lr"]):
+            return None
+        from fastppo._backend import _core
+
+        state = self.optimizer.state[self._flat.param]
+        if not state:  # what torch's Adam creates on its first step
+            state.update(step=torch.zeros((), dtype=torch.float32), exp_avg=torch.zeros_like(self._flat.param),
+                         exp_avg_sq=torch.zeros_like(self._flat.param))
+        params, grads, spec = policy.native_arrays(), policy.native_arrays(grads=True), self.action_spec
+        arrays = {k: v.detach().numpy() for k, v in data.items()}
+        return _core.PpoUpdate(
+            params["actor"], grads["actor"], params["critic"], grads["critic"], policy.activation, spec.kind,
+            list(spec.nvec), params["log_std"], grads["log_std"], self._flat.param.detach().numpy(),
+            self._flat.grad.numpy(), state["exp_avg"].numpy(), state["exp_avg_sq"].numpy(), arrays["obs"],
+            arrays["actions"], arrays["log_probs"], arrays["advantages"], arrays["values"], arrays["returns"],
+            arrays["dist_params"] if self.variant == "kl" else None)
 
     @torch.inference_mode()
     def _adapt_kl_coef(self, data) -> float:
@@ -185,6 +247,10 @@ class FlatParameters:
 
 
 _STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
+
+
+def _or(value, default):
+    return default if value is None else value
 
 
 def _fused_adam_ok(device: torch.device) -> bool:

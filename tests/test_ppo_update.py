@@ -1,0 +1,160 @@
+"""The native PPO update (fastppo._core.PpoUpdate) against its spec, the torch path of PPO._update:
+from the same rollout and the same parameters, one whole update on each must land on the same
+parameters, Adam moments and logged statistics."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import fastppo
+from fastppo import PPO
+
+pytestmark = pytest.mark.skipif(not fastppo.backends()["cpp"].available, reason="needs the native extension")
+
+
+class _MultiDiscreteEnv(gym.Env):
+    """A random walk with a MultiDiscrete action, rewarded for matching the observation's sign pattern."""
+
+    observation_space = gym.spaces.Box(-1, 1, (3,), np.float32)
+    action_space = gym.spaces.MultiDiscrete([2, 3])
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.np_random.uniform(-1, 1, 3).astype(np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        obs = self.np_random.uniform(-1, 1, 3).astype(np.float32)
+        reward = float(action[0] == (obs[0] > 0)) + float(action[1] == 1)
+        return obs, reward, False, self.t >= 20, {}
+
+
+def _twins(env, **kwargs):
+    """Two identical models that have collected the same rollout: the first updates natively, the
+    second on the torch path."""
+    models = []
+    for _ in range(2):
+        model = PPO("MlpPolicy", env() if callable(env) else env, n_steps=64, num_envs=1 if callable(env) else 4,
+                    batch_size=32, n_epochs=3, seed=5, **kwargs)
+        model._reset_envs()
+        model._collect(None)
+        r = model.rollout
+        fastppo.gae(r.rewards, r.values, r.next_values, r.terminated, r.truncated, gamma=model.gamma,
+                    lam=model.gae_lambda, out=(r.advantages, r.returns))
+        models.append(model)
+    native, reference = models
+    reference.backend = "torch"
+    assert native._native_update(native.rollout.flat()) is not None
+    assert reference._native_update(reference.rollout.flat()) is None
+    return native, reference
+
+
+def _assert_same_update(native, reference, progress=1.0):
+    for _ in range(2):  # twice: the second update starts from Adam moments the first one left
+        got, want = native._update(progress), reference._update(progress)
+        assert got.keys() == want.keys()
+        assert got["n_updates"] == want["n_updates"]
+        for key in got:
+            # the statistics are float32 means summed in another order: a few ulps of their size
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-6, err_msg=key)
+        # float32 products summed in another order than torch's kernels, through Adam, which moves each
+        # parameter by ~lr * m / sqrt(v) (sensitive to rounding where a gradient is tiny): 1% of lr
+        lr = native.optimizer.param_groups[0]["lr"]
+        np.testing.assert_allclose(native._flat.param.detach(), reference._flat.param.detach(), rtol=0, atol=0.01 * lr)
+        for name in ("exp_avg", "exp_avg_sq"):
+            a = native.optimizer.state[native._flat.param][name]
+            b = reference.optimizer.state[reference._flat.param][name]
+            # gradients summed over the minibatch in float32 in another order: errors scale with the
+            # largest terms, so the bound is relative to the largest moment
+            assert float((a - b).abs().max()) <= 1e-4 * float(b.abs().max()), name
+        assert float(native.optimizer.state[native._flat.param]["step"]) == float(
+            reference.optimizer.state[reference._flat.param]["step"])
+
+
+OPTIONS = {
+    "defaults": {},
+    "value-clip+entropy": {"clip_range_vf": 0.2, "ent_coef": 0.01},
+    "no-adv-norm+no-grad-clip": {"normalize_advantage": False, "max_grad_norm": None},
+    "kl-variant": {"variant": "kl", "kl_coef": 0.5},
+    "relu+tight-clip": {"policy_kwargs": {"activation": "relu", "net_arch": [32, 16]}, "clip_range": 0.01,
+                        "learning_rate": 3e-3},
+}
+ENVS = {"discrete": "CartPole-v1", "box": "Pendulum-v1", "multidiscrete": _MultiDiscreteEnv}
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+@pytest.mark.parametrize("env", ENVS)
+def test_native_update_matches_torch(env, option):
+    _assert_same_update(*_twins(ENVS[env], **OPTIONS[option]))
+
+
+def test_target_kl_stops_at_the_same_minibatch():
+    native, reference = _twins("CartPole-v1", target_kl=1e-4, learning_rate=1e-2)
+    got, want = native._update(1.0), reference._update(1.0)
+    assert 0 < got["n_updates"] == want["n_updates"] < 3 * 256 // 32  # stopped early, at the same step
+    np.testing.assert_allclose(native._flat.param.detach(), reference._flat.param.detach(), rtol=0, atol=1e-4)
+
+
+def test_clamped_log_std_gets_no_gradient():
+    native, reference = _twins("Pendulum-v1", ent_coef=0.1)
+    for model in (native, reference):
+        with torch.no_grad():
+            model.policy.log_std.fill_(-25.0)  # below DiagGaussian's clamp at -20
+    _assert_same_update(native, reference)
+    assert native.policy.log_std.item() == -25.0  # zero gradient, zero Adam moments: not moved
+
+
+def _core_args(model):
+    """The keyword arguments _native_update passes to fastppo._core.PpoUpdate, for the checks below."""
+    params, grads = model.policy.native_arrays(), model.policy.native_arrays(grads=True)
+    state = model.optimizer.state[model._flat.param]
+    data = {k: v.numpy() for k, v in model.rollout.flat().items()}
+    return dict(actor=params["actor"], actor_grads=grads["actor"], critic=params["critic"],
+                critic_grads=grads["critic"], activation="tanh", kind="categorical", nvec=[2], log_std=None,
+                log_std_grad=None, flat_param=model._flat.param.detach().numpy(), flat_grad=model._flat.grad.numpy(),
+                exp_avg=state["exp_avg"].numpy(), exp_avg_sq=state["exp_avg_sq"].numpy(), obs=data["obs"],
+                actions=data["actions"], old_log_probs=data["log_probs"], advantages=data["advantages"],
+                old_values=data["values"], returns=data["returns"], old_dist_params=None)
+
+
+def test_bad_arguments_are_rejected():
+    from fastppo._backend import _core
+
+    native, _ = _twins("CartPole-v1")
+    args = _core_args(native)
+    update = _core.PpoUpdate(**args)
+    config = _core.PpoUpdateConfig()
+    with pytest.raises(ValueError, match=r"order must be a CPU int64 array of shape \(256,\)"):
+        update.epoch(np.arange(10), config, 0)
+    with pytest.raises(ValueError, match=r"order\[3\] = 256 is outside \[0, 256\)"):
+        update.epoch(np.array([0, 1, 2, 256] + list(range(4, 256))), config, 0)
+    config.batch_size = 0
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        update.epoch(np.arange(256), config, 0)
+    config.batch_size, config.kl_coef = 32, 1.0
+    with pytest.raises(ValueError, match="kl_coef needs old_dist_params"):
+        update.epoch(np.arange(256), config, 0)
+
+    bad_actions = args["actions"].copy()
+    bad_actions[7] = 2
+    with pytest.raises(ValueError, match=r"actions\[7\] = 2 is outside \[0, 2\)"):
+        _core.PpoUpdate(**{**args, "actions": bad_actions})
+    # a gradient that is not a view of flat_grad: clipping and Adam would never see it
+    with pytest.raises(ValueError, match="views of flat_param and flat_grad"):
+        _core.PpoUpdate(**{**args, "critic_grads": [g.copy() for g in args["critic_grads"]]})
+    with pytest.raises(ValueError, match="exp_avg must have shape"):
+        _core.PpoUpdate(**{**args, "exp_avg": args["exp_avg"][:-1]})
+    with pytest.raises(TypeError, match="returns must have dtype float32, got float64"):
+        _core.PpoUpdate(**{**args, "returns": args["returns"].astype(np.float64)})
+    with pytest.raises(ValueError, match="activation must be 'tanh' or 'relu'"):
+        _core.PpoUpdate(**{**args, "activation": "gelu"})
+
+
+def test_torch_path_where_native_does_not_apply():
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, policy_kwargs={"activation": "gelu"})
+    assert model._native_update(model.rollout.flat()) is None
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32)
+    model.optimizer.param_groups[0]["weight_decay"] = 0.1  # an Adam option the native step lacks
+    assert model._native_update(model.rollout.flat()) is None
