@@ -16,6 +16,7 @@ void bind_envs(py::module_& m);
 void bind_ppo_loss(py::module_& m);
 void bind_policy_act(py::module_& m);
 void bind_ppo_update(py::module_& m);
+void bind_critic_fit(py::module_& m);
 }
 
 PYBIND11_MODULE(_core, m) {
@@ -42,4 +43,5 @@ PYBIND11_MODULE(_core, m) {
   fastppo::bind_ppo_loss(m);
   fastppo::bind_policy_act(m);
   fastppo::bind_ppo_update(m);
+  fastppo::bind_critic_fit(m);
 }

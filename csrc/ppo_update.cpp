@@ -35,26 +35,6 @@ struct PpoUpdateConfig {
   double lr = 3e-4, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
 };
 
-// The Adam step of torch.optim.Adam (no weight decay, no amsgrad) over the flat buffers.
-FASTPPO_CPU_CLONES void adam_step(float* __restrict param, const float* __restrict grad, float* __restrict m,
-                                  float* __restrict v, int64_t n, float beta1, float beta2, float step_size,
-                                  float bc2_sqrt, float eps) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = grad[i];
-    m[i] += (1.f - beta1) * (g - m[i]);  // torch's lerp
-    v[i] = v[i] * beta2 + (1.f - beta2) * g * g;
-    param[i] -= step_size * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
-  }
-}
-
-FASTPPO_CPU_CLONES double sum_squares(const float* __restrict x, int64_t n) {
-  double s = 0.0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < n; ++i) s += double(x[i]) * double(x[i]);
-  return s;
-}
-
 class PpoUpdate {
  public:
   PpoUpdate(py::list actor, py::list actor_grads, py::list critic, py::list critic_grads, const std::string& activation,
@@ -83,13 +63,10 @@ class PpoUpdate {
       }
       if (total != n_out_) throw_value_error("sum(nvec) must equal the actor's output size");
     }
-    const ArrayArg& p = keep(float_array_arg(flat_param, "flat_param", true), {});
-    n_flat_ = p.numel();
-    param_ = static_cast<float*>(p.data);
-    grad_ = static_cast<float*>(keep(float_array_arg(flat_grad, "flat_grad", true), {n_flat_}).data);
-    exp_avg_ = static_cast<float*>(keep(float_array_arg(exp_avg, "exp_avg", true), {n_flat_}).data);
-    exp_avg_sq_ = static_cast<float*>(keep(float_array_arg(exp_avg_sq, "exp_avg_sq", true), {n_flat_}).data);
-    check_flat_layout();
+    std::vector<ParamSpan> spans = mlp_spans(actor_), critic_spans = mlp_spans(critic_);
+    spans.insert(spans.end(), critic_spans.begin(), critic_spans.end());
+    if (gaussian_) spans.push_back({log_std_, log_std_grad_, n_out_});
+    adam_ = flat_adam_arg(flat_param, flat_grad, exp_avg, exp_avg_sq, spans, kept_);
 
     const ArrayArg& o = keep(float_array_arg(obs, "obs", false), {});
     check_ndim(o, 2, "(size, obs_dim)");
@@ -129,16 +106,7 @@ class PpoUpdate {
   // taken of (policy_loss, value_loss, entropy, approx_kl, clipfrac)).
   py::tuple epoch(py::handle order, const PpoUpdateConfig& c, int64_t adam_steps) {
     const ArrayArg ord = array_arg(order, "order", py::none(), /*allow_int=*/true);
-    check_dtype(ord, ScalarType::Int64, "int64");
-    check_contiguous(ord);
-    if (ord.device != DeviceType::CPU || ord.shape != std::vector<int64_t>{size_})
-      throw_value_error("order must be a CPU int64 array of shape (" + std::to_string(size_) + ",), got " +
-                        ord.shape_str() + " on " + ord.device_str());
-    const int64_t* idx = static_cast<const int64_t*>(ord.data);
-    for (int64_t i = 0; i < size_; ++i)
-      if (idx[i] < 0 || idx[i] >= size_)
-        throw_value_error("order[" + std::to_string(i) + "] = " + std::to_string(idx[i]) + " is outside [0, " +
-                          std::to_string(size_) + ")");
+    const int64_t* idx = order_arg(ord, size_);
     if (c.batch_size < 1) throw_value_error("batch_size must be >= 1, got " + std::to_string(c.batch_size));
     if (c.kl_coef >= 0 && !old_params_) throw_value_error("kl_coef needs old_dist_params");
     std::array<double, 5> sums{};
@@ -153,7 +121,7 @@ class PpoUpdate {
           stopped = true;
           break;
         }
-        step(c, ++adam_steps);
+        adam_.step(++adam_steps, c.lr, c.beta1, c.beta2, c.eps, c.max_grad_norm);
         for (int k = 0; k < 5; ++k) sums[k] += double(out[kOutPolicy + k]);
         ++updates;
       }
@@ -177,33 +145,7 @@ class PpoUpdate {
     return static_cast<const float*>(keep(float_array_arg(obj, name, false), {size_}).data);
   }
 
-  // Clipping and Adam run on the flat buffers, the backward writes through the per-layer views: every
-  // parameter must sit in flat_param at the offset its gradient sits in flat_grad, and together they
-  // must tile the buffers exactly (what fastppo.algos.ppo.FlatParameters builds).
-  void check_flat_layout() const {
-    std::vector<std::pair<int64_t, int64_t>> spans;  // (offset, size)
-    auto add = [&](const float* p, const float* g, int64_t n) {
-      const int64_t off = p - param_;
-      if (off < 0 || off + n > n_flat_ || g - grad_ != off)
-        throw_value_error("every parameter and its gradient must be views of flat_param and flat_grad at one offset");
-      spans.emplace_back(off, n);
-    };
-    for (const Mlp* net : {&actor_, &critic_})
-      for (const DenseLayer& L : net->layers()) {
-        add(L.weight, L.grad_weight, L.in * L.out);
-        add(L.bias, L.grad_bias, L.out);
-      }
-    if (gaussian_) add(log_std_, log_std_grad_, n_out_);
-    std::sort(spans.begin(), spans.end());
-    int64_t next = 0;
-    for (const auto& [off, n] : spans) {
-      if (off != next) throw_value_error("the parameters must tile flat_param exactly (a gap or an overlap)");
-      next += n;
-    }
-    if (next != n_flat_) throw_value_error("flat_param has elements no parameter uses");
-  }
-
-  // Forward, loss and gradients of one minibatch into grad_. Returns false (and leaves the gradients)
+  // Forward, loss and gradients of one minibatch into the flat gradient. Returns false (and leaves the gradients)
   // when target_kl stops the epoch before this step, as the torch path does.
   bool minibatch(const int64_t* idx, int64_t B, const PpoUpdateConfig& c, float* out) {
     const int64_t D = actor_.in();
@@ -242,7 +184,7 @@ class PpoUpdate {
     ppo_loss_cpu(p);
     if (c.target_kl >= 0 && out[kOutApproxKl] > 1.5 * c.target_kl) return false;
 
-    std::fill(grad_, grad_ + n_flat_, 0.f);
+    std::fill(adam_.grad, adam_.grad + adam_.n, 0.f);
     d_head_.assign(B * n_out_, 0.f);
     distribution_backward(idx, B, head, with_kl);
     actor_.backward(X_.data(), B, actor_acts_, d_head_.data(), scratch_);
@@ -351,26 +293,13 @@ class PpoUpdate {
     }
   }
 
-  // clip_grad_norm_ (as torch: scale by max_norm / (norm + 1e-6) when below 1), then Adam.
-  void step(const PpoUpdateConfig& c, int64_t t) {
-    if (c.max_grad_norm >= 0) {
-      const double norm = std::sqrt(sum_squares(grad_, n_flat_));
-      const double coef = c.max_grad_norm / (norm + 1e-6);
-      if (coef < 1.0)
-        for (int64_t i = 0; i < n_flat_; ++i) grad_[i] *= float(coef);
-    }
-    const double bc1 = 1.0 - std::pow(c.beta1, double(t)), bc2 = 1.0 - std::pow(c.beta2, double(t));
-    adam_step(param_, grad_, exp_avg_, exp_avg_sq_, n_flat_, float(c.beta1), float(c.beta2), float(c.lr / bc1),
-              float(std::sqrt(bc2)), float(c.eps));
-  }
-
   Mlp actor_, critic_;
   std::vector<ArrayArg> kept_;  // every array (torch's memory) stays alive with this object
   bool gaussian_;
   std::vector<int64_t> nvec_;
-  int64_t n_out_ = 0, n_flat_ = 0, size_ = 0, per_action_ = 0;
+  int64_t n_out_ = 0, size_ = 0, per_action_ = 0;
   float *log_std_ = nullptr, *log_std_grad_ = nullptr;
-  float *param_ = nullptr, *grad_ = nullptr, *exp_avg_ = nullptr, *exp_avg_sq_ = nullptr;
+  FlatAdam adam_;
   const float *obs_ = nullptr, *old_logp_ = nullptr, *adv_ = nullptr, *old_values_ = nullptr, *returns_ = nullptr;
   const float* old_params_ = nullptr;
   const void* actions_ = nullptr;

@@ -2,6 +2,7 @@
 // over contiguous rows. Sums run in a fixed order (no threads, no atomics), so results do
 // not depend on anything but the inputs.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -120,6 +121,26 @@ void dense_backward(const float* X, int64_t B, int64_t in, int64_t out, const fl
   if (dX) gemm<false>(B, in, out, dZ, out, 1, W, in, dX, in);
 }
 
+// Adam's update of n parameters (torch's formulas, torch's lerp for the first moment).
+FASTPPO_CPU_CLONES void adam_step(float* __restrict param, const float* __restrict grad, float* __restrict m,
+                                  float* __restrict v, int64_t n, float beta1, float beta2, float step_size,
+                                  float bc2_sqrt, float eps) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = grad[i];
+    m[i] += (1.f - beta1) * (g - m[i]);  // torch's lerp
+    v[i] = v[i] * beta2 + (1.f - beta2) * g * g;
+    param[i] -= step_size * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
+  }
+}
+
+FASTPPO_CPU_CLONES double sum_squares(const float* __restrict x, int64_t n) {
+  double s = 0.0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += double(x[i]) * double(x[i]);
+  return s;
+}
+
 }  // namespace
 
 Mlp Mlp::snapshot(std::vector<float>& storage) const {
@@ -181,6 +202,18 @@ void Mlp::backward(const float* X, int64_t B, const std::vector<std::vector<floa
       dZ = dX;
     }
   }
+}
+
+void FlatAdam::step(int64_t t, double lr, double beta1, double beta2, double eps, double max_grad_norm) const {
+  if (max_grad_norm >= 0) {
+    const double norm = std::sqrt(sum_squares(grad, n));
+    const double coef = max_grad_norm / (norm + 1e-6);
+    if (coef < 1.0)
+      for (int64_t i = 0; i < n; ++i) grad[i] *= float(coef);
+  }
+  const double bc1 = 1.0 - std::pow(beta1, double(t)), bc2 = 1.0 - std::pow(beta2, double(t));
+  adam_step(param, grad, exp_avg, exp_avg_sq, n, float(beta1), float(beta2), float(lr / bc1), float(std::sqrt(bc2)),
+            float(eps));
 }
 
 }  // namespace fastppo

@@ -33,7 +33,7 @@ from fastppo.envs import as_vector_env
 from fastppo.ops import gae
 
 CHECKPOINT_FORMAT = "fastppo-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: TRPO's critic optimiser holds one flat parameter
 
 Schedule = Callable[[float], float]
 
@@ -175,8 +175,7 @@ class OnPolicyAlgorithm:
         r, spec, policy = self.rollout, self.action_spec, self.policy
         # The built-in MLP acts natively on the CPU (one call per step instead of ~30 torch ops); the
         # torch path is its reference and runs everywhere else (backend="torch", GPUs, custom modules).
-        native = (policy.native_act() if self.backend in ("auto", "cpp") and isinstance(policy, ActorCritic)
-                  else None)
+        native = policy.native_act() if self._native_policy() else None
         # On the CPU the rollout is written through numpy views (a torch __setitem__ costs ~10 us).
         rows = {f.name: getattr(r, f.name).numpy() for f in fields(r)} if self.device.type == "cpu" else None
 
@@ -289,6 +288,12 @@ class OnPolicyAlgorithm:
 
     def _update(self, progress: float) -> dict[str, float]:
         raise NotImplementedError
+
+    def _native_policy(self) -> bool:
+        """Whether the native kernels run the policy: the built-in MLP where ``ActorCritic.native_ok``
+        holds, unless backend="torch" (or another non-native backend) was asked for."""
+        return (self.backend in ("auto", "cpp") and isinstance(self.policy, ActorCritic)
+                and self.policy.native_ok())
 
     @contextlib.contextmanager
     def torch_thread_scope(self):
@@ -435,3 +440,54 @@ def _mean(values) -> float:
 def _explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
     var = returns.var()
     return float("nan") if var == 0 else float(1 - (returns - values).var() / var)
+
+
+class FlatParameters:
+    """A module's parameters re-seated as views of one flat buffer, their gradients as views of another.
+
+    Clipping and Adam then run on one tensor instead of one per layer: each torch op costs ~10 us on a
+    small CPU, and clip_grad_norm_ + Adam over 12 tensors cost ~0.5 ms per minibatch, a third of it.
+    The arithmetic is unchanged (both are elementwise or a norm over all elements). Gradients must be
+    zeroed in place (``grad.zero_()``), never set to None, or the views would come apart.
+    """
+
+    def __init__(self, parameters):
+        params = list(parameters)
+        first = params[0]
+        if any(p.dtype != first.dtype or p.device != first.device for p in params):
+            raise ValueError("policy parameters must share one dtype and device, got "
+                             f"{sorted({(str(p.dtype), str(p.device)) for p in params})}")
+        self.param = torch.empty(sum(p.numel() for p in params), dtype=first.dtype, device=first.device)
+        self.grad = torch.zeros_like(self.param)
+        offset = 0
+        with torch.no_grad():
+            for p in params:
+                n = p.numel()
+                self.param[offset:offset + n].copy_(p.flatten())
+                p.data = self.param[offset:offset + n].view_as(p)
+                p.grad = self.grad[offset:offset + n].view_as(p)
+                offset += n
+        self.param.requires_grad_(True)
+        self.param.grad = self.grad
+
+
+def adam_kwargs(device: torch.device) -> dict:
+    """Fused Adam (one kernel for all parameters) where this torch has it for the device."""
+    fused = device.type in ("cuda", "cpu") and tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 4)
+    return {"fused": True} if fused else {}
+
+
+def native_adam_ok(optimizer: torch.optim.Adam) -> bool:
+    """Whether the native Adam step (FlatAdam in csrc/mlp.h) does what this optimiser's settings ask."""
+    group = optimizer.param_groups[0]
+    return not (group["weight_decay"] or group["amsgrad"] or group["maximize"] or torch.is_tensor(group["lr"]))
+
+
+def init_adam_state(optimizer: torch.optim.Adam, param: torch.Tensor) -> dict:
+    """``optimizer.state[param]``, created as torch's Adam creates it on its first step when it is still
+    empty, so that native code can step it in place (and checkpoints see the same state)."""
+    state = optimizer.state[param]
+    if not state:
+        state.update(step=torch.zeros((), dtype=torch.float32), exp_avg=torch.zeros_like(param),
+                     exp_avg_sq=torch.zeros_like(param))
+    return state

@@ -101,10 +101,11 @@ class ActorCritic(nn.Module):
                 and weight.dtype == torch.float32)
 
     def native_arrays(self, grads: bool = False) -> dict:
-        """numpy views of the parameters' memory (or of their gradients'), as the native kernels take
-        them: ``actor`` and ``critic`` as [weight0, bias0, ...] lists, ``log_std`` (None if discrete)."""
+        """numpy views of the parameters' memory (or of their gradients', None where there is none yet),
+        as the native kernels take them: ``actor`` and ``critic`` as [weight0, bias0, ...] lists,
+        ``log_std`` (None if discrete)."""
         def arrays(tensors):
-            return [(t.grad if grads else t).detach().numpy() for t in tensors]
+            return [None if t is None else t.detach().numpy() for t in (p.grad if grads else p for p in tensors)]
 
         linears = {name: [t for m in net if isinstance(m, nn.Linear) for t in (m.weight, m.bias)]
                    for name, net in (("actor", self.actor), ("critic", self.critic))}

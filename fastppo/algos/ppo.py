@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fastppo.algos.base import OnPolicyAlgorithm, _check_int, make_schedule
-from fastppo.algos.policies import ActorCritic
+from fastppo.algos.base import (FlatParameters, OnPolicyAlgorithm, _check_int, adam_kwargs, init_adam_state,
+                                make_schedule, native_adam_ok)
 from fastppo.ops import ppo_loss
 
 VARIANTS = ("clip", "kl")
@@ -90,7 +90,7 @@ class PPO(OnPolicyAlgorithm):
         self.target_kl, self.variant, self.kl_target, self.kl_coef = target_kl, variant, kl_target, kl_coef
         self._flat = FlatParameters(self.policy.parameters())
         self.optimizer = torch.optim.Adam([self._flat.param], lr=self.learning_rate(1.0), eps=1e-5,
-                                          **({"fused": True} if _fused_adam_ok(self.device) else {}))
+                                          **adam_kwargs(self.device))
 
     def _update(self, progress: float) -> dict[str, float]:
         lr, clip = self.learning_rate(progress), self.clip_range(progress)
@@ -176,18 +176,13 @@ class PPO(OnPolicyAlgorithm):
     def _native_update(self, data):
         """fastppo._core.PpoUpdate over the policy's, the gradients' and Adam's own memory, or None where
         it does not apply: another backend, a custom module, not on the CPU, Adam options it lacks."""
-        policy = self.policy
-        if self.backend not in ("auto", "cpp") or not isinstance(policy, ActorCritic) or not policy.native_ok():
-            return None
-        group = self.optimizer.param_groups[0]
-        if group["weight_decay"] or group["amsgrad"] or group["maximize"] or torch.is_tensor(group["lr"]):
+        if not self._native_policy() or not native_adam_ok(self.optimizer):
             return None
         from fastppo._backend import _core
 
-        state = self.optimizer.state[self._flat.param]
-        if not state:  # what torch's Adam creates on its first step
-            state.update(step=torch.zeros((), dtype=torch.float32), exp_avg=torch.zeros_like(self._flat.param),
-                         exp_avg_sq=torch.zeros_like(self._flat.param))
+        policy = self.policy
+
+        state = init_adam_state(self.optimizer, self._flat.param)
         params, grads, spec = policy.native_arrays(), policy.native_arrays(grads=True), self.action_spec
         arrays = {k: v.detach().numpy() for k, v in data.items()}
         return _core.PpoUpdate(
@@ -217,42 +212,8 @@ class PPO(OnPolicyAlgorithm):
         self.kl_coef = state["kl_coef"]
 
 
-class FlatParameters:
-    """A module's parameters re-seated as views of one flat buffer, their gradients as views of another.
-
-    Clipping and Adam then run on one tensor instead of one per layer: each torch op costs ~10 us on a
-    small CPU, and clip_grad_norm_ + Adam over 12 tensors cost ~0.5 ms per minibatch, a third of it.
-    The arithmetic is unchanged (both are elementwise or a norm over all elements). Gradients must be
-    zeroed in place (``grad.zero_()``), never set to None, or the views would come apart.
-    """
-
-    def __init__(self, parameters):
-        params = list(parameters)
-        first = params[0]
-        if any(p.dtype != first.dtype or p.device != first.device for p in params):
-            raise ValueError("policy parameters must share one dtype and device, got "
-                             f"{sorted({(str(p.dtype), str(p.device)) for p in params})}")
-        self.param = torch.empty(sum(p.numel() for p in params), dtype=first.dtype, device=first.device)
-        self.grad = torch.zeros_like(self.param)
-        offset = 0
-        with torch.no_grad():
-            for p in params:
-                n = p.numel()
-                self.param[offset:offset + n].copy_(p.flatten())
-                p.data = self.param[offset:offset + n].view_as(p)
-                p.grad = self.grad[offset:offset + n].view_as(p)
-                offset += n
-        self.param.requires_grad_(True)
-        self.param.grad = self.grad
-
-
 _STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
 
 
 def _or(value, default):
     return default if value is None else value
-
-
-def _fused_adam_ok(device: torch.device) -> bool:
-    """Fused Adam (one kernel for all parameters) where this torch has it for the device."""
-    return device.type in ("cuda", "cpu") and tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 4)

@@ -1,6 +1,7 @@
-"""The native PPO update (fastppo._core.PpoUpdate) against its spec, the torch path of PPO._update:
-from the same rollout and the same parameters, one whole update on each must land on the same
-parameters, Adam moments and logged statistics."""
+"""The native updates against their spec, the torch paths: PPO's (fastppo._core.PpoUpdate against
+PPO._update with backend="torch") and TRPO's critic regression (fastppo._core.CriticFit against
+TRPO._fit_critic). From the same rollout and the same parameters, one whole update on each must land on
+the same parameters, Adam moments and logged statistics."""
 
 import gymnasium as gym
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 import fastppo
-from fastppo import PPO
+from fastppo import PPO, TRPO
 
 pytestmark = pytest.mark.skipif(not fastppo.backends()["cpp"].available, reason="needs the native extension")
 
@@ -31,13 +32,15 @@ class _MultiDiscreteEnv(gym.Env):
         return obs, reward, False, self.t >= 20, {}
 
 
-def _twins(env, **kwargs):
+def _twins(env, algo=PPO, **kwargs):
     """Two identical models that have collected the same rollout: the first updates natively, the
     second on the torch path."""
     models = []
     for _ in range(2):
-        model = PPO("MlpPolicy", env() if callable(env) else env, n_steps=64, num_envs=1 if callable(env) else 4,
-                    batch_size=32, n_epochs=3, seed=5, **kwargs)
+        if algo is PPO:
+            kwargs.setdefault("n_epochs", 3)
+        model = algo("MlpPolicy", env() if callable(env) else env, n_steps=64, num_envs=1 if callable(env) else 4,
+                     batch_size=32, seed=5, **kwargs)
         model._reset_envs()
         model._collect(None)
         r = model.rollout
@@ -46,8 +49,9 @@ def _twins(env, **kwargs):
         models.append(model)
     native, reference = models
     reference.backend = "torch"
-    assert native._native_update(native.rollout.flat()) is not None
-    assert reference._native_update(reference.rollout.flat()) is None
+    if algo is PPO:
+        assert native._native_update(native.rollout.flat()) is not None
+        assert reference._native_update(reference.rollout.flat()) is None
     return native, reference
 
 
@@ -104,6 +108,24 @@ def test_clamped_log_std_gets_no_gradient():
             model.policy.log_std.fill_(-25.0)  # below DiagGaussian's clamp at -20
     _assert_same_update(native, reference)
     assert native.policy.log_std.item() == -25.0  # zero gradient, zero Adam moments: not moved
+
+
+@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
+def test_native_critic_fit_matches_torch(env):
+    native, reference = _twins(env, TRPO, n_critic_updates=3, learning_rate=1e-3)
+    assert native._native_critic_fit(native.rollout.flat()) is not None
+    assert reference._native_critic_fit(reference.rollout.flat()) is None
+    for _ in range(2):
+        got = native._fit_critic(native.rollout.flat(), 1e-3)
+        want = reference._fit_critic(reference.rollout.flat(), 1e-3)
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+        a, b = native._critic_flat, reference._critic_flat
+        np.testing.assert_allclose(a.param.detach(), b.param.detach(), rtol=0, atol=1e-5)  # 1% of lr, as above
+        state_a = native.critic_optimizer.state[a.param]
+        state_b = reference.critic_optimizer.state[b.param]
+        assert float(state_a["step"]) == float(state_b["step"]) > 0
+        for name in ("exp_avg", "exp_avg_sq"):
+            assert float((state_a[name] - state_b[name]).abs().max()) <= 1e-4 * float(state_b[name].abs().max()), name
 
 
 def _core_args(model):
