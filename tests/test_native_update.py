@@ -65,16 +65,14 @@ def _assert_same_update(native, reference, progress=1.0):
             np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-6, err_msg=key)
         # float32 products summed in another order than torch's kernels, through Adam, which moves each
         # parameter by ~lr * m / sqrt(v) (sensitive to rounding where a gradient is tiny): 1% of lr
-        lr = native.optimizer.param_groups[0]["lr"]
+        lr = native.optimizer.lr
         np.testing.assert_allclose(native._flat.param.detach(), reference._flat.param.detach(), rtol=0, atol=0.01 * lr)
         for name in ("exp_avg", "exp_avg_sq"):
-            a = native.optimizer.state[native._flat.param][name]
-            b = reference.optimizer.state[reference._flat.param][name]
+            a, b = getattr(native.optimizer, name), getattr(reference.optimizer, name)
             # gradients summed over the minibatch in float32 in another order: errors scale with the
             # largest terms, so the bound is relative to the largest moment
             assert float((a - b).abs().max()) <= 1e-4 * float(b.abs().max()), name
-        assert float(native.optimizer.state[native._flat.param]["step"]) == float(
-            reference.optimizer.state[reference._flat.param]["step"])
+        assert native.optimizer.steps == reference.optimizer.steps > 0
 
 
 OPTIONS = {
@@ -121,22 +119,22 @@ def test_native_critic_fit_matches_torch(env):
         np.testing.assert_allclose(got, want, rtol=1e-5)
         a, b = native._critic_flat, reference._critic_flat
         np.testing.assert_allclose(a.param.detach(), b.param.detach(), rtol=0, atol=1e-5)  # 1% of lr, as above
-        state_a = native.critic_optimizer.state[a.param]
-        state_b = reference.critic_optimizer.state[b.param]
-        assert float(state_a["step"]) == float(state_b["step"]) > 0
+        adam_a, adam_b = native.critic_optimizer, reference.critic_optimizer
+        assert adam_a.steps == adam_b.steps > 0
         for name in ("exp_avg", "exp_avg_sq"):
-            assert float((state_a[name] - state_b[name]).abs().max()) <= 1e-4 * float(state_b[name].abs().max()), name
+            x, y = getattr(adam_a, name), getattr(adam_b, name)
+            assert float((x - y).abs().max()) <= 1e-4 * float(y.abs().max()), name
 
 
 def _core_args(model):
     """The keyword arguments _native_update passes to fastppo._core.PpoUpdate, for the checks below."""
     params, grads = model.policy.native_arrays(), model.policy.native_arrays(grads=True)
-    state = model.optimizer.state[model._flat.param]
+    adam = model.optimizer
     data = {k: v.numpy() for k, v in model.rollout.flat().items()}
     return dict(actor=params["actor"], actor_grads=grads["actor"], critic=params["critic"],
                 critic_grads=grads["critic"], activation="tanh", kind="categorical", nvec=[2], log_std=None,
                 log_std_grad=None, flat_param=model._flat.param.detach().numpy(), flat_grad=model._flat.grad.numpy(),
-                exp_avg=state["exp_avg"].numpy(), exp_avg_sq=state["exp_avg_sq"].numpy(), obs=data["obs"],
+                exp_avg=adam.exp_avg.numpy(), exp_avg_sq=adam.exp_avg_sq.numpy(), obs=data["obs"],
                 actions=data["actions"], old_log_probs=data["log_probs"], advantages=data["advantages"],
                 old_values=data["values"], returns=data["returns"], old_dist_params=None)
 
@@ -177,6 +175,5 @@ def test_bad_arguments_are_rejected():
 def test_torch_path_where_native_does_not_apply():
     model = PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, policy_kwargs={"activation": "gelu"})
     assert model._native_update(model.rollout.flat()) is None
-    model = PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32)
-    model.optimizer.param_groups[0]["weight_decay"] = 0.1  # an Adam option the native step lacks
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, backend="torch")
     assert model._native_update(model.rollout.flat()) is None

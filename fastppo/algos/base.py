@@ -11,6 +11,7 @@ One iteration (subclasses supply ``_update``)::
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import pickle
 import tempfile
@@ -471,23 +472,41 @@ class FlatParameters:
         self.param.grad = self.grad
 
 
-def adam_kwargs(device: torch.device) -> dict:
-    """Fused Adam (one kernel for all parameters) where this torch has it for the device."""
-    fused = device.type in ("cuda", "cpu") and tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 4)
-    return {"fused": True} if fused else {}
+class FlatAdam:
+    """Adam (torch.optim.Adam's formulas, no weight decay) over one :class:`FlatParameters` buffer, with
+    optional gradient-norm clipping before the step.
 
+    These torch ops are the spec of the native step (``FlatAdam`` in csrc/mlp.h), which the native
+    updates take on the same state tensors (numpy views). It is not torch.optim.Adam itself: creating or
+    checkpointing a torch optimizer imports torch._dynamo, ~2 s on a small CPU, longer than a whole
+    CartPole run.
+    """
 
-def native_adam_ok(optimizer: torch.optim.Adam) -> bool:
-    """Whether the native Adam step (FlatAdam in csrc/mlp.h) does what this optimiser's settings ask."""
-    group = optimizer.param_groups[0]
-    return not (group["weight_decay"] or group["amsgrad"] or group["maximize"] or torch.is_tensor(group["lr"]))
+    def __init__(self, flat: FlatParameters, lr: float, eps: float, betas: tuple[float, float] = (0.9, 0.999)):
+        self.flat, self.lr, self.eps, self.betas = flat, float(lr), float(eps), tuple(betas)
+        self.steps = 0
+        self.exp_avg = torch.zeros_like(flat.param, requires_grad=False)
+        self.exp_avg_sq = torch.zeros_like(flat.param, requires_grad=False)
 
+    @torch.no_grad()
+    def step(self, max_grad_norm: float | None = None) -> None:
+        """Clip the gradient's global norm to ``max_grad_norm`` (as ``clip_grad_norm_``), then step."""
+        grad, (beta1, beta2) = self.flat.grad, self.betas
+        if max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.flat.param, max_grad_norm)
+        self.steps += 1
+        self.exp_avg.lerp_(grad, 1 - beta1)
+        self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        bias1, bias2 = 1 - beta1 ** self.steps, 1 - beta2 ** self.steps
+        denom = (self.exp_avg_sq.sqrt() / math.sqrt(bias2)).add_(self.eps)
+        self.flat.param.addcdiv_(self.exp_avg, denom, value=-self.lr / bias1)
 
-def init_adam_state(optimizer: torch.optim.Adam, param: torch.Tensor) -> dict:
-    """``optimizer.state[param]``, created as torch's Adam creates it on its first step when it is still
-    empty, so that native code can step it in place (and checkpoints see the same state)."""
-    state = optimizer.state[param]
-    if not state:
-        state.update(step=torch.zeros((), dtype=torch.float32), exp_avg=torch.zeros_like(param),
-                     exp_avg_sq=torch.zeros_like(param))
-    return state
+    def state_dict(self) -> dict:
+        return {"lr": self.lr, "eps": self.eps, "betas": self.betas, "steps": self.steps,
+                "exp_avg": self.exp_avg.clone(), "exp_avg_sq": self.exp_avg_sq.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lr, self.eps, self.betas, self.steps = state["lr"], state["eps"], tuple(state["betas"]), state["steps"]
+        with torch.no_grad():  # in place: the native updates hold views of these tensors
+            self.exp_avg.copy_(state["exp_avg"])
+            self.exp_avg_sq.copy_(state["exp_avg_sq"])

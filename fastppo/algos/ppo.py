@@ -6,8 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fastppo.algos.base import (FlatParameters, OnPolicyAlgorithm, _check_int, adam_kwargs, init_adam_state,
-                                make_schedule, native_adam_ok)
+from fastppo.algos.base import FlatAdam, FlatParameters, OnPolicyAlgorithm, _check_int, make_schedule
 from fastppo.ops import ppo_loss
 
 VARIANTS = ("clip", "kl")
@@ -89,13 +88,11 @@ class PPO(OnPolicyAlgorithm):
         self.ent_coef, self.vf_coef, self.max_grad_norm = ent_coef, vf_coef, max_grad_norm
         self.target_kl, self.variant, self.kl_target, self.kl_coef = target_kl, variant, kl_target, kl_coef
         self._flat = FlatParameters(self.policy.parameters())
-        self.optimizer = torch.optim.Adam([self._flat.param], lr=self.learning_rate(1.0), eps=1e-5,
-                                          **adam_kwargs(self.device))
+        self.optimizer = FlatAdam(self._flat, lr=self.learning_rate(1.0), eps=1e-5)  # eps as SB3 and CleanRL
 
     def _update(self, progress: float) -> dict[str, float]:
         lr, clip = self.learning_rate(progress), self.clip_range(progress)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.optimizer.lr = lr
         data = self.rollout.flat()
         size = data["log_probs"].shape[0]
         # The built-in MLP on the CPU updates natively (one call per epoch); the torch path below is its
@@ -141,9 +138,7 @@ class PPO(OnPolicyAlgorithm):
                     return stats_sum, n_updates, True  # as SB3: this step would move too far; stop before it
                 self._flat.grad.zero_()
                 loss.backward()
-                if self.max_grad_norm is not None:
-                    nn.utils.clip_grad_norm_(self._flat.param, self.max_grad_norm)
-                self.optimizer.step()
+                self.optimizer.step(self.max_grad_norm)
                 stats_sum += torch.stack([stats[k].detach() for k in _STATS]).double()
                 n_updates += 1
             return stats_sum, n_updates, False
@@ -154,7 +149,7 @@ class PPO(OnPolicyAlgorithm):
         """The same epoch as ``_torch_epoch`` in one native call (fastppo._core.PpoUpdate)."""
         from fastppo._backend import _core
 
-        group = self.optimizer.param_groups[0]
+        adam = self.optimizer
         config = _core.PpoUpdateConfig()
         config.batch_size, config.clip_coef, config.vf_coef, config.ent_coef = (
             self.batch_size, clip, self.vf_coef, self.ent_coef)
@@ -163,32 +158,28 @@ class PPO(OnPolicyAlgorithm):
         config.vf_clip = _or(self.clip_range_vf, off)
         config.kl_coef = self.kl_coef if self.variant == "kl" else off
         config.target_kl, config.max_grad_norm = _or(self.target_kl, off), _or(self.max_grad_norm, off)
-        config.lr, (config.beta1, config.beta2), config.eps = group["lr"], group["betas"], group["eps"]
-        step = self.optimizer.state[self._flat.param]["step"]
+        config.lr, (config.beta1, config.beta2), config.eps = adam.lr, adam.betas, adam.eps
 
         def epoch(order: torch.Tensor):
-            updates, stopped, steps, sums = native.epoch(order.numpy(), config, int(step))
-            step.fill_(steps)
+            updates, stopped, adam.steps, sums = native.epoch(order.numpy(), config, adam.steps)
             return torch.tensor(sums, dtype=torch.float64), updates, stopped
 
         return epoch
 
     def _native_update(self, data):
         """fastppo._core.PpoUpdate over the policy's, the gradients' and Adam's own memory, or None where
-        it does not apply: another backend, a custom module, not on the CPU, Adam options it lacks."""
-        if not self._native_policy() or not native_adam_ok(self.optimizer):
+        it does not apply: another backend, a custom module, not on the CPU."""
+        if not self._native_policy():
             return None
         from fastppo._backend import _core
 
-        policy = self.policy
-
-        state = init_adam_state(self.optimizer, self._flat.param)
+        policy, adam = self.policy, self.optimizer
         params, grads, spec = policy.native_arrays(), policy.native_arrays(grads=True), self.action_spec
         arrays = {k: v.detach().numpy() for k, v in data.items()}
         return _core.PpoUpdate(
             params["actor"], grads["actor"], params["critic"], grads["critic"], policy.activation, spec.kind,
             list(spec.nvec), params["log_std"], grads["log_std"], self._flat.param.detach().numpy(),
-            self._flat.grad.numpy(), state["exp_avg"].numpy(), state["exp_avg_sq"].numpy(), arrays["obs"],
+            self._flat.grad.numpy(), adam.exp_avg.numpy(), adam.exp_avg_sq.numpy(), arrays["obs"],
             arrays["actions"], arrays["log_probs"], arrays["advantages"], arrays["values"], arrays["returns"],
             arrays["dist_params"] if self.variant == "kl" else None)
 

@@ -17,8 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from fastppo.algos.base import (FlatParameters, OnPolicyAlgorithm, _check_int, adam_kwargs, init_adam_state,
-                                native_adam_ok)
+from fastppo.algos.base import FlatAdam, FlatParameters, OnPolicyAlgorithm, _check_int
 
 
 def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int,
@@ -91,8 +90,7 @@ class TRPO(OnPolicyAlgorithm):
         self.actor_params = list(self.policy.actor_parameters())
         # The critic's parameters as views of one flat buffer: Adam then runs on one tensor (and natively).
         self._critic_flat = FlatParameters(self.policy.critic_parameters())
-        self.critic_optimizer = torch.optim.Adam([self._critic_flat.param], lr=self.learning_rate(1.0),
-                                                 **adam_kwargs(self.device))
+        self.critic_optimizer = FlatAdam(self._critic_flat, lr=self.learning_rate(1.0), eps=1e-8)
 
     # -- the pieces, public so that they can be tested on their own ---------------------------------
     def surrogate(self, obs, actions, old_log_probs, advantages):
@@ -161,18 +159,15 @@ class TRPO(OnPolicyAlgorithm):
     def _fit_critic(self, data, lr: float) -> float:
         """``n_critic_updates`` passes of minibatch regression of V on the returns (0.5 * MSE, Adam);
         returns the mean minibatch loss. The built-in MLP on the CPU runs it natively, one call per pass."""
-        for group in self.critic_optimizer.param_groups:
-            group["lr"] = lr
+        adam = self.critic_optimizer
+        adam.lr = lr
         size, total, count = data["obs"].shape[0], 0.0, 0
         native = self._native_critic_fit(data)
         for _ in range(self.n_critic_updates):
             order = torch.randperm(size, generator=self._generator, device=self.device)
             if native is not None:
-                group = self.critic_optimizer.param_groups[0]
-                step = self.critic_optimizer.state[self._critic_flat.param]["step"]
-                loss_sum, steps = native.epoch(order.numpy(), self.batch_size, lr, *group["betas"], group["eps"],
-                                               int(step))
-                step.fill_(steps)
+                loss_sum, adam.steps = native.epoch(order.numpy(), self.batch_size, lr, *adam.betas, adam.eps,
+                                                    adam.steps)
                 total += loss_sum
             else:
                 pass_total = torch.zeros((), device=self.device)  # one host sync per pass, not per step
@@ -181,7 +176,7 @@ class TRPO(OnPolicyAlgorithm):
                     loss = 0.5 * ((self.policy.value(data["obs"][idx]) - data["returns"][idx]) ** 2).mean()
                     self._critic_flat.grad.zero_()
                     loss.backward()
-                    self.critic_optimizer.step()
+                    adam.step()
                     pass_total += loss.detach()
                 total += float(pass_total)
             count += -(-size // self.batch_size)
@@ -190,15 +185,15 @@ class TRPO(OnPolicyAlgorithm):
     def _native_critic_fit(self, data):
         """fastppo._core.CriticFit over the critic's, its gradients' and Adam's memory, or None where it
         does not apply (as PPO._native_update)."""
-        if not self._native_policy() or not native_adam_ok(self.critic_optimizer):
+        if not self._native_policy():
             return None
         from fastppo._backend import _core
 
-        state = init_adam_state(self.critic_optimizer, self._critic_flat.param)
+        adam = self.critic_optimizer
         params, grads = self.policy.native_arrays(), self.policy.native_arrays(grads=True)
         return _core.CriticFit(params["critic"], grads["critic"], self.policy.activation,
                                self._critic_flat.param.detach().numpy(), self._critic_flat.grad.numpy(),
-                               state["exp_avg"].numpy(), state["exp_avg_sq"].numpy(), data["obs"].numpy(),
+                               adam.exp_avg.numpy(), adam.exp_avg_sq.numpy(), data["obs"].numpy(),
                                data["returns"].numpy())
 
     def _algo_state(self) -> dict:
