@@ -158,13 +158,15 @@ int64_t ArrayArg::numel() const {
   return n;
 }
 
-std::string ArrayArg::shape_str() const {
+std::string shape_str(const std::vector<int64_t>& shape) {
   std::ostringstream os;
   os << "(";
   for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
   os << (shape.size() == 1 ? ",)" : ")");
   return os.str();
 }
+
+std::string ArrayArg::shape_str() const { return fastppo::shape_str(shape); }
 
 std::string ArrayArg::device_str() const {
   return device == DeviceType::CPU ? std::string("cpu") : "cuda:" + std::to_string(device_id);

@@ -36,6 +36,9 @@ struct ArrayArg {
   Array2D as_2d() const;  // requires ndim == 2
 };
 
+// A shape as Python writes it: "(3,)", "(2, 4)".
+std::string shape_str(const std::vector<int64_t>& shape);
+
 // stream: the consumer's CUDA stream (as an int) for DLPack producers on CUDA, or None.
 // allow_int: also accept int32/int64 arrays (actions, counters); otherwise float32, float64 or bool.
 ArrayArg array_arg(py::handle obj, const char* name, py::handle stream, bool allow_int = false);

@@ -12,6 +12,7 @@
 
 #include "array_arg.h"
 #include "envs/vec_env.h"
+#include "policy_act.h"
 
 namespace fastppo {
 namespace {
@@ -140,6 +141,127 @@ class EnvBatch {
         [&](void* s) { ENVS_CUDA(envs_reset_cuda(p_, r, s)); });
   }
 
+  // n_steps vector steps driven by `policy`, all natively: OnPolicyAlgorithm._collect's loop for a
+  // built-in env on the CPU when no Python work is needed per step. Each step acts on the current
+  // observations (first_obs at step 0, then the envs' own), steps every env and records into the
+  // rollout's (T, N, ...) arrays; V(true final observation) goes to final_values where an env was
+  // truncated and not terminated; the return and length of each episode that ended go to
+  // episode_returns / episode_lengths (capacity T * N). Returns how many episodes ended.
+  // Box actions are clipped to [action_low, action_high] for the env (the trainer's rule, as
+  // ActionSpec.to_env: the unclipped sample is what the rollout stores and scores).
+  int64_t collect(const PolicyAct& policy, py::handle first_obs, py::dict rollout, py::handle episode_returns,
+                  py::handle episode_lengths, uint64_t seed, float action_low, float action_high) {
+    if (on_cuda_) throw_value_error("collect needs the envs on the CPU");
+    const auto [obs_dim, num_actions] = dispatch_env(p_.env, [](auto env) {
+      using E = decltype(env);
+      return std::make_pair(int64_t(E::kObsDim), int64_t(E::kNumActions));
+    });
+    const std::string env = env_name(p_.env);
+    if (policy.obs_dim() != obs_dim)
+      throw_value_error("the policy takes " + std::to_string(policy.obs_dim()) + " observations, " + env + " gives " +
+                        std::to_string(obs_dim));
+    if (num_actions > 0 ? (policy.gaussian() || policy.n_params() != num_actions || policy.action_width() != 1)
+                        : (!policy.gaussian() || policy.action_width() != 1))
+      throw_value_error("the policy's actions do not fit " + env + "'s action space");
+    std::vector<ArrayArg> arrays;
+    arrays.reserve(12);
+    const int64_t N = p_.N;
+    int64_t T = -1;
+    // A rollout array: CPU, contiguous, writeable, of this dtype and shape (T, N, cols...) (T from the first).
+    auto take = [&](py::handle obj, const char* name, ScalarType dtype, const char* dtype_name,
+                    std::vector<int64_t> cols) -> void* {
+      ArrayArg a = array_arg(obj, name, py::none(), /*allow_int=*/true);
+      check_dtype(a, dtype, dtype_name);
+      check_contiguous(a);
+      if (T < 0) T = a.shape.empty() ? 0 : a.shape[0];
+      std::vector<int64_t> shape{T, N};
+      shape.insert(shape.end(), cols.begin(), cols.end());
+      if (a.device != DeviceType::CPU || a.shape != shape || !a.writeable)
+        throw_value_error(std::string(name) + " must be a writeable CPU array of shape " + shape_str(shape) +
+                          ", got " + a.shape_str());
+      arrays.push_back(std::move(a));
+      return arrays.back().data;
+    };
+    float* obs = static_cast<float*>(take(rollout["obs"], "obs", ScalarType::Float32, "float32", {obs_dim}));
+    void* actions = num_actions > 0 ? take(rollout["actions"], "actions", ScalarType::Int64, "int64", {})
+                                    : take(rollout["actions"], "actions", ScalarType::Float32, "float32", {1});
+    float* log_probs = static_cast<float*>(take(rollout["log_probs"], "log_probs", ScalarType::Float32, "float32", {}));
+    float* values = static_cast<float*>(take(rollout["values"], "values", ScalarType::Float32, "float32", {}));
+    float* dist_params = static_cast<float*>(
+        take(rollout["dist_params"], "dist_params", ScalarType::Float32, "float32", {policy.n_params()}));
+    float* rewards = static_cast<float*>(take(rollout["rewards"], "rewards", ScalarType::Float32, "float32", {}));
+    uint8_t* terminated = static_cast<uint8_t*>(take(rollout["terminated"], "terminated", ScalarType::Bool, "bool", {}));
+    uint8_t* truncated = static_cast<uint8_t*>(take(rollout["truncated"], "truncated", ScalarType::Bool, "bool", {}));
+    float* final_values =
+        static_cast<float*>(take(rollout["final_values"], "final_values", ScalarType::Float32, "float32", {}));
+    const ArrayArg first = array_arg(first_obs, "first_obs", py::none());
+    check_dtype(first, ScalarType::Float32, "float32");
+    check_contiguous(first);
+    if (first.device != DeviceType::CPU || first.shape != std::vector<int64_t>{N, obs_dim})
+      throw_value_error("first_obs must be a CPU array of shape (" + std::to_string(N) + ", " + std::to_string(obs_dim) +
+                        "), got " + first.shape_str());
+    const ArrayArg ep_r = array_arg(episode_returns, "episode_returns", py::none());
+    const ArrayArg ep_l = array_arg(episode_lengths, "episode_lengths", py::none(), /*allow_int=*/true);
+    check_dtype(ep_r, ScalarType::Float64, "float64");
+    check_dtype(ep_l, ScalarType::Int64, "int64");
+    for (const ArrayArg* a : {&ep_r, &ep_l}) {
+      check_contiguous(*a);
+      if (a->device != DeviceType::CPU || a->shape != std::vector<int64_t>{T * N} || !a->writeable)
+        throw_value_error(std::string(a->name) + " must be a writeable CPU array of shape (" + std::to_string(T * N) +
+                          ",), got " + a->shape_str());
+    }
+    double* ep_returns = static_cast<double*>(ep_r.data);
+    int64_t* ep_lengths = static_cast<int64_t*>(ep_l.data);
+    const float* first_rows = static_cast<const float*>(first.data);
+
+    py::gil_scoped_release nogil;
+    int64_t ended = 0;
+    std::vector<float> final_rows(N * obs_dim), final_v(N);
+    std::vector<int64_t> bootstrap(N);
+    std::vector<float> env_actions(num_actions > 0 ? 0 : N);
+    for (int64_t t = 0; t < T; ++t) {
+      float* o = obs + t * N * obs_dim;
+      std::copy(t == 0 ? first_rows : p_.obs, (t == 0 ? first_rows : p_.obs) + N * obs_dim, o);
+      void* a = num_actions > 0 ? static_cast<void*>(static_cast<int64_t*>(actions) + t * N)
+                                : static_cast<void*>(static_cast<float*>(actions) + t * N);
+      policy.act_rows(o, N, a, log_probs + t * N, values + t * N, dist_params + t * N * policy.n_params(), seed,
+                      uint64_t(t));
+      if (num_actions == 0)
+        for (int64_t i = 0; i < N; ++i) {
+          const float x = static_cast<const float*>(a)[i];
+          if (!std::isfinite(x))
+            throw_value_error("the policy sampled a non-finite action for env " + std::to_string(i) + " at step " +
+                              std::to_string(t) + " (are the weights finite?)");
+          env_actions[i] = std::min(std::max(x, action_low), action_high);
+        }
+      EnvStepArgs args;
+      args.actions = num_actions > 0 ? a : env_actions.data();
+      args.action_dtype = num_actions > 0 ? ScalarType::Int64 : ScalarType::Float32;
+      args.action_stride = 1;
+      args.now = now_seconds();
+      envs_step_cpu(p_, args);
+      std::copy(p_.rewards, p_.rewards + N, rewards + t * N);
+      std::copy(p_.terminated, p_.terminated + N, terminated + t * N);
+      std::copy(p_.truncated, p_.truncated + N, truncated + t * N);
+      int64_t n_boot = 0;
+      for (int64_t i = 0; i < N; ++i) {
+        if (!(p_.terminated[i] || p_.truncated[i])) continue;
+        ep_returns[ended] = p_.episode_r[i];
+        ep_lengths[ended] = p_.episode_l[i];
+        ++ended;
+        if (p_.truncated[i] && !p_.terminated[i]) {
+          std::copy(p_.final_obs + i * obs_dim, p_.final_obs + (i + 1) * obs_dim, &final_rows[n_boot * obs_dim]);
+          bootstrap[n_boot++] = i;
+        }
+      }
+      if (n_boot) {  // the time limit is not the end of the task: V(true final observation)
+        policy.value_rows(final_rows.data(), n_boot, final_v.data());
+        for (int64_t k = 0; k < n_boot; ++k) final_values[t * N + bootstrap[k]] = final_v[k];
+      }
+    }
+    return ended;
+  }
+
  private:
   // Runs cpu() on the CPU or cuda(stream) on the GPU, without the GIL; returns cpu()'s value, -1 on CUDA.
   template <typename Cpu, typename Cuda>
@@ -212,7 +334,11 @@ void bind_envs(py::module_& m) {
       .def("step", &EnvBatch::step, py::arg("actions"), py::arg("stream") = py::none(),
            "Step all envs (SAME_STEP autoreset); returns the number of episodes that ended (-1 on CUDA).")
       .def("reset", &EnvBatch::reset, py::arg("seed"), py::arg("mask"), py::arg("a"), py::arg("b"),
-           py::arg("stream") = py::none(), "Reset the envs in mask (None: all), reseeding them if seed is given.");
+           py::arg("stream") = py::none(), "Reset the envs in mask (None: all), reseeding them if seed is given.")
+      .def("collect", &EnvBatch::collect, py::arg("policy"), py::arg("first_obs"), py::arg("rollout"),
+           py::arg("episode_returns"), py::arg("episode_lengths"), py::arg("seed"), py::arg("action_low") = 0.f,
+           py::arg("action_high") = 0.f,
+           "A whole rollout driven by a PolicyAct, natively; returns the number of episodes that ended.");
 }
 
 }  // namespace fastppo

@@ -131,12 +131,8 @@ class PpoUpdate {
 
  private:
   const ArrayArg& keep(ArrayArg a, const std::vector<int64_t>& shape) {
-    if (!shape.empty() && a.shape != shape) {
-      std::string want = "(";
-      for (size_t i = 0; i < shape.size(); ++i) want += (i ? ", " : "") + std::to_string(shape[i]);
-      throw_value_error(std::string(a.name) + " must have shape " + want + (shape.size() == 1 ? ",)" : ")") +
-                        ", got " + a.shape_str());
-    }
+    if (!shape.empty() && a.shape != shape)
+      throw_value_error(std::string(a.name) + " must have shape " + shape_str(shape) + ", got " + a.shape_str());
     kept_.push_back(std::move(a));
     return kept_.back();
   }

@@ -10,6 +10,7 @@ import torch
 
 import fastppo
 from fastppo import PPO, TRPO
+from fastppo.algos.callbacks import CallbackList
 
 pytestmark = pytest.mark.skipif(not fastppo.backends()["cpp"].available, reason="needs the native extension")
 
@@ -177,3 +178,48 @@ def test_torch_path_where_native_does_not_apply():
     assert model._native_update(model.rollout.flat()) is None
     model = PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, backend="torch")
     assert model._native_update(model.rollout.flat()) is None
+
+
+class _OnStep(fastppo.Callback):
+    def __init__(self):
+        self.steps = 0
+
+    def on_step(self):
+        self.steps += 1
+        return True
+
+
+@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1", "MountainCarContinuous-v0"])
+def test_native_rollout_matches_the_step_loop(env):
+    """EnvBatch.collect (the whole rollout in one native call) against the per-step Python loop it
+    replaces: the same rollout bit for bit, including the final values of truncated episodes
+    (Pendulum's time limit of 200 falls inside the 2 x 150 steps)."""
+    models = [PPO("MlpPolicy", env, n_steps=150, num_envs=3, batch_size=50, seed=11) for _ in range(2)]
+    native, stepped = models
+    callback = _OnStep()
+    callback.init(stepped)
+    assert not fastppo.Callback().per_step() and callback.per_step()
+    assert CallbackList([fastppo.Callback(), callback]).per_step()
+    for model in models:
+        model._reset_envs()
+    assert native._native_env_ok(None) and not stepped._native_env_ok(callback)
+    for _ in range(2):
+        assert native._collect(None) and stepped._collect(callback)
+        for name, a in native.rollout.flat().items():
+            assert torch.equal(a, stepped.rollout.flat()[name]), name
+        assert native.num_timesteps == stepped.num_timesteps
+        assert list(native.episode_returns) == list(stepped.episode_returns)
+        assert list(native.episode_lengths) == list(stepped.episode_lengths)
+        assert torch.equal(native._last_obs, stepped._last_obs)
+    assert callback.steps == 300
+    if env == "Pendulum-v1":
+        assert native.rollout.truncated.any() and (native.rollout.final_values != 0).any()
+
+
+def test_native_rollout_not_used_where_python_must_run():
+    model = PPO("MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=16, normalize_obs=True)
+    assert not model._native_env_ok(None)
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=16, batch_size=16)
+    assert model._native_env_ok(None) and not model._native_env_ok(_OnStep())
+    model = PPO("MlpPolicy", gym.make("CartPole-v1"), n_steps=16, batch_size=16)  # a gymnasium env
+    assert not model._native_env_ok(None)

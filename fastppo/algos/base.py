@@ -173,12 +173,24 @@ class OnPolicyAlgorithm:
     # -- COLLECT ------------------------------------------------------------------------------------
     @torch.inference_mode()
     def _collect(self, callback: Callback | None) -> bool:
-        r, spec, policy = self.rollout, self.action_spec, self.policy
+        r, policy = self.rollout, self.policy
         # The built-in MLP acts natively on the CPU (one call per step instead of ~30 torch ops); the
         # torch path is its reference and runs everywhere else (backend="torch", GPUs, custom modules).
         native = policy.native_act() if self._native_policy() else None
         # On the CPU the rollout is written through numpy views (a torch __setitem__ costs ~10 us).
         rows = {f.name: getattr(r, f.name).numpy() for f in fields(r)} if self.device.type == "cpu" else None
+        if native is not None and self._native_env_ok(callback):
+            self._collect_natively(native, rows)
+        elif not self._collect_steps(native, rows, callback):
+            return False
+        r.next_values[:-1] = r.values[1:]
+        r.next_values[-1] = policy.value(self._last_obs)
+        torch.where(r.truncated & ~r.terminated, r.final_values, r.next_values, out=r.next_values)
+        return True
+
+    def _collect_steps(self, native, rows: dict[str, np.ndarray] | None, callback: Callback | None) -> bool:
+        """The rollout loop, one vector step at a time; False when a callback stopped training."""
+        r, spec, policy = self.rollout, self.action_spec, self.policy
 
         def put(name: str, t: int, value: np.ndarray) -> None:
             if rows is not None:
@@ -220,16 +232,38 @@ class OnPolicyAlgorithm:
             put("truncated", t, truncated)
             bootstrap = np.flatnonzero(truncated & ~terminated)
             if bootstrap.size:  # V(true final observation): the time limit is not the end of the task
-                final = np.stack([info["final_obs"][i] for i in bootstrap])
-                r.final_values[t, torch.from_numpy(bootstrap)] = policy.value(self._policy_input(final, False))
+                final = self._policy_input(np.stack([info["final_obs"][i] for i in bootstrap]), False)
+                if native is not None:
+                    values = np.empty(bootstrap.size, np.float32)
+                    native.value(final.numpy(), values)
+                    rows["final_values"][t, bootstrap] = values
+                else:
+                    r.final_values[t, torch.from_numpy(bootstrap)] = policy.value(final)
             self._last_obs = self._policy_input(next_obs, update_stats=True, out=self._obs_buffer)
             if callback is not None and not callback.on_step():
                 return False
         self._last_obs = self._last_obs.clone()  # detach from the reused numpy buffer
-        r.next_values[:-1] = r.values[1:]
-        r.next_values[-1] = policy.value(self._last_obs)
-        torch.where(r.truncated & ~r.terminated, r.final_values, r.next_values, out=r.next_values)
         return True
+
+    def _native_env_ok(self, callback: Callback | None) -> bool:
+        """Whether the whole rollout can run natively (EnvBatch.collect): a built-in env on the CPU and
+        nothing to do in Python per step (no observation normalisation, no reward scaling, no callback
+        that overrides on_step)."""
+        from fastppo.envs.builtin import BuiltinVecEnv
+
+        return (isinstance(self.env, BuiltinVecEnv) and self.env.device == "cpu" and self.obs_normalizer is None
+                and self.reward_scaler is None and (callback is None or not callback.per_step()))
+
+    def _collect_natively(self, native, rows: dict[str, np.ndarray]) -> None:
+        """The loop of ``_collect`` in one native call: the same steps, numbers and bookkeeping."""
+        capacity = self.n_steps * self.num_envs
+        returns, lengths = np.empty(capacity, np.float64), np.empty(capacity, np.int64)
+        seed = int(torch.randint(2**62, (), generator=self._generator))
+        ended, obs = self.env.collect(native, self._last_obs.numpy(), rows, returns, lengths, seed)
+        self.num_timesteps += capacity
+        self.episode_returns.extend(returns[:ended].tolist())
+        self.episode_lengths.extend(lengths[:ended].tolist())
+        self._last_obs = self._policy_input(obs, update_stats=False).clone()
 
     # -- the loop -----------------------------------------------------------------------------------
     def learn(self, total_timesteps: int, callback: Callback | list[Callback] | None = None,

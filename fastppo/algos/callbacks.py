@@ -26,6 +26,11 @@ class Callback:
         """After every vector step of the rollout (``model.num_timesteps`` already counts it)."""
         return True
 
+    def per_step(self) -> bool:
+        """Whether this callback does anything per step (overrides ``on_step``). When none does, a
+        built-in env's rollout runs natively without returning to Python between steps."""
+        return type(self).on_step is not Callback.on_step
+
     def on_rollout_end(self) -> None:
         """After each rollout is collected, before its update."""
 
@@ -52,6 +57,9 @@ class CallbackList(Callback):
 
     def on_step(self):
         return all([c.on_step() for c in self.callbacks])
+
+    def per_step(self):
+        return any(c.per_step() for c in self.callbacks)
 
     def on_rollout_end(self):
         for c in self.callbacks:
