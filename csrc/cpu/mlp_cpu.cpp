@@ -58,7 +58,8 @@ template <bool kAccumulate>
 FASTPPO_CPU_CLONES void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t sam, int64_t sak,
                              const float* B, int64_t ldb, float* C, int64_t ldc) {
   int64_t m = 0;
-  for (; m + 4 <= M; m += 4) gemm_rows<4, kAccumulate>(N, K, A + m * sam, sam, sak, B, ldb, C + m * ldc, ldc);
+  for (; m + 6 <= M; m += 6) gemm_rows<6, kAccumulate>(N, K, A + m * sam, sam, sak, B, ldb, C + m * ldc, ldc);
+  for (; m + 2 <= M; m += 2) gemm_rows<2, kAccumulate>(N, K, A + m * sam, sam, sak, B, ldb, C + m * ldc, ldc);
   for (; m < M; ++m) gemm_rows<1, kAccumulate>(N, K, A + m * sam, sam, sak, B, ldb, C + m * ldc, ldc);
 }
 
@@ -75,9 +76,10 @@ FASTPPO_CPU_CLONES void dense_forward(const float* __restrict X, int64_t B, int6
       for (int64_t o = 0; o < out; ++o) {
         const float* x = X + n * in;
         const float* w = W + o * in;
-        float acc = bias[o];
+        float acc = 0.f;
+#pragma omp simd reduction(+ : acc)  // vectorised: a sequential sum would wait on each add's latency
         for (int64_t i = 0; i < in; ++i) acc += x[i] * w[i];
-        Y[n * out + o] = acc;
+        Y[n * out + o] = bias[o] + acc;
       }
   }
   if (!activate) return;
