@@ -11,9 +11,11 @@ import copy
 ALGOS = ("ppo", "ppo-kl", "trpo", "npg")
 
 _PPO = {
-    # rl-zoo: 8 envs x 32 steps, batch 256, 20 epochs, lambda 0.8, gamma 0.98, lr and clip annealed
-    # (budget 50k rather than rl-zoo's 100k: it solves by about 20k, and the schedules anneal over the budget).
-    "CartPole-v1": dict(num_envs=8, n_steps=32, batch_size=256, n_epochs=20, gae_lambda=0.8, gamma=0.98,
+    # rl-zoo: 8 envs x 32 steps, lambda 0.8, gamma 0.98, lr and clip annealed; but 5 epochs of 4 minibatches
+    # of 64 where rl-zoo takes 20 epochs of the whole 256: the same 20 gradient steps per rollout at a
+    # quarter of the cost, and it solved 8 seeds out of 8 (median 10-15k steps; rl-zoo's settings 4 of
+    # 5 here). Budget 50k rather than rl-zoo's 100k: the schedules anneal over the budget.
+    "CartPole-v1": dict(num_envs=8, n_steps=32, batch_size=64, n_epochs=5, gae_lambda=0.8, gamma=0.98,
                         learning_rate="lin_0.001", clip_range="lin_0.2", ent_coef=0.0),
     # rl-zoo: 16 envs x 256 steps, SB3's default minibatch of 64, 4 epochs, lambda 0.94, VecNormalize
     # (observations and rewards).
