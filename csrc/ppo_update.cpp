@@ -182,51 +182,62 @@ class PpoUpdate {
 
     std::fill(adam_.grad, adam_.grad + adam_.n, 0.f);
     d_head_.assign(B * n_out_, 0.f);
-    distribution_backward(idx, B, head, with_kl);
+    distribution_backward(idx, B, with_kl);
     actor_.backward(X_.data(), B, actor_acts_, d_head_.data(), scratch_);
     critic_.backward(X_.data(), B, critic_acts_, loss_grads_.data() + B, scratch_);  // d loss / d values
     return true;
   }
 
-  // new log-probabilities, entropies and KL(old || new) per sample from the actor's head.
+  // New log-probabilities, entropies and KL(old || new) per sample from the actor's head, keeping
+  // what distribution_backward needs: per head entry, the log-probability (categorical) or z (Gaussian)
+  // and, with the KL term, the old probability or (mean - old mean) / std and the variance ratio.
   void distribution_forward(const int64_t* idx, int64_t B, const float* head, bool with_kl, float* logp,
-                            float* entropy, float* kl) const {
+                            float* entropy, float* kl) {
+    const int64_t heads = int64_t(nvec_.size());
+    per_entry_.assign(B * n_out_, 0.f);
+    old_entry_.assign(with_kl ? B * n_out_ : 0, 0.f);
+    var_ratio_.assign(with_kl && gaussian_ ? B * n_out_ : 0, 0.f);
+    head_entropy_.assign(gaussian_ ? 0 : B * heads, 0.f);
     for (int64_t n = 0; n < B; ++n) {
       const int64_t j = idx[n];
       const float* h = head + n * n_out_;
       const float* old = with_kl ? old_params_ + j * n_params() : nullptr;
+      float* entry = per_entry_.data() + n * n_out_;
       float lp = 0.f, ent = 0.f, k = 0.f;
       if (gaussian_) {
         const float* a = static_cast<const float*>(actions_) + j * n_out_;
         for (int64_t d = 0; d < n_out_; ++d) {
           const float ls = clamp_log_std(log_std_[d]), sd = std::exp(ls);
-          const float z = (a[d] - h[d]) / sd;
+          const float z = entry[d] = (a[d] - h[d]) / sd;
           lp += -0.5f * z * z - ls - kHalfLog2Pi;
           ent += 0.5f + kHalfLog2Pi + ls;
           if (old) {
             const float old_sd = std::exp(clamp_log_std(old[n_out_ + d]));
-            const float var_ratio = (old_sd / sd) * (old_sd / sd);
-            const float mean_term = ((old[d] - h[d]) / sd) * ((old[d] - h[d]) / sd);
-            k += 0.5f * (var_ratio + mean_term - 1.f - std::log(var_ratio));
+            const float var_ratio = var_ratio_[n * n_out_ + d] = (old_sd / sd) * (old_sd / sd);
+            const float shift = old_entry_[n * n_out_ + d] = (h[d] - old[d]) / sd;
+            k += 0.5f * (var_ratio + shift * shift - 1.f - std::log(var_ratio));
           }
         }
       } else {
-        const int64_t* a = static_cast<const int64_t*>(actions_) + j * int64_t(nvec_.size());
+        const int64_t* a = static_cast<const int64_t*>(actions_) + j * heads;
         int64_t offset = 0;
-        for (size_t head_k = 0; head_k < nvec_.size(); ++head_k) {
-          const int64_t m = nvec_[head_k];
-          const float* logits = h + offset;
-          const float lse = log_sum_exp(logits, m);
-          lp += logits[a[head_k]] - lse;
+        for (int64_t c = 0; c < heads; ++c) {
+          const int64_t m = nvec_[c];
+          const float lse = log_sum_exp(h + offset, m);
           const float old_lse = old ? log_sum_exp(old + offset, m) : 0.f;
-          for (int64_t i = 0; i < m; ++i) {
-            const float li = logits[i] - lse;
-            ent -= std::exp(li) * li;
+          float head_ent = 0.f;
+          for (int64_t i = offset; i < offset + m; ++i) {
+            const float li = entry[i] = h[i] - lse;
+            head_ent -= std::exp(li) * li;
             if (old) {
-              const float qi = old[offset + i] - old_lse;
+              const float qi = old[i] - old_lse;
+              old_entry_[n * n_out_ + i] = std::exp(qi);
               k += std::exp(qi) * (qi - li);
             }
           }
+          lp += entry[offset + a[c]];
+          head_entropy_[n * heads + c] = head_ent;
+          ent += head_ent;
           offset += m;
         }
       }
@@ -235,51 +246,41 @@ class PpoUpdate {
   }
 
   // d loss / d head into d_head_ (and d loss / d log_std into its gradient), from the fused loss's
-  // per-sample gradients: g_logp[n], and the same g_entropy and g_kl for every sample.
-  void distribution_backward(const int64_t* idx, int64_t B, const float* head, bool with_kl) {
+  // per-sample gradients (g_logp[n], and the same g_entropy and g_kl for every sample) and what
+  // distribution_forward kept.
+  void distribution_backward(const int64_t* idx, int64_t B, bool with_kl) {
     const float* g_logp = loss_grads_.data();
     const float g_ent = loss_grads_[2 * B], g_kl = with_kl ? loss_grads_[2 * B + 1] : 0.f;
+    const int64_t heads = int64_t(nvec_.size());
     std::vector<float> g_log_std(gaussian_ ? n_out_ : 0, 0.f);
     for (int64_t n = 0; n < B; ++n) {
-      const int64_t j = idx[n];
-      const float* h = head + n * n_out_;
+      const float* entry = per_entry_.data() + n * n_out_;
       float* dh = d_head_.data() + n * n_out_;
-      const float* old = with_kl ? old_params_ + j * n_params() : nullptr;
       if (gaussian_) {
-        const float* a = static_cast<const float*>(actions_) + j * n_out_;
         for (int64_t d = 0; d < n_out_; ++d) {
-          const float ls = clamp_log_std(log_std_[d]), sd = std::exp(ls);
-          const float z = (a[d] - h[d]) / sd;
-          // log-prob: d/d mean = z / sd, d/d log_std = z^2 - 1; entropy: d/d log_std = 1.
+          const float sd = std::exp(clamp_log_std(log_std_[d])), z = entry[d];
+          // log-prob: d/d mean = z / sd, d/d log_std = z^2 - 1; entropy: d/d log_std = 1;
+          // KL(old || new): d/d mean = (mean - old mean) / sd^2, d/d log_std = 1 - var_ratio - shift^2.
           dh[d] = g_logp[n] * z / sd;
-          float g_ls = g_logp[n] * (z * z - 1.f) + g_ent;
-          if (old) {  // KL(old || new): d/d mean = (mean - old_mean) / sd^2, d/d log_std = 1 - var_ratio - mean_term
-            const float old_sd = std::exp(clamp_log_std(old[n_out_ + d]));
-            const float var_ratio = (old_sd / sd) * (old_sd / sd);
-            const float mean_term = ((old[d] - h[d]) / sd) * ((old[d] - h[d]) / sd);
-            dh[d] += g_kl * (h[d] - old[d]) / (sd * sd);
-            g_ls += g_kl * (1.f - var_ratio - mean_term);
+          g_log_std[d] += g_logp[n] * (z * z - 1.f) + g_ent;
+          if (with_kl) {
+            const float shift = old_entry_[n * n_out_ + d];
+            dh[d] += g_kl * shift / sd;
+            g_log_std[d] += g_kl * (1.f - var_ratio_[n * n_out_ + d] - shift * shift);
           }
-          g_log_std[d] += g_ls;
         }
       } else {
-        const int64_t* a = static_cast<const int64_t*>(actions_) + j * int64_t(nvec_.size());
+        const int64_t* a = static_cast<const int64_t*>(actions_) + idx[n] * heads;
         int64_t offset = 0;
-        for (size_t head_k = 0; head_k < nvec_.size(); ++head_k) {
-          const int64_t m = nvec_[head_k];
-          const float* logits = h + offset;
-          const float lse = log_sum_exp(logits, m);
-          const float old_lse = old ? log_sum_exp(old + offset, m) : 0.f;
-          float ent = 0.f;
-          for (int64_t i = 0; i < m; ++i) ent -= std::exp(logits[i] - lse) * (logits[i] - lse);
+        for (int64_t c = 0; c < heads; ++c) {
           // log-prob: onehot - p; entropy: -p (log p + H); KL(old || new): p - q.
-          for (int64_t i = 0; i < m; ++i) {
-            const float li = logits[i] - lse, pi = std::exp(li);
-            float g = g_logp[n] * ((i == a[head_k] ? 1.f : 0.f) - pi) - g_ent * pi * (li + ent);
-            if (old) g += g_kl * (pi - std::exp(old[offset + i] - old_lse));
-            dh[offset + i] = g;
+          for (int64_t i = offset; i < offset + nvec_[c]; ++i) {
+            const float pi = std::exp(entry[i]);
+            dh[i] = g_logp[n] * ((i - offset == a[c] ? 1.f : 0.f) - pi) -
+                    g_ent * pi * (entry[i] + head_entropy_[n * heads + c]);
+            if (with_kl) dh[i] += g_kl * (pi - old_entry_[n * n_out_ + i]);
           }
-          offset += m;
+          offset += nvec_[c];
         }
       }
     }
@@ -301,6 +302,7 @@ class PpoUpdate {
   const void* actions_ = nullptr;
   // Per-minibatch work buffers, reused.
   std::vector<float> X_, cols_, loss_grads_, d_head_, scratch_;
+  std::vector<float> per_entry_, old_entry_, var_ratio_, head_entropy_;  // distribution_forward -> backward
   std::vector<std::vector<float>> actor_wt_, critic_wt_, actor_acts_, critic_acts_;
 };
 
