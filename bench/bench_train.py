@@ -43,6 +43,9 @@ def sb3_ppo(env_id, num_envs, seed, **kw):
     return PPO("MlpPolicy", env, seed=seed, device="cpu", **kw)
 
 
+# Final returns are means over this many deterministic episodes, the same episodes for every trainer.
+EVAL_EPISODES = 50
+
 # rl-baselines3-zoo's tuned PPO settings (hyperparams/ppo.yml) in SB3's own names.
 ZOO = {
     "CartPole-v1": dict(num_envs=8, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20,
@@ -56,16 +59,19 @@ ZOO = {
 }
 
 
-def sb3_evaluate(model, env_id, n=10, seed=10_000):
+def evaluate(model, env_id, n=EVAL_EPISODES, seed=10_000):
+    """Mean return of n deterministic episodes of one gymnasium env seeded `seed`: the same episodes for
+    every trainer (SB3's evaluate_policy; an SB3 model trained under VecNormalize sees observations
+    normalised with its frozen training statistics, a fastppo model normalises inside predict)."""
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
     env = make_vec_env(env_id, n_envs=1, seed=seed)
-    if isinstance(model.get_env(), VecNormalize):  # evaluate with the training statistics, frozen
-        stats = model.get_env()
+    trained_on = model.get_env() if hasattr(model, "get_env") else None
+    if isinstance(trained_on, VecNormalize):
         env = VecNormalize(env, training=False, norm_reward=False)
-        env.obs_rms = stats.obs_rms
+        env.obs_rms = trained_on.obs_rms
     mean, _ = evaluate_policy(model, env, n_eval_episodes=n, deterministic=True)
     return mean
 
@@ -123,7 +129,7 @@ def cmd_solve(args):
     budget = fastppo.presets.total_timesteps("CartPole-v1")  # rl-zoo's 1e5: the schedules' horizon
     for seed in range(args.seeds):
         m = fastppo.PPO("MlpPolicy", "CartPole-v1", seed=seed, **fastppo.presets.get("CartPole-v1"))
-        solve = _Solve(lambda: fastppo.evaluate_policy(m, "CartPole-v1", 10, seed=10_000)[0], args.chunk)
+        solve = _Solve(lambda: evaluate(m, "CartPole-v1", 10), args.chunk)
 
         class Stop(fastppo.Callback):
             def on_iteration_end(self, metrics, solve=solve):
@@ -135,7 +141,7 @@ def cmd_solve(args):
 
         zoo = dict(ZOO["CartPole-v1"])
         s = sb3_ppo("CartPole-v1", zoo.pop("num_envs"), seed, **zoo)
-        sb3_solve = _Solve(lambda: sb3_evaluate(s, "CartPole-v1"), args.chunk)
+        sb3_solve = _Solve(lambda: evaluate(s, "CartPole-v1", 10), args.chunk)
 
         class StopSB3(BaseCallback):
             def _on_rollout_end(self, solve=sb3_solve):
@@ -190,7 +196,7 @@ def cmd_trpo(args):
             t = time.perf_counter()
             m.learn(budget, progress_bar=False)
             f_s.append(time.perf_counter() - t)
-            f_ret.append(fastppo.evaluate_policy(m, env_id, 10, seed=10_000)[0])
+            f_ret.append(evaluate(m, env_id))
             env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
             if normalize:
                 env = VecNormalize(env, gamma=kw["gamma"])
@@ -198,7 +204,7 @@ def cmd_trpo(args):
             t = time.perf_counter()
             s.learn(budget)
             s_s.append(time.perf_counter() - t)
-            s_ret.append(sb3_evaluate(s, env_id))
+            s_ret.append(evaluate(s, env_id))
         med = statistics.median
         print(f"| {env_id} | {budget:,} | {med(f_ret):.1f} | {med(f_s):.1f} | {med(s_ret):.1f} | {med(s_s):.1f} | "
               f"{med(s_s) / med(f_s):.1f}x |")
@@ -206,6 +212,7 @@ def cmd_trpo(args):
 
 def cmd_budget(args):
     budgets = {"Acrobot-v1": 100_000, "MountainCar-v0": 200_000, "Pendulum-v1": 100_000}
+    budgets = {k: v for k, v in budgets.items() if not args.envs or k in args.envs}
     print("\n| env | budget | fastppo return | fastppo s | SB3 (rl-zoo) return | SB3 s |\n|---|---|---|---|---|---|")
     for env_id, budget in budgets.items():
         f_ret, f_s, s_ret, s_s = [], [], [], []
@@ -214,13 +221,13 @@ def cmd_budget(args):
             t = time.perf_counter()
             m.learn(budget, progress_bar=False)
             f_s.append(time.perf_counter() - t)
-            f_ret.append(fastppo.evaluate_policy(m, env_id, 10, seed=10_000)[0])
+            f_ret.append(evaluate(m, env_id))
             zoo = dict(ZOO[env_id])
             s = sb3_ppo(env_id, zoo.pop("num_envs"), seed, **zoo)
             t = time.perf_counter()
             s.learn(budget)
             s_s.append(time.perf_counter() - t)
-            s_ret.append(sb3_evaluate(s, env_id))
+            s_ret.append(evaluate(s, env_id))
         med = statistics.median
         print(f"| {env_id} | {budget:,} | {med(f_ret):.1f} | {med(f_s):.1f} | {med(s_ret):.1f} | {med(s_s):.1f} |")
 
@@ -231,6 +238,7 @@ def main():
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--timesteps", type=int, default=20_480, help="sps: steps per run")
     p.add_argument("--chunk", type=int, default=2_048, help="solve: steps between evaluations")
+    p.add_argument("--envs", nargs="*", help="budget: only these env ids")
     args = p.parse_args()
     np.set_printoptions(precision=3)
     {"sps": cmd_sps, "solve": cmd_solve, "budget": cmd_budget, "trpo": cmd_trpo}[args.what](args)

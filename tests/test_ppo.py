@@ -238,3 +238,36 @@ def test_same_seed_same_numbers():
     c = cartpole(n_epochs=2, seed=1).learn(1024, progress_bar=False)
     pa, pb, pc = (torch.cat([p.flatten() for p in m.policy.parameters()]) for m in (a, b, c))
     assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+
+
+def test_gsde_noise_has_the_distributions_scale():
+    """gSDE: forward() gives the log-std of latent @ E, and the noise drawn with sample_exploration and
+    sde_noise has that std (the log-probs of the rollout are those of the noise actually applied)."""
+    from fastppo.algos.policies import ActorCritic
+
+    torch.manual_seed(0)
+    policy = ActorCritic(gym.spaces.Box(-1, 1, (3,), np.float32), gym.spaces.Box(-2, 2, (2,), np.float32),
+                         use_sde=True, log_std_init=-1.0)
+    obs = torch.randn(5, 3)
+    with torch.no_grad():
+        params, _ = policy(obs)
+        latent = policy.actor[:-1](obs)
+        expected = 0.5 * torch.log(latent.square() @ torch.exp(2 * policy.log_std) + 1e-6)
+        torch.testing.assert_close(params[:, 2:], expected)
+        draws = 20_000
+        exploration = policy.sample_exploration(draws, torch.Generator().manual_seed(1))
+        assert exploration.shape == (draws, 64, 2)
+        noise = policy.sde_noise(obs[:1].expand(draws, 3), exploration)
+    std = torch.exp(expected[0])
+    # 20k draws: the sample std's relative standard error is 0.5%, the mean's standard error std/141
+    torch.testing.assert_close(noise.std(0), std, rtol=0.03, atol=0)
+    assert bool((noise.mean(0).abs() < 5 * std / draws**0.5).all())
+
+
+def test_gsde_needs_box_actions_and_runs_on_the_torch_path():
+    with pytest.raises(ValueError, match="use_sde needs a Box action space, got Discrete"):
+        fastppo.PPO("MlpPolicy", "CartPole-v1", use_sde=True)
+    model = fastppo.PPO("MlpPolicy", "Pendulum-v1", use_sde=True, sde_sample_freq=4, n_steps=64, batch_size=64)
+    assert not model.policy.native_ok() and model.policy.log_std.shape == (64, 1)
+    model.learn(128, progress_bar=False)  # the rollout's torch path with gSDE
+    assert model.num_timesteps == 128

@@ -94,7 +94,8 @@ class OnPolicyAlgorithm:
     algo = ""
 
     def __init__(self, policy: str | nn.Module, env, *, learning_rate, n_steps: int, num_envs: int, gamma: float,
-                 gae_lambda: float, normalize_obs: bool, normalize_reward: bool, seed: int | None,
+                 gae_lambda: float, normalize_obs: bool, normalize_reward: bool, use_sde: bool,
+                 sde_sample_freq: int, seed: int | None,
                  device: str | torch.device, backend: str, policy_kwargs: dict | None, log_dir: str | None,
                  tensorboard_log: str | None, torch_threads: int | None, hyperparameters: dict[str, Any]):
         _check_int(n_steps, "n_steps", 1)
@@ -112,6 +113,9 @@ class OnPolicyAlgorithm:
         # save (10x slower training measured on a busy 2-core machine), so learn() uses one by default.
         self.torch_threads = torch_threads if torch_threads is not None else (1 if self.device.type == "cpu" else None)
         self.n_steps, self.gamma, self.gae_lambda, self.seed, self.backend = n_steps, gamma, gae_lambda, seed, backend
+        if isinstance(sde_sample_freq, bool) or not isinstance(sde_sample_freq, int):
+            raise TypeError(f"sde_sample_freq must be an int, got {type(sde_sample_freq).__name__}")
+        self.use_sde, self.sde_sample_freq = bool(use_sde), sde_sample_freq
         self._hyperparameters = hyperparameters
         self.env, self.env_id = as_vector_env(env, num_envs, seed=seed, backend=backend)
         self.num_envs = self.env.num_envs
@@ -147,10 +151,13 @@ class OnPolicyAlgorithm:
         if isinstance(policy, nn.Module):
             if policy_kwargs:
                 raise ValueError("policy_kwargs apply to 'MlpPolicy' only, not to a given nn.Module")
+            if self.use_sde and not all(callable(getattr(policy, m, None)) for m in ("sample_exploration", "sde_noise")):
+                raise TypeError("use_sde needs the policy module to define sample_exploration() and sde_noise() "
+                                "(see fastppo.algos.policies.ActorCritic)")
             return policy
         if policy != "MlpPolicy":
             raise ValueError(f"policy must be 'MlpPolicy' or an nn.Module, got {policy!r}")
-        return ActorCritic(self.observation_space, self.action_space, **policy_kwargs)
+        return ActorCritic(self.observation_space, self.action_space, use_sde=self.use_sde, **policy_kwargs)
 
     # -- observations -------------------------------------------------------------------------------
     def _policy_input(self, raw_obs, update_stats: bool, out: np.ndarray | None = None) -> torch.Tensor:
@@ -210,7 +217,12 @@ class OnPolicyAlgorithm:
             else:
                 params, value = policy(obs)
                 dist = spec.distribution(params)
-                action = dist.sample(self._generator)
+                if self.use_sde:  # SB3's schedule: new matrices at the rollout's start and every sde_sample_freq steps
+                    if t == 0 or (self.sde_sample_freq > 0 and t % self.sde_sample_freq == 0):
+                        exploration = policy.sample_exploration(self.num_envs, self._generator)
+                    action = dist.mean + policy.sde_noise(obs, exploration)
+                else:
+                    action = dist.sample(self._generator)
                 r.obs[t] = obs
                 r.actions[t] = action
                 r.log_probs[t] = dist.log_prob(action)

@@ -52,7 +52,8 @@ class ActorCritic(nn.Module):
     """
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, net_arch=(64, 64),
-                 activation: str = "tanh", ortho_init: bool = True, log_std_init: float = 0.0):
+                 activation: str = "tanh", ortho_init: bool = True, log_std_init: float = 0.0,
+                 use_sde: bool = False):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"policy_kwargs['activation'] must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
@@ -65,9 +66,13 @@ class ActorCritic(nn.Module):
         act = ACTIVATIONS[activation]
         self.actor = nn.Sequential(*_mlp([obs_dim, *net_arch], act), nn.Linear(net_arch[-1], self.action_spec.n_outputs))
         self.critic = nn.Sequential(*_mlp([obs_dim, *net_arch], act), nn.Linear(net_arch[-1], 1))
-        self.log_std = None
+        self.log_std, self.use_sde = None, bool(use_sde)
+        if self.use_sde and self.action_spec.kind != "gaussian":
+            raise ValueError(f"use_sde needs a Box action space, got {type(action_space).__name__}")
         if self.action_spec.kind == "gaussian":
-            self.log_std = nn.Parameter(torch.full((self.action_spec.n_outputs,), float(log_std_init)))
+            # gSDE: one log-std per (feature, action) pair, as SB3's full_std
+            shape = (net_arch[-1], self.action_spec.n_outputs) if self.use_sde else (self.action_spec.n_outputs,)
+            self.log_std = nn.Parameter(torch.full(shape, float(log_std_init)))
         if ortho_init:  # gains as in the PPO implementation details (Huang et al. 2022) and SB3
             for net, head_gain in ((self.actor, 0.01), (self.critic, 1.0)):
                 linears = [m for m in net if isinstance(m, nn.Linear)]
@@ -76,10 +81,33 @@ class ActorCritic(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.actor(obs)
-        if self.log_std is not None:
-            out = torch.cat([out, self.log_std.expand_as(out)], -1)
+        if self.use_sde:
+            latent = self.actor[:-1](obs)
+            out = torch.cat([self.actor[-1](latent), self._sde_log_std(latent)], -1)
+        else:
+            out = self.actor(obs)
+            if self.log_std is not None:
+                out = torch.cat([out, self.log_std.expand_as(out)], -1)
         return out, self.critic(obs).squeeze(-1)
+
+    # -- generalised state-dependent exploration (gSDE, Raffin et al. 2021; SB3's use_sde) ----------
+    # The action is mean(s) + latent(s) @ E with E ~ N(0, std^2) per (feature, action) entry, drawn
+    # per env and held for sde_sample_freq steps: noise that is smooth along a trajectory. Each action
+    # is then Normal(mean, sqrt(latent^2 @ std^2 + 1e-6)), which is what forward() returns as the
+    # log-std, so log-probs, entropy, KL and every update use the ordinary diagonal Gaussian. As SB3's
+    # default (learn_features=False), the latent is not differentiated through the noise scale.
+    def _sde_log_std(self, latent: torch.Tensor) -> torch.Tensor:
+        variance = latent.detach().square() @ torch.exp(2 * self.log_std)
+        return 0.5 * torch.log(variance + 1e-6)
+
+    def sample_exploration(self, num_envs: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """gSDE: fresh exploration matrices, ``(num_envs, latent_dim, action_dim)``."""
+        std = torch.exp(self.log_std.detach())
+        return torch.randn((num_envs, *std.shape), generator=generator, dtype=std.dtype, device=std.device) * std
+
+    def sde_noise(self, obs: torch.Tensor, exploration: torch.Tensor) -> torch.Tensor:
+        """gSDE: the noise latent(obs) @ E for each env's matrix E, ``(num_envs, action_dim)``."""
+        return torch.bmm(self.actor[:-1](obs).unsqueeze(1), exploration).squeeze(1)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
@@ -93,12 +121,13 @@ class ActorCritic(nn.Module):
 
     def native_ok(self) -> bool:
         """Whether the native kernels (fastppo._core.PolicyAct, PpoUpdate) can run this module: the
-        extension is built, the activation is one they have, and the parameters are float32 on the CPU."""
+        extension is built, the activation is one they have, the parameters are float32 on the CPU, and
+        no gSDE (which they do not implement)."""
         from fastppo._backend import _core
 
         weight = self.actor[0].weight
         return (_core is not None and self.activation in ("tanh", "relu") and weight.device.type == "cpu"
-                and weight.dtype == torch.float32)
+                and weight.dtype == torch.float32 and not self.use_sde)
 
     def native_arrays(self, grads: bool = False) -> dict:
         """numpy views of the parameters' memory (or of their gradients', None where there is none yet),

@@ -36,6 +36,9 @@ class PPO(OnPolicyAlgorithm):
             ``kl_coef * KL(old || new)`` and ``kl_coef`` is halved or doubled once per iteration when the
             mean KL is below ``kl_target / 1.5`` or above ``1.5 * kl_target``, as the PPO paper does).
         kl_target: d_targ of the adaptive KL variant. kl_coef: its initial beta.
+        use_sde: generalised state-dependent exploration for Box actions (gSDE, as SB3's ``use_sde``: noise
+            linear in the policy's last hidden features, held for ``sde_sample_freq`` steps, or a whole
+            rollout when that is <= 0). It runs on the torch path (the native kernels lack it).
         num_envs: parallel envs when ``env`` is an id. normalize_obs, normalize_reward: running-statistics
             observation normalisation and return-based reward scaling (saved with the model).
         policy_kwargs: ``net_arch`` (hidden sizes), ``activation`` ("tanh", "relu", ...), ``ortho_init``,
@@ -56,7 +59,8 @@ class PPO(OnPolicyAlgorithm):
                  normalize_advantage: bool = True, ent_coef: float = 0.0, vf_coef: float = 0.5,
                  max_grad_norm: float | None = 0.5, target_kl: float | None = None, variant: str = "clip",
                  kl_target: float = 0.01, kl_coef: float = 1.0, num_envs: int = 1, normalize_obs: bool = False,
-                 normalize_reward: bool = False, policy_kwargs: dict | None = None, seed: int | None = None,
+                 normalize_reward: bool = False, use_sde: bool = False, sde_sample_freq: int = -1,
+                 policy_kwargs: dict | None = None, seed: int | None = None,
                  device: str = "cpu", backend: str = "auto", log_dir: str | None = None,
                  tensorboard_log: str | None = None, torch_threads: int | None = None):
         hyperparameters = {k: v for k, v in locals().items() if k not in ("self", "policy", "env", "__class__")}
@@ -75,7 +79,8 @@ class PPO(OnPolicyAlgorithm):
         if not 0 < self.clip_range(1.0) < 1:
             raise ValueError(f"clip_range must be in (0, 1), got {self.clip_range(1.0)!r} at the start of training")
         super().__init__(policy, env, learning_rate=learning_rate, n_steps=n_steps, num_envs=num_envs, gamma=gamma, gae_lambda=gae_lambda,
-                         normalize_obs=normalize_obs, normalize_reward=normalize_reward, seed=seed, device=device,
+                         normalize_obs=normalize_obs, normalize_reward=normalize_reward, use_sde=use_sde,
+                         sde_sample_freq=sde_sample_freq, seed=seed, device=device,
                          backend=backend, policy_kwargs=policy_kwargs, log_dir=log_dir,
                          tensorboard_log=tensorboard_log, torch_threads=torch_threads,
                          hyperparameters=hyperparameters)

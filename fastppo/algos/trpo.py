@@ -43,8 +43,8 @@ class TRPO(OnPolicyAlgorithm):
     """TRPO (``line_search=True``) or the natural policy gradient (``line_search=False``).
 
     Args (beyond those shared with :class:`fastppo.PPO`: env, n_steps, gamma, gae_lambda, num_envs,
-    normalize_obs, normalize_reward, policy_kwargs, seed, device, backend, log_dir, tensorboard_log,
-    torch_threads):
+    normalize_obs, normalize_reward, use_sde, sde_sample_freq, policy_kwargs, seed, device, backend, log_dir,
+    tensorboard_log, torch_threads):
         max_kl: the trust region, a bound on the mean KL(old || new) per update.
         cg_iters: conjugate-gradient iterations. cg_damping: added to F (F + damping * I).
         line_search: backtrack (TRPO) or take the scaled natural step (NPG).
@@ -61,7 +61,8 @@ class TRPO(OnPolicyAlgorithm):
                  max_kl: float = 0.01, cg_iters: int = 15, cg_damping: float = 0.1, line_search: bool = True,
                  line_search_max_iter: int = 10, line_search_shrink: float = 0.8, n_critic_updates: int = 10,
                  normalize_advantage: bool = True, num_envs: int = 1, normalize_obs: bool = False,
-                 normalize_reward: bool = False, policy_kwargs: dict | None = None, seed: int | None = None,
+                 normalize_reward: bool = False, use_sde: bool = False, sde_sample_freq: int = -1,
+                 policy_kwargs: dict | None = None, seed: int | None = None,
                  device: str = "cpu", backend: str = "auto", log_dir: str | None = None,
                  tensorboard_log: str | None = None, torch_threads: int | None = None):
         hyperparameters = {k: v for k, v in locals().items() if k not in ("self", "policy", "env", "__class__")}
@@ -76,7 +77,8 @@ class TRPO(OnPolicyAlgorithm):
         _check_int(n_critic_updates, "n_critic_updates", 1)
         _check_int(batch_size, "batch_size", 1)
         super().__init__(policy, env, learning_rate=learning_rate, n_steps=n_steps, num_envs=num_envs, gamma=gamma, gae_lambda=gae_lambda,
-                         normalize_obs=normalize_obs, normalize_reward=normalize_reward, seed=seed, device=device,
+                         normalize_obs=normalize_obs, normalize_reward=normalize_reward, use_sde=use_sde,
+                         sde_sample_freq=sde_sample_freq, seed=seed, device=device,
                          backend=backend, policy_kwargs=policy_kwargs, log_dir=log_dir,
                          tensorboard_log=tensorboard_log, torch_threads=torch_threads,
                          hyperparameters=hyperparameters)
