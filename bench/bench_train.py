@@ -5,6 +5,7 @@ one process, one after another (never run two benchmarks at once on this machine
     python bench/bench_train.py solve    # each at its best settings: training seconds to reach 475
     python bench/bench_train.py trpo     # TRPO against sb3-contrib's at the same budget and settings
     python bench/bench_train.py budget   # final return at a fixed budget: Acrobot, MountainCar, Pendulum
+    python bench/bench_train.py parts    # fastppo's rollout and update, native against its torch path
 
 Needs `pip install stable-baselines3` (and sb3-contrib for `trpo`). Prints markdown tables for
 bench/RESULTS.md.
@@ -74,6 +75,15 @@ def evaluate(model, env_id, n=EVAL_EPISODES, seed=10_000):
         env.obs_rms = trained_on.obs_rms
     mean, _ = evaluate_policy(model, env, n_eval_episodes=n, deterministic=True)
     return mean
+
+
+def _train_and_score(model, env_id, budget, seconds: list, returns: list) -> None:
+    """Train `model` (fastppo's or SB3's) for `budget` steps; append the training seconds and the
+    final return (`evaluate`, off the clock)."""
+    t = time.perf_counter()
+    model.learn(budget, progress_bar=False)
+    seconds.append(time.perf_counter() - t)
+    returns.append(evaluate(model, env_id))
 
 
 def cmd_sps(args):
@@ -178,8 +188,8 @@ def cmd_trpo(args):
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
-    # sb3-contrib's rl-zoo settings (hyperparams/trpo.yml); Pendulum there adds gSDE, which fastppo lacks,
-    # so both run it with plain Gaussian noise and normalisation here.
+    # sb3-contrib's rl-zoo settings (hyperparams/trpo.yml); Pendulum there adds gSDE, which fastppo runs only
+    # on its torch path, so both run it with plain Gaussian noise and normalisation here.
     settings = {
         "CartPole-v1": (100_000, dict(n_steps=512, batch_size=512, cg_damping=1e-3, gae_lambda=0.98, gamma=0.99,
                                       learning_rate=1e-3, n_critic_updates=20), 2, False),
@@ -193,18 +203,12 @@ def cmd_trpo(args):
         for seed in range(args.seeds):
             m = fastppo.TRPO("MlpPolicy", env_id, seed=seed, num_envs=n_envs, normalize_obs=normalize,
                              normalize_reward=normalize, **kw)
-            t = time.perf_counter()
-            m.learn(budget, progress_bar=False)
-            f_s.append(time.perf_counter() - t)
-            f_ret.append(evaluate(m, env_id))
+            _train_and_score(m, env_id, budget, f_s, f_ret)
             env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
             if normalize:
                 env = VecNormalize(env, gamma=kw["gamma"])
             s = SB3TRPO("MlpPolicy", env, seed=seed, device="cpu", **kw)
-            t = time.perf_counter()
-            s.learn(budget)
-            s_s.append(time.perf_counter() - t)
-            s_ret.append(evaluate(s, env_id))
+            _train_and_score(s, env_id, budget, s_s, s_ret)
         med = statistics.median
         print(f"| {env_id} | {budget:,} | {med(f_ret):.1f} | {med(f_s):.1f} | {med(s_ret):.1f} | {med(s_s):.1f} | "
               f"{med(s_s) / med(f_s):.1f}x |")
@@ -218,30 +222,52 @@ def cmd_budget(args):
         f_ret, f_s, s_ret, s_s = [], [], [], []
         for seed in range(args.seeds):
             m = fastppo.PPO("MlpPolicy", env_id, seed=seed, **fastppo.presets.get(env_id))
-            t = time.perf_counter()
-            m.learn(budget, progress_bar=False)
-            f_s.append(time.perf_counter() - t)
-            f_ret.append(evaluate(m, env_id))
+            _train_and_score(m, env_id, budget, f_s, f_ret)
             zoo = dict(ZOO[env_id])
             s = sb3_ppo(env_id, zoo.pop("num_envs"), seed, **zoo)
-            t = time.perf_counter()
-            s.learn(budget)
-            s_s.append(time.perf_counter() - t)
-            s_ret.append(evaluate(s, env_id))
+            _train_and_score(s, env_id, budget, s_s, s_ret)
         med = statistics.median
         print(f"| {env_id} | {budget:,} | {med(f_ret):.1f} | {med(f_s):.1f} | {med(s_ret):.1f} | {med(s_s):.1f} |")
 
 
+def cmd_parts(args):
+    """Milliseconds per iteration of the two halves of fastppo's loop at CleanRL's settings, the native
+    path against the torch path (its spec) in one process: `_collect` and `_update` on the same model."""
+    rows = []
+    for part in ("_collect", "_update"):
+        times = {}
+        for backend in ("cpp", "torch"):
+            m = fastppo.PPO("MlpPolicy", "CartPole-v1", seed=0, **CLEANRL)
+            m._reset_envs()
+            m._collect(None)
+            m.backend = backend  # the native kernels run only where backend is "auto" or "cpp"
+            call = (lambda: m._collect(None)) if part == "_collect" else (lambda: m._update(1.0))
+            with m.torch_thread_scope():
+                call()  # warm-up
+                t = time.perf_counter()
+                for _ in range(args.repeats):
+                    call()
+                times[backend] = (time.perf_counter() - t) / args.repeats * 1e3
+        rows.append((part, times["cpp"], times["torch"]))
+    print(f"\nCartPole-v1, CleanRL's settings ({CLEANRL['num_envs']} envs x {CLEANRL['n_steps']} steps, "
+          f"{CLEANRL['n_epochs']} epochs x {CLEANRL['n_steps'] * CLEANRL['num_envs'] // CLEANRL['batch_size']} "
+          f"minibatches), mean of {args.repeats} iterations:\n")
+    print("| part | native ms | torch path ms | native is |\n|---|---|---|---|")
+    for part, native, reference in rows:
+        print(f"| `{part}` | {native:.2f} | {reference:.2f} | {reference / native:.1f}x faster |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=["sps", "solve", "budget", "trpo"])
+    p.add_argument("what", choices=["sps", "solve", "budget", "trpo", "parts"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--timesteps", type=int, default=20_480, help="sps: steps per run")
     p.add_argument("--chunk", type=int, default=2_048, help="solve: steps between evaluations")
     p.add_argument("--envs", nargs="*", help="budget: only these env ids")
+    p.add_argument("--repeats", type=int, default=20, help="parts: iterations timed per part")
     args = p.parse_args()
     np.set_printoptions(precision=3)
-    {"sps": cmd_sps, "solve": cmd_solve, "budget": cmd_budget, "trpo": cmd_trpo}[args.what](args)
+    {"sps": cmd_sps, "solve": cmd_solve, "budget": cmd_budget, "trpo": cmd_trpo, "parts": cmd_parts}[args.what](args)
 
 
 if __name__ == "__main__":

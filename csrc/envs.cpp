@@ -194,12 +194,9 @@ class EnvBatch {
     uint8_t* truncated = static_cast<uint8_t*>(take(rollout["truncated"], "truncated", ScalarType::Bool, "bool", {}));
     float* final_values =
         static_cast<float*>(take(rollout["final_values"], "final_values", ScalarType::Float32, "float32", {}));
-    const ArrayArg first = array_arg(first_obs, "first_obs", py::none());
-    check_dtype(first, ScalarType::Float32, "float32");
-    check_contiguous(first);
-    if (first.device != DeviceType::CPU || first.shape != std::vector<int64_t>{N, obs_dim})
-      throw_value_error("first_obs must be a CPU array of shape (" + std::to_string(N) + ", " + std::to_string(obs_dim) +
-                        "), got " + first.shape_str());
+    const ArrayArg first = policy.obs_arg(first_obs, "first_obs");
+    if (first.shape[0] != N)
+      throw_value_error("first_obs must hold one row per env (" + std::to_string(N) + "), got " + first.shape_str());
     const ArrayArg ep_r = array_arg(episode_returns, "episode_returns", py::none());
     const ArrayArg ep_l = array_arg(episode_lengths, "episode_lengths", py::none(), /*allow_int=*/true);
     check_dtype(ep_r, ScalarType::Float64, "float64");

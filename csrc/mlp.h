@@ -60,7 +60,7 @@ class Mlp {
                        std::vector<std::vector<float>>& acts) const;
 
   // Adds the parameter gradients (grad_weight, grad_bias +=) of sum_n <dOut[n], out[n]>, given the
-  // forward's acts on X. scratch is resized here.
+  // forward's acts on X. scratch (work space) is resized here.
   void backward(const float* X, int64_t B, const std::vector<std::vector<float>>& acts, const float* dOut,
                 std::vector<float>& scratch) const;
 

@@ -58,34 +58,45 @@ PolicyAct::PolicyAct(py::list actor, py::list critic, const std::string& activat
   }
 }
 
+ArrayArg PolicyAct::obs_arg(py::handle obs, const char* name) const {
+  ArrayArg o = array_arg(obs, name, py::none());
+  if (o.dtype != ScalarType::Float32 || o.shape.size() != 2 || o.shape[1] != obs_dim() || o.device != DeviceType::CPU)
+    throw_value_error(std::string(name) + " must be float32 of shape (N, " + std::to_string(obs_dim()) + ") on the CPU, got " +
+                      o.dtype_name + " " + o.shape_str() + " on " + o.device_str());
+  check_contiguous(o);
+  return o;
+}
+
+namespace {
+
+// An output the binding writes: on the CPU, contiguous, writeable, and not overlapping obs.
+void check_output(const ArrayArg& x, const ArrayArg& obs) {
+  if (x.device != DeviceType::CPU) throw_value_error(std::string(x.name) + " must be on the CPU");
+  check_contiguous(x);
+  check_writeable_output(x, {&obs});
+}
+
+}  // namespace
+
 void PolicyAct::act(py::handle obs, py::handle actions, py::handle log_probs, py::handle values,
                     py::handle dist_params, uint64_t seed, uint64_t step) const {
-  const ArrayArg o = array_arg(obs, "obs", py::none());
-  check_ndim(o, 2, "(N, obs_dim)");
+  const ArrayArg o = obs_arg(obs);
   const int64_t N = o.shape[0];
-  if (o.dtype != ScalarType::Float32 || o.shape[1] != obs_dim())
-    throw_value_error("obs must be float32 of shape (N, " + std::to_string(obs_dim()) + "), got " + o.dtype_name +
-                      " " + o.shape_str());
-  check_contiguous(o);
   const ArrayArg a = array_arg(actions, "actions", py::none(), /*allow_int=*/true);
   const ArrayArg lp = array_arg(log_probs, "log_probs", py::none());
   const ArrayArg v = array_arg(values, "values", py::none());
   const ArrayArg dp = array_arg(dist_params, "dist_params", py::none());
-  const int64_t per_env = action_width();
   const bool scalar_action = !gaussian_ && nvec_.size() == 1;
   const ScalarType want = gaussian_ ? ScalarType::Float32 : ScalarType::Int64;
-  if (a.dtype != want || a.numel() != N * per_env || (scalar_action ? a.shape.size() != 1 : a.shape.size() != 2))
+  if (a.dtype != want || a.numel() != N * action_width() ||
+      (scalar_action ? a.shape.size() != 1 : a.shape.size() != 2))
     throw_value_error("actions has the wrong dtype or shape for this policy");
   for (const ArrayArg* x : {&lp, &v})
     if (x->dtype != ScalarType::Float32 || x->shape != std::vector<int64_t>{N})
       throw_value_error(std::string(x->name) + " must be float32 of shape (N,)");
   if (dp.dtype != ScalarType::Float32 || dp.shape != std::vector<int64_t>{N, n_params()})
     throw_value_error("dist_params must be float32 of shape (N, " + std::to_string(n_params()) + ")");
-  for (const ArrayArg* x : {&a, &lp, &v, &dp}) {
-    if (x->device != DeviceType::CPU) throw_value_error(std::string(x->name) + " must be on the CPU");
-    check_contiguous(*x);
-    check_writeable_output(*x, {&o});
-  }
+  for (const ArrayArg* x : {&a, &lp, &v, &dp}) check_output(*x, o);
   const float* X = static_cast<const float*>(o.data);
   void* A = a.data;
   float* LP = static_cast<float*>(lp.data);
@@ -96,23 +107,15 @@ void PolicyAct::act(py::handle obs, py::handle actions, py::handle log_probs, py
 }
 
 void PolicyAct::value(py::handle obs, py::handle values) const {
-  const ArrayArg o = array_arg(obs, "obs", py::none());
-  check_ndim(o, 2, "(N, obs_dim)");
-  const int64_t N = o.shape[0];
-  if (o.dtype != ScalarType::Float32 || o.shape[1] != obs_dim() || o.device != DeviceType::CPU)
-    throw_value_error("obs must be a CPU float32 array of shape (N, " + std::to_string(obs_dim()) + "), got " +
-                      o.dtype_name + " " + o.shape_str());
-  check_contiguous(o);
+  const ArrayArg o = obs_arg(obs);
   const ArrayArg v = array_arg(values, "values", py::none());
-  if (v.dtype != ScalarType::Float32 || v.shape != std::vector<int64_t>{N} || v.device != DeviceType::CPU)
-    throw_value_error("values must be a CPU float32 array of shape (" + std::to_string(N) + ",), got " +
-                      v.dtype_name + " " + v.shape_str());
-  check_contiguous(v);
-  check_writeable_output(v, {&o});
+  if (v.dtype != ScalarType::Float32 || v.shape != std::vector<int64_t>{o.shape[0]})
+    throw_value_error("values must be float32 of shape (N,)");
+  check_output(v, o);
   const float* X = static_cast<const float*>(o.data);
   float* V = static_cast<float*>(v.data);
   py::gil_scoped_release nogil;
-  value_rows(X, N, V);
+  value_rows(X, o.shape[0], V);
 }
 
 void PolicyAct::act_rows(const float* X, int64_t N, void* A, float* LP, float* V, float* DP, uint64_t seed,

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "array_arg.h"
 #include "mlp.h"
 
 namespace fastppo {
@@ -40,7 +41,11 @@ class PolicyAct {
   // V of N observation rows.
   void value_rows(const float* X, int64_t N, float* values) const;
 
+  // An observation batch checked for this policy: float32 (N, obs_dim), contiguous, on the CPU.
+  ArrayArg obs_arg(py::handle obs, const char* name = "obs") const;
+
  private:
+
   Mlp actor_, critic_;
   std::vector<float> actor_storage_, critic_storage_, log_std_;  // the snapshot's parameters
   std::vector<std::vector<float>> actor_wt_, critic_wt_;

@@ -107,14 +107,13 @@ FASTPPO_CPU_CLONES void activation_backward(const float* __restrict A, int64_t c
 }
 
 // grad_W (out, in) += dZ^T X, grad_b += sum_n dZ[n]; and, when dX is given, dX (B, in) = dZ W.
-// gWT (in, out) is scratch for narrow inputs, where the transposed product vectorises better.
+// gWT (room for in * out) is scratch for narrow inputs, where the transposed product vectorises better.
 void dense_backward(const float* X, int64_t B, int64_t in, int64_t out, const float* W, const float* dZ, float* gW,
-                    float* gb, float* dX, std::vector<float>& gWT) {
+                    float* gb, float* dX, float* gWT) {
   if (in >= 8 || in >= out) {
     gemm<true>(out, in, B, dZ, 1, out, X, in, gW, in);
   } else {  // e.g. the first layer's 4 observations: (X^T dZ)^T, 64 wide instead of 4
-    gWT.resize(in * out);
-    gemm<false>(in, out, B, X, 1, in, dZ, out, gWT.data(), out);
+    gemm<false>(in, out, B, X, 1, in, dZ, out, gWT, out);
     for (int64_t o = 0; o < out; ++o)
       for (int64_t i = 0; i < in; ++i) gW[o * in + i] += gWT[i * out + o];
   }
@@ -188,10 +187,10 @@ const float* Mlp::forward(const float* X, int64_t B, const std::vector<std::vect
 
 void Mlp::backward(const float* X, int64_t B, const std::vector<std::vector<float>>& acts, const float* dOut,
                    std::vector<float>& scratch) const {
-  int64_t width = 0;
-  for (const auto& L : layers_) width = std::max(width, L.in);
-  scratch.resize(2 * B * width);
-  std::vector<float> grad_t;
+  int64_t width = 0, weights = 0;
+  for (const auto& L : layers_) width = std::max(width, L.in), weights = std::max(weights, L.in * L.out);
+  scratch.resize(2 * B * width + weights);  // two hidden-gradient buffers, then a transposed weight gradient
+  float* grad_t = scratch.data() + 2 * B * width;
   const float* dZ = dOut;  // the gradient w.r.t. layer l's output before its activation
   for (size_t l = layers_.size(); l-- > 0;) {
     const DenseLayer& L = layers_[l];

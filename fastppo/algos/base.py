@@ -11,6 +11,7 @@ One iteration (subclasses supply ``_update``)::
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import os
 import pickle
@@ -113,8 +114,7 @@ class OnPolicyAlgorithm:
         # save (10x slower training measured on a busy 2-core machine), so learn() uses one by default.
         self.torch_threads = torch_threads if torch_threads is not None else (1 if self.device.type == "cpu" else None)
         self.n_steps, self.gamma, self.gae_lambda, self.seed, self.backend = n_steps, gamma, gae_lambda, seed, backend
-        if isinstance(sde_sample_freq, bool) or not isinstance(sde_sample_freq, int):
-            raise TypeError(f"sde_sample_freq must be an int, got {type(sde_sample_freq).__name__}")
+        _check_int(sde_sample_freq, "sde_sample_freq", -1)  # <= 0: new noise once per rollout, as SB3
         self.use_sde, self.sde_sample_freq = bool(use_sde), sde_sample_freq
         self._hyperparameters = hyperparameters
         self.env, self.env_id = as_vector_env(env, num_envs, seed=seed, backend=backend)
@@ -184,18 +184,21 @@ class OnPolicyAlgorithm:
         # The built-in MLP acts natively on the CPU (one call per step instead of ~30 torch ops); the
         # torch path is its reference and runs everywhere else (backend="torch", GPUs, custom modules).
         native = policy.native_act() if self._native_policy() else None
+        # The native step's random numbers: a stream keyed by one draw from the generator per rollout.
+        seed = int(torch.randint(2**62, (), generator=self._generator)) if native is not None else None
         # On the CPU the rollout is written through numpy views (a torch __setitem__ costs ~10 us).
         rows = {f.name: getattr(r, f.name).numpy() for f in fields(r)} if self.device.type == "cpu" else None
         if native is not None and self._native_env_ok(callback):
-            self._collect_natively(native, rows)
-        elif not self._collect_steps(native, rows, callback):
+            self._collect_natively(native, seed, rows)
+        elif not self._collect_steps(native, seed, rows, callback):
             return False
         r.next_values[:-1] = r.values[1:]
         r.next_values[-1] = policy.value(self._last_obs)
         torch.where(r.truncated & ~r.terminated, r.final_values, r.next_values, out=r.next_values)
         return True
 
-    def _collect_steps(self, native, rows: dict[str, np.ndarray] | None, callback: Callback | None) -> bool:
+    def _collect_steps(self, native, seed: int | None, rows: dict[str, np.ndarray] | None,
+                       callback: Callback | None) -> bool:
         """The rollout loop, one vector step at a time; False when a callback stopped training."""
         r, spec, policy = self.rollout, self.action_spec, self.policy
 
@@ -205,8 +208,6 @@ class OnPolicyAlgorithm:
             else:
                 getattr(r, name)[t] = torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
 
-        if native is not None:
-            seed = int(torch.randint(2**62, (), generator=self._generator))
         for t in range(self.n_steps):
             obs = self._last_obs
             if native is not None:
@@ -266,11 +267,10 @@ class OnPolicyAlgorithm:
         return (isinstance(self.env, BuiltinVecEnv) and self.env.device == "cpu" and self.obs_normalizer is None
                 and self.reward_scaler is None and (callback is None or not callback.per_step()))
 
-    def _collect_natively(self, native, rows: dict[str, np.ndarray]) -> None:
-        """The loop of ``_collect`` in one native call: the same steps, numbers and bookkeeping."""
+    def _collect_natively(self, native, seed: int, rows: dict[str, np.ndarray]) -> None:
+        """The loop of ``_collect_steps`` in one native call: the same steps, numbers and bookkeeping."""
         capacity = self.n_steps * self.num_envs
         returns, lengths = np.empty(capacity, np.float64), np.empty(capacity, np.int64)
-        seed = int(torch.randint(2**62, (), generator=self._generator))
         ended, obs = self.env.collect(native, self._last_obs.numpy(), rows, returns, lengths, seed)
         self.num_timesteps += capacity
         self.episode_returns.extend(returns[:ended].tolist())
@@ -335,6 +335,11 @@ class OnPolicyAlgorithm:
 
     def _update(self, progress: float) -> dict[str, float]:
         raise NotImplementedError
+
+    @staticmethod
+    def _shared(hyperparameters: dict[str, Any]) -> dict[str, Any]:
+        """The subset of a subclass's constructor arguments that this class's constructor takes."""
+        return {k: v for k, v in hyperparameters.items() if k in _SHARED_ARGS}
 
     def _native_policy(self) -> bool:
         """Whether the native kernels run the policy: the built-in MLP where ``ActorCritic.native_ok``
@@ -473,6 +478,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise ValueError(f"checkpoint format version {ckpt['version']} is not supported by this fastppo "
                          f"(it reads version {CHECKPOINT_VERSION})")
     return ckpt
+
+
+# OnPolicyAlgorithm.__init__'s keyword arguments, which PPO and TRPO pass through unchanged.
+_SHARED_ARGS = frozenset(inspect.signature(OnPolicyAlgorithm.__init__).parameters) - {"self", "policy", "env", "hyperparameters"}
 
 
 def _check_int(value, name: str, minimum: int) -> None:

@@ -78,12 +78,7 @@ class PPO(OnPolicyAlgorithm):
         self.clip_range = make_schedule(clip_range, "clip_range")
         if not 0 < self.clip_range(1.0) < 1:
             raise ValueError(f"clip_range must be in (0, 1), got {self.clip_range(1.0)!r} at the start of training")
-        super().__init__(policy, env, learning_rate=learning_rate, n_steps=n_steps, num_envs=num_envs, gamma=gamma, gae_lambda=gae_lambda,
-                         normalize_obs=normalize_obs, normalize_reward=normalize_reward, use_sde=use_sde,
-                         sde_sample_freq=sde_sample_freq, seed=seed, device=device,
-                         backend=backend, policy_kwargs=policy_kwargs, log_dir=log_dir,
-                         tensorboard_log=tensorboard_log, torch_threads=torch_threads,
-                         hyperparameters=hyperparameters)
+        super().__init__(policy, env, hyperparameters=hyperparameters, **self._shared(hyperparameters))
         rollout_size = n_steps * self.num_envs
         if rollout_size % batch_size:
             raise ValueError(f"batch_size={batch_size} must divide the rollout size n_steps * num_envs = "
@@ -101,7 +96,7 @@ class PPO(OnPolicyAlgorithm):
         data = self.rollout.flat()
         size = data["log_probs"].shape[0]
         # The built-in MLP on the CPU updates natively (one call per epoch); the torch path below is its
-        # spec and runs everywhere else (backend="torch", GPUs, custom modules, other optimiser settings).
+        # spec and runs everywhere else (backend="torch", GPUs, custom modules, gSDE).
         native = self._native_update(data)
         epoch = self._native_epoch(native, clip) if native is not None else self._torch_epoch(data, clip)
         stats_sum, n_updates = torch.zeros(len(_STATS), dtype=torch.float64), 0

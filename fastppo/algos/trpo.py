@@ -76,12 +76,7 @@ class TRPO(OnPolicyAlgorithm):
             raise ValueError(f"line_search_shrink must be in (0, 1), got {line_search_shrink!r}")
         _check_int(n_critic_updates, "n_critic_updates", 1)
         _check_int(batch_size, "batch_size", 1)
-        super().__init__(policy, env, learning_rate=learning_rate, n_steps=n_steps, num_envs=num_envs, gamma=gamma, gae_lambda=gae_lambda,
-                         normalize_obs=normalize_obs, normalize_reward=normalize_reward, use_sde=use_sde,
-                         sde_sample_freq=sde_sample_freq, seed=seed, device=device,
-                         backend=backend, policy_kwargs=policy_kwargs, log_dir=log_dir,
-                         tensorboard_log=tensorboard_log, torch_threads=torch_threads,
-                         hyperparameters=hyperparameters)
+        super().__init__(policy, env, hyperparameters=hyperparameters, **self._shared(hyperparameters))
         for method in ("actor_parameters", "critic_parameters"):
             if not callable(getattr(self.policy, method, None)):
                 raise TypeError(f"TRPO needs the policy module to define {method}()")
