@@ -12,6 +12,7 @@
 
 #include "array_arg.h"
 #include "envs/vec_env.h"
+#include "normalize.h"
 #include "policy_act.h"
 
 namespace fastppo {
@@ -42,6 +43,27 @@ py::dict env_info(const std::string& name) {
     d["reset_defaults"] = py::make_tuple(E::kResetA, E::kResetB);
     return d;
   });
+}
+
+// A normaliser's running statistics from its Python RunningMeanStd (fastppo/algos/normalize.py):
+// mean and var are float64 CPU arrays of `dim` values, updated in place; count is read here and
+// written back by the caller (store_count) once the rollout is done.
+RunningMeanStd rms_arg(py::handle rms, const char* mean_name, const char* var_name, int64_t dim,
+                       std::vector<ArrayArg>* keep) {
+  RunningMeanStd r;
+  r.dim = dim;
+  for (const char* name : {mean_name, var_name}) {
+    ArrayArg a = array_arg(rms.attr(name == mean_name ? "mean" : "var"), name, py::none());
+    check_dtype(a, ScalarType::Float64, "float64");
+    check_contiguous(a);
+    if (a.device != DeviceType::CPU || a.numel() != dim || !a.writeable)
+      throw_value_error(std::string(name) + " must be a writeable CPU array of " + std::to_string(dim) +
+                        " values, got " + a.shape_str());
+    (name == mean_name ? r.mean : r.var) = static_cast<double*>(a.data);
+    keep->push_back(std::move(a));
+  }
+  r.count = rms.attr("count").cast<double>();
+  return r;
 }
 
 double now_seconds() {  // the clock of Python's time.perf_counter() on Linux (CLOCK_MONOTONIC)
@@ -149,13 +171,13 @@ class EnvBatch {
   // episode_returns / episode_lengths (capacity T * N). Returns how many episodes ended.
   // Box actions are clipped to [action_low, action_high] for the env (the trainer's rule, as
   // ActionSpec.to_env: the unclipped sample is what the rollout stores and scores).
+  // obs_normalizer / reward_scaler: the trainer's ObsNormalizer / RewardScaler (fastppo/algos/normalize.py)
+  // or None; their running statistics are updated in place, step by step, as the Python loop does.
   int64_t collect(const PolicyAct& policy, py::handle first_obs, py::dict rollout, py::handle episode_returns,
-                  py::handle episode_lengths, uint64_t seed, float action_low, float action_high) {
+                  py::handle episode_lengths, uint64_t seed, float action_low, float action_high,
+                  py::object obs_normalizer, py::object reward_scaler) {
     if (on_cuda_) throw_value_error("collect needs the envs on the CPU");
-    const auto [obs_dim, num_actions] = dispatch_env(p_.env, [](auto env) {
-      using E = decltype(env);
-      return std::make_pair(int64_t(E::kObsDim), int64_t(E::kNumActions));
-    });
+    const auto [obs_dim, num_actions] = obs_dim_and_num_actions();
     const std::string env = env_name(p_.env);
     if (policy.obs_dim() != obs_dim)
       throw_value_error("the policy takes " + std::to_string(policy.obs_dim()) + " observations, " + env + " gives " +
@@ -210,15 +232,69 @@ class EnvBatch {
     double* ep_returns = static_cast<double*>(ep_r.data);
     int64_t* ep_lengths = static_cast<int64_t*>(ep_l.data);
     const float* first_rows = static_cast<const float*>(first.data);
+    std::optional<ObsNormalizer> obs_norm;
+    std::optional<RewardScaler> reward_norm;
+    std::vector<ArrayArg> norm_arrays;
+    if (!obs_normalizer.is_none()) {
+      obs_norm.emplace();
+      obs_norm->rms = rms_arg(obs_normalizer.attr("rms"), "obs_normalizer.rms.mean", "obs_normalizer.rms.var",
+                              obs_dim, &norm_arrays);
+      obs_norm->clip = obs_normalizer.attr("clip").cast<double>();
+      obs_norm->eps = obs_normalizer.attr("eps").cast<double>();
+    }
+    if (!reward_scaler.is_none()) {
+      reward_norm.emplace();
+      reward_norm->rms = rms_arg(reward_scaler.attr("rms"), "reward_scaler.rms.mean", "reward_scaler.rms.var", 1,
+                                 &norm_arrays);
+      ArrayArg ret = array_arg(reward_scaler.attr("returns"), "reward_scaler.returns", py::none());
+      check_dtype(ret, ScalarType::Float64, "float64");
+      check_contiguous(ret);
+      if (ret.device != DeviceType::CPU || ret.shape != std::vector<int64_t>{N} || !ret.writeable)
+        throw_value_error("reward_scaler.returns must be a writeable CPU array of shape (" + std::to_string(N) +
+                          ",), got " + ret.shape_str());
+      reward_norm->returns = static_cast<double*>(ret.data);
+      norm_arrays.push_back(std::move(ret));
+      reward_norm->gamma = reward_scaler.attr("gamma").cast<double>();
+      reward_norm->clip = reward_scaler.attr("clip").cast<double>();
+      reward_norm->eps = reward_scaler.attr("eps").cast<double>();
+    }
 
-    py::gil_scoped_release nogil;
+    int64_t ended = 0;
+    {
+      py::gil_scoped_release nogil;
+      ended = collect_steps(policy, T, first_rows, obs, actions, log_probs, values, dist_params, rewards, terminated,
+                            truncated, final_values, ep_returns, ep_lengths, seed, action_low, action_high,
+                            obs_norm ? &*obs_norm : nullptr, reward_norm ? &*reward_norm : nullptr);
+    }
+    if (obs_norm) obs_normalizer.attr("rms").attr("count") = obs_norm->rms.count;
+    if (reward_norm) reward_scaler.attr("rms").attr("count") = reward_norm->rms.count;
+    return ended;
+  }
+
+ private:
+  std::pair<int64_t, int64_t> obs_dim_and_num_actions() const {
+    return dispatch_env(p_.env, [](auto env) {
+      using E = decltype(env);
+      return std::make_pair(int64_t(E::kObsDim), int64_t(E::kNumActions));
+    });
+  }
+
+  // collect's loop, without the GIL, on checked buffers.
+  int64_t collect_steps(const PolicyAct& policy, int64_t T, const float* first_rows, float* obs, void* actions,
+                        float* log_probs, float* values, float* dist_params, float* rewards, uint8_t* terminated,
+                        uint8_t* truncated, float* final_values, double* ep_returns, int64_t* ep_lengths,
+                        uint64_t seed, float action_low, float action_high, ObsNormalizer* obs_norm,
+                        RewardScaler* reward_norm) {
+    const int64_t N = p_.N;
+    const auto [obs_dim, num_actions] = obs_dim_and_num_actions();
     int64_t ended = 0;
     std::vector<float> final_rows(N * obs_dim), final_v(N);
+    std::vector<float> current(first_rows, first_rows + N * obs_dim);  // the policy's input, normalised
     std::vector<int64_t> bootstrap(N);
     std::vector<float> env_actions(num_actions > 0 ? 0 : N);
     for (int64_t t = 0; t < T; ++t) {
       float* o = obs + t * N * obs_dim;
-      std::copy(t == 0 ? first_rows : p_.obs, (t == 0 ? first_rows : p_.obs) + N * obs_dim, o);
+      std::copy(current.begin(), current.end(), o);
       void* a = num_actions > 0 ? static_cast<void*>(static_cast<int64_t*>(actions) + t * N)
                                 : static_cast<void*>(static_cast<float*>(actions) + t * N);
       policy.act_rows(o, N, a, log_probs + t * N, values + t * N, dist_params + t * N * policy.n_params(), seed,
@@ -237,7 +313,10 @@ class EnvBatch {
       args.action_stride = 1;
       args.now = now_seconds();
       envs_step_cpu(p_, args);
-      std::copy(p_.rewards, p_.rewards + N, rewards + t * N);
+      if (reward_norm)
+        reward_norm->apply(p_.rewards, p_.terminated, p_.truncated, N, rewards + t * N);
+      else
+        std::copy(p_.rewards, p_.rewards + N, rewards + t * N);
       std::copy(p_.terminated, p_.terminated + N, terminated + t * N);
       std::copy(p_.truncated, p_.truncated + N, truncated + t * N);
       int64_t n_boot = 0;
@@ -252,14 +331,20 @@ class EnvBatch {
         }
       }
       if (n_boot) {  // the time limit is not the end of the task: V(true final observation)
+        if (obs_norm) obs_norm->apply(final_rows.data(), n_boot, final_rows.data());  // statistics before this step's
         policy.value_rows(final_rows.data(), n_boot, final_v.data());
         for (int64_t k = 0; k < n_boot; ++k) final_values[t * N + bootstrap[k]] = final_v[k];
+      }
+      if (obs_norm) {
+        obs_norm->rms.update(p_.obs, N);
+        obs_norm->apply(p_.obs, N, current.data());
+      } else {
+        std::copy(p_.obs, p_.obs + N * obs_dim, current.begin());
       }
     }
     return ended;
   }
 
- private:
   // Runs cpu() on the CPU or cuda(stream) on the GPU, without the GIL; returns cpu()'s value, -1 on CUDA.
   template <typename Cpu, typename Cuda>
   int64_t run(py::handle stream, Cpu&& cpu, Cuda&& cuda) const {
@@ -335,6 +420,7 @@ void bind_envs(py::module_& m) {
       .def("collect", &EnvBatch::collect, py::arg("policy"), py::arg("first_obs"), py::arg("rollout"),
            py::arg("episode_returns"), py::arg("episode_lengths"), py::arg("seed"), py::arg("action_low") = 0.f,
            py::arg("action_high") = 0.f,
+           py::arg("obs_normalizer") = py::none(), py::arg("reward_scaler") = py::none(),
            "A whole rollout driven by a PolicyAct, natively; returns the number of episodes that ended.");
 }
 

@@ -259,19 +259,19 @@ class OnPolicyAlgorithm:
         return True
 
     def _native_env_ok(self, callback: Callback | None) -> bool:
-        """Whether the whole rollout can run natively (EnvBatch.collect): a built-in env on the CPU and
-        nothing to do in Python per step (no observation normalisation, no reward scaling, no callback
-        that overrides on_step)."""
+        """Whether the whole rollout can run natively (EnvBatch.collect, normalisers included): a built-in
+        env on the CPU and no callback that overrides on_step (Python work per step)."""
         from fastppo.envs.builtin import BuiltinVecEnv
 
-        return (isinstance(self.env, BuiltinVecEnv) and self.env.device == "cpu" and self.obs_normalizer is None
-                and self.reward_scaler is None and (callback is None or not callback.per_step()))
+        return (isinstance(self.env, BuiltinVecEnv) and self.env.device == "cpu"
+                and (callback is None or not callback.per_step()))
 
     def _collect_natively(self, native, seed: int, rows: dict[str, np.ndarray]) -> None:
         """The loop of ``_collect_steps`` in one native call: the same steps, numbers and bookkeeping."""
         capacity = self.n_steps * self.num_envs
         returns, lengths = np.empty(capacity, np.float64), np.empty(capacity, np.int64)
-        ended, obs = self.env.collect(native, self._last_obs.numpy(), rows, returns, lengths, seed)
+        ended, obs = self.env.collect(native, self._last_obs.numpy(), rows, returns, lengths, seed,
+                                      self.obs_normalizer, self.reward_scaler)
         self.num_timesteps += capacity
         self.episode_returns.extend(returns[:ended].tolist())
         self.episode_lengths.extend(lengths[:ended].tolist())

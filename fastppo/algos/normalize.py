@@ -6,7 +6,9 @@ import numpy as np
 
 
 class RunningMeanStd:
-    """Mean and variance of a stream of batches (Chan et al.'s parallel update), in float64."""
+    """Mean and variance of a stream of batches (Chan et al.'s parallel update), in float64.
+
+    The native rollout (csrc/normalize.h) runs the same update on ``mean`` and ``var`` in place."""
 
     def __init__(self, shape: tuple[int, ...] = ()):
         self.mean = np.zeros(shape, np.float64)
@@ -14,6 +16,7 @@ class RunningMeanStd:
         self.count = 1e-4  # as SB3: avoids dividing by zero before the first batch
 
     def update(self, batch: np.ndarray) -> None:
+        batch = np.asarray(batch, np.float64)  # float32 observations: batch statistics in float64 too
         b_mean, b_var, b_count = batch.mean(0), batch.var(0), batch.shape[0]
         delta = b_mean - self.mean
         total = self.count + b_count
