@@ -8,14 +8,14 @@
 namespace fastppo {
 namespace {
 
-// Envs per thread: about 100 us of work per part. Waking a worker costs microseconds on an idle
-// machine but can cost far more on a busy one (the static split then waits for the late worker), so
-// only batches that long are split. A step costs about 50 ns (libm's sin/cos and gymnasium's divisions,
-// which must stay divisions to round alike), Acrobot's four RK4 stages about half a microsecond.
+// Envs per thread: at least a few microseconds of work per part. The pool's workers spin between
+// back-to-back jobs (parallel.cpp), so a split costs well under a microsecond when steps follow each
+// other; a CartPole step costs about 50 ns (libm's sin/cos and gymnasium's divisions, which must stay
+// divisions to round alike), Acrobot's four RK4 stages about half a microsecond.
 template <typename E>
-constexpr int64_t kGrain = 2048;
+constexpr int64_t kGrain = 128;
 template <>
-constexpr int64_t kGrain<Acrobot> = 256;
+constexpr int64_t kGrain<Acrobot> = 32;
 
 }  // namespace
 

@@ -13,7 +13,7 @@ namespace fastppo {
 namespace {
 
 constexpr int64_t kChunk = 8192;             // samples per partial sum
-constexpr int64_t kMinChunksPerThread = 8;  // 64K samples per thread at least: threads from 128K up
+constexpr int64_t kMinChunksPerThread = 4;  // 32K samples per thread at least: threads from 64K up
 
 using Sums = std::array<double, kNumSums>;
 
