@@ -32,10 +32,18 @@ struct CartPole {
     for (int k = 0; k < 4; ++k) s[k] = rng.uniform(low, high);
   }
 
-  FASTPPO_HD static double step(double* s, int64_t action, bool* terminated) {
+  // The step in two parts: the libm calls (sin and cos of the pole angle), then the algebra. The CPU
+  // loop runs the first over a block of envs and the second as a loop the compiler vectorises
+  // (vector divisions round exactly as scalar ones; cpu/envs_cpu.cpp); step() is the two in sequence.
+  struct Trig {
+    double sin, cos;
+  };
+  FASTPPO_HD static Trig trig(const double* s) { return {sin(s[2]), cos(s[2])}; }
+
+  FASTPPO_HD static double advance(double* s, int64_t action, Trig t, bool* terminated) {
     double x = s[0], x_dot = s[1], theta = s[2], theta_dot = s[3];
     const double force = action == 1 ? kForceMag : -kForceMag;
-    const double costheta = cos(theta), sintheta = sin(theta);
+    const double costheta = t.cos, sintheta = t.sin;
     const double temp = (force + kPoleMassLength * (theta_dot * theta_dot) * sintheta) / kTotalMass;
     const double thetaacc = (kGravity * sintheta - costheta * temp) /
                             (kLength * (4.0 / 3.0 - kMassPole * (costheta * costheta) / kTotalMass));
@@ -45,8 +53,13 @@ struct CartPole {
     theta = theta + kTau * theta_dot;
     theta_dot = theta_dot + kTau * thetaacc;
     s[0] = x, s[1] = x_dot, s[2] = theta, s[3] = theta_dot;
-    *terminated = x < -kXThreshold || x > kXThreshold || theta < -kThetaThreshold || theta > kThetaThreshold;
+    // `|`, not `||`: no branches, so the CPU loop vectorises
+    *terminated = (x < -kXThreshold) | (x > kXThreshold) | (theta < -kThetaThreshold) | (theta > kThetaThreshold);
     return 1.0;
+  }
+
+  FASTPPO_HD static double step(double* s, int64_t action, bool* terminated) {
+    return advance(s, action, trig(s), terminated);
   }
 
   FASTPPO_HD static void observe(const double* s, float* obs) {

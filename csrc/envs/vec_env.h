@@ -102,33 +102,50 @@ FASTPPO_HD void env_reset_one(const EnvBatchParams& p, const EnvResetArgs& r, in
   p.start_time[i] = r.now;
 }
 
-// Steps env i; returns whether its episode ended (it has then been reset).
+// After env i's physics step, what every env does whether or not its episode ended: the time limit,
+// the outputs, the running episode statistics and the observation. Branch-free, so a CPU loop over
+// envs vectorises it. Returns whether the episode ended: env_end_episode must then follow.
 template <typename E>
-FASTPPO_HD bool env_step_one(const EnvBatchParams& p, const EnvStepArgs& a, int64_t i) {
-  double* s = p.state + i * E::kStateDim;
-  bool terminated = false;
-  const double reward = E::step(s, env_action<E>(a, i), &terminated);
+FASTPPO_HD bool env_record_step(const EnvBatchParams& p, int64_t i, double reward, uint8_t terminated) {
+  // Flags as 64-bit integers rather than bools: GCC's vectoriser cannot mix bool masks of different widths.
   const int64_t length = ++p.elapsed[i];
-  const bool truncated = length >= E::kMaxEpisodeSteps;  // gymnasium's TimeLimit: may coincide with terminated
-  const bool done = terminated || truncated;
+  const int64_t truncated = length >= E::kMaxEpisodeSteps ? 1 : 0;  // gymnasium's TimeLimit: may coincide
+  const int64_t done = int64_t(terminated) | truncated;              // with terminated (0 or 1)
   const double ret = p.running_return[i] + reward;
   p.rewards[i] = float(reward);
   p.terminated[i] = terminated;
-  p.truncated[i] = truncated;
+  p.truncated[i] = uint8_t(truncated);
   p.episode_r[i] = done ? ret : 0.0;
   p.episode_l[i] = done ? length : 0;
-  p.episode_t[i] = done ? round6(a.now - p.start_time[i]) : 0.0;
-  if (done) {
-    E::observe(s, p.final_obs + i * E::kObsDim);
-    EnvRng stream{p.rng + 2 * i};
-    E::reset(s, stream, E::kResetA, E::kResetB);  // autoreset uses the default distribution, as gymnasium's
-    p.elapsed[i] = 0;
-    p.running_return[i] = 0;
-    p.start_time[i] = a.now;
-  } else {
-    p.running_return[i] = ret;
-  }
-  E::observe(s, p.obs + i * E::kObsDim);
+  p.episode_t[i] = 0.0;  // env_end_episode writes the time of an episode that ended
+  p.running_return[i] = ret;
+  E::observe(p.state + i * E::kStateDim, p.obs + i * E::kObsDim);
+  return done != 0;
+}
+
+// Env i's episode ended this step: keep its final observation and episode time, then autoreset it
+// (SAME_STEP: the observation returned is the new episode's first).
+template <typename E>
+FASTPPO_HD void env_end_episode(const EnvBatchParams& p, const EnvStepArgs& a, int64_t i) {
+  double* s = p.state + i * E::kStateDim;
+  float* obs = p.obs + i * E::kObsDim;
+  for (int k = 0; k < E::kObsDim; ++k) p.final_obs[i * E::kObsDim + k] = obs[k];
+  p.episode_t[i] = round6(a.now - p.start_time[i]);
+  EnvRng stream{p.rng + 2 * i};
+  E::reset(s, stream, E::kResetA, E::kResetB);  // autoreset uses the default distribution, as gymnasium's
+  p.elapsed[i] = 0;
+  p.running_return[i] = 0;
+  p.start_time[i] = a.now;
+  E::observe(s, obs);
+}
+
+// Steps env i; returns whether its episode ended (it has then been reset).
+template <typename E>
+FASTPPO_HD bool env_step_one(const EnvBatchParams& p, const EnvStepArgs& a, int64_t i) {
+  bool terminated = false;
+  const double reward = E::step(p.state + i * E::kStateDim, env_action<E>(a, i), &terminated);
+  const bool done = env_record_step<E>(p, i, reward, terminated);
+  if (done) env_end_episode<E>(p, a, i);
   return done;
 }
 
