@@ -1,7 +1,8 @@
 """Vector-env stepping speed: fastppo's built-in envs against gymnasium's SyncVectorEnv,
 AsyncVectorEnv, gymnasium's numpy-vectorised entry point, EnvPool (sync mode, if installed) and a raw
-single-env ``env.step`` loop, all in one run. A script rather than pytest-benchmark so that every
-peer lands in one table. Never run in CI.
+single-env ``env.step`` loop, all in one run; for CartPole also fastppo's opt-in ``fast_math`` step
+(not bit-exact with gymnasium). A script rather than pytest-benchmark so that every peer lands in one
+table. Never run in CI.
 
     flock /tmp/fastppo-bench.lock python bench/bench_envs.py [--seconds 0.5] [--out FILE]
 
@@ -93,6 +94,10 @@ def peers(env_id, n, seconds, rounds):
     steppers["fastppo"] = vector_env_stepper(fastppo.make_vec_env(env_id, n, seed=0), n)
     if n >= 256:  # below twice fastppo's per-thread grain (128 envs, 256 for CartPole) the batch runs on one thread
         steppers["fastppo 1 thread"] = vector_env_stepper(fastppo.make_vec_env(env_id, n, seed=0), n)
+    if env_id == "CartPole-v1":  # the one env with an opt-in fast-math step (not bit-exact with gymnasium)
+        steppers["fastppo fast_math"] = vector_env_stepper(fastppo.make_vec_env(env_id, n, seed=0, fast_math=True), n)
+    else:
+        out["fastppo fast_math"] = "n/a"
     steppers["gym sync"] = vector_env_stepper(
         gym.make_vec(env_id, n, vectorization_mode="sync", vector_kwargs=same_step), n)
     if n <= ASYNC_MAX_ENVS:
@@ -139,7 +144,8 @@ def main():
     args = parser.parse_args()
     lines = [f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, fastppo threads "
              f"{fastppo.get_num_threads()}, gymnasium {gym.__version__}, numpy {np.__version__}", ""]
-    cols = ["fastppo", "fastppo 1 thread", "gym env.step", "gym sync", "gym async", "gym numpy-vec", "envpool"]
+    cols = ["fastppo", "fastppo 1 thread", "fastppo fast_math", "gym env.step", "gym sync", "gym async",
+            "gym numpy-vec", "envpool"]
     ratios = ["fastppo / numpy-vec", "fastppo / envpool", "fastppo / env.step"]
     lines.append("| env | N | " + " | ".join(cols + ratios) + " |")
     lines.append("|---" * (len(cols) + 5) + "|")

@@ -7,6 +7,8 @@
 
 #include <chrono>
 #include <cmath>
+#include <limits>
+#include <type_traits>
 #include <optional>
 #include <string>
 
@@ -66,6 +68,35 @@ RunningMeanStd rms_arg(py::handle rms, const char* mean_name, const char* var_na
   return r;
 }
 
+// Whether env `id` has the CPU fast-math step (a physics split into E::trig / E::advance, cpu/envs_cpu.cpp).
+bool has_fast_math(EnvId id) {
+  return dispatch_env(id, [](auto env) { return kSplitStep<decltype(env)>; });
+}
+
+// Whether all n actions are in {0, ..., num_actions - 1} (num_actions > 0) or finite (Box actions).
+// Branch-free loops in an AVX2 clone: this check runs on the calling thread, before the step splits.
+template <typename T>
+FASTPPO_CPU_CLONES bool none_bad(const T* x, int64_t stride, int64_t n, int64_t num_actions) {
+  int64_t bad = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = x[i * stride];
+    if constexpr (std::is_integral_v<T>)
+      bad |= (v < 0) | (v >= num_actions);
+    else
+      bad |= !(std::fabs(v) <= std::numeric_limits<T>::max());  // NaN and infinities
+  }
+  return bad == 0;
+}
+
+bool actions_valid(const void* data, ScalarType dtype, int64_t stride, int64_t n, int64_t num_actions) {
+  switch (dtype) {
+    case ScalarType::Int32: return none_bad(static_cast<const int32_t*>(data), stride, n, num_actions);
+    case ScalarType::Int64: return none_bad(static_cast<const int64_t*>(data), stride, n, num_actions);
+    case ScalarType::Float32: return none_bad(static_cast<const float*>(data), stride, n, num_actions);
+    default: return none_bad(static_cast<const double*>(data), stride, n, num_actions);
+  }
+}
+
 double now_seconds() {  // the clock of Python's time.perf_counter() on Linux (CLOCK_MONOTONIC)
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -81,9 +112,13 @@ constexpr bool kWithCuda = false;  // the constructor refuses CUDA buffers, so E
 class EnvBatch {
  public:
   // to_array: called on CPU actions that are not numpy arrays (torch tensors, lists) to get one.
-  EnvBatch(const std::string& env_id, int64_t num_envs, py::dict buffers, py::object to_array)
+  EnvBatch(const std::string& env_id, int64_t num_envs, py::dict buffers, py::object to_array, bool fast_math)
       : to_array_(std::move(to_array)) {
     p_.env = parse_env_id(env_id);
+    p_.fast_math = fast_math;
+    if (fast_math && !has_fast_math(p_.env))
+      throw_value_error("fast_math=True is available for " + std::string(env_name(EnvId::CartPole)) + " only, got '" +
+                        env_id + "'");
     if (num_envs < 1) throw_value_error("num_envs must be >= 1, got " + std::to_string(num_envs));
     p_.N = num_envs;
     const auto [state_dim, obs_dim] = dispatch_env(p_.env, [](auto env) {
@@ -123,6 +158,8 @@ class EnvBatch {
     on_cuda_ = bufs_.front().device == DeviceType::CUDA;
     device_ = bufs_.front();
     if (on_cuda_ && !kWithCuda) throw_built_without_cuda("the env buffers are CUDA arrays", "device='cpu'");
+    if (on_cuda_ && fast_math)
+      throw_value_error("fast_math=True is for CPU envs (the GPU's sin and cos are its own), got CUDA buffers");
   }
 
   // Steps every env with `actions`; returns how many episodes ended (-1 on CUDA, where counting
@@ -378,7 +415,8 @@ class EnvBatch {
     a->action_dtype = act.dtype;
     a->action_stride = act.strides[0];
     if (act.device == DeviceType::CUDA) return;  // values are checked by the Python wrapper on the GPU
-    for (int64_t i = 0; i < p_.N; ++i) {
+    if (actions_valid(act.data, act.dtype, act.strides[0], p_.N, n)) return;
+    for (int64_t i = 0; i < p_.N; ++i) {  // find the first bad action, for the message
       const int64_t at = i * a->action_stride;
       if (n > 0) {
         const int64_t v = act.dtype == ScalarType::Int32 ? static_cast<const int32_t*>(act.data)[at]
@@ -411,8 +449,8 @@ void bind_envs(py::module_& m) {
   m.attr("env_ids") = ids;
   m.def("env_info", &env_info, py::arg("env_id"), "Dimensions, action count and time limit of a built-in env.");
   py::class_<EnvBatch>(m, "EnvBatch", "N copies of a built-in env stepping in caller-provided buffers.")
-      .def(py::init<const std::string&, int64_t, py::dict, py::object>(), py::arg("env_id"), py::arg("num_envs"),
-           py::arg("buffers"), py::arg("to_array") = py::none())
+      .def(py::init<const std::string&, int64_t, py::dict, py::object, bool>(), py::arg("env_id"),
+           py::arg("num_envs"), py::arg("buffers"), py::arg("to_array") = py::none(), py::arg("fast_math") = false)
       .def("step", &EnvBatch::step, py::arg("actions"), py::arg("stream") = py::none(),
            "Step all envs (SAME_STEP autoreset); returns the number of episodes that ended (-1 on CUDA).")
       .def("reset", &EnvBatch::reset, py::arg("seed"), py::arg("mask"), py::arg("a"), py::arg("b"),

@@ -157,6 +157,49 @@ def test_long_runs_agree_without_resync(env_id, steps):
         env.set_state(state)
 
 
+def test_fast_math_cartpole_agrees_with_gymnasium_to_rounding():
+    """fast_math=True replaces libm's sin/cos by polynomials within 1 ulp of them, so one step from
+    gymnasium's state lands within a few ulp of gymnasium's next state (rtol 1e-13 covers the ulp of
+    sin/cos carried through CartPole's few float64 operations), with the same rewards and flags. 5% of
+    the time the state first jumps to a random one, angles up to 3 rad included: beyond pi/4 the
+    polynomials hand over to libm. The same inputs through the default (exact) env differ in a few
+    last bits (the polynomials usually round to libm's very value), so fast math really ran."""
+    n, steps = 8, 1000
+    rng = np.random.default_rng(5)
+    refs = [gym.make("CartPole-v1", disable_env_checker=True) for _ in range(n)]
+    for k, ref in enumerate(refs):
+        ref.reset(seed=k)
+    fast = fastppo.make_vec_env("CartPole-v1", n, seed=0, fast_math=True)
+    exact = fastppo.make_vec_env("CartPole-v1", n, seed=0)
+    fast.reset(), exact.reset()
+    differs = 0
+    for _ in range(steps):
+        for ref in refs:
+            if rng.random() < 0.05:
+                ref.unwrapped.state = rng.uniform([-2.6, -3, -3, -3], [2.6, 3, 3, 3])
+        state = np.stack([gym_state(r, "CartPole-v1") for r in refs])
+        elapsed = np.array([r._elapsed_steps for r in refs])
+        actions = rng.integers(0, 2, size=n)
+        for env in (fast, exact):
+            env.set_state(state, elapsed=elapsed)
+            env.step(actions)
+        # the state after the step, before any autoreset: our final_obs is float32, so compare the
+        # float64 state that produced it (the exact env's equals gymnasium's bit for bit)
+        fast_state, exact_state = fast.get_state(), exact.get_state()
+        for i, ref in enumerate(refs):
+            _, r_rew, r_te, r_tr, _ = ref.step(actions[i])
+            assert (bool(fast._buffers["terminated"][i]), bool(fast._buffers["truncated"][i])) == (r_te, r_tr)
+            assert fast._buffers["rewards"][i] == np.float32(r_rew)
+            if r_te or r_tr:  # both envs autoreset from the same stream: compare the fresh states instead
+                np.testing.assert_array_equal(fast_state[i], exact_state[i])
+                ref.reset(seed=int(rng.integers(2**31)))
+            else:
+                np.testing.assert_allclose(fast_state[i], gym_state(ref, "CartPole-v1"), rtol=1e-13, atol=1e-15)
+                np.testing.assert_array_equal(exact_state[i], gym_state(ref, "CartPole-v1"))
+                differs += not np.array_equal(fast_state[i], exact_state[i])
+    assert differs > 0
+
+
 # -- distributions ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_initial_state_distribution_matches_gymnasium(env_id):
@@ -271,8 +314,8 @@ def test_truncation_at_gymnasium_time_limit(env_id):
 
 
 # -- seeding and threads ----------------------------------------------------------------------------
-def _trajectory(env_id, n, seed, steps=200, action_seed=0):
-    env = fastppo.make_vec_env(env_id, n, seed=seed)
+def _trajectory(env_id, n, seed, steps=200, action_seed=0, fast_math=False):
+    env = fastppo.make_vec_env(env_id, n, seed=seed, fast_math=fast_math)
     env.reset()
     rng = np.random.default_rng(action_seed)
     return rollout(env, [random_actions(env.single_action_space, n, rng) for _ in range(steps)])
@@ -311,14 +354,14 @@ def test_env_streams_do_not_depend_on_num_envs():
         np.testing.assert_array_equal(te10[:3], te3)
 
 
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1"])
-def test_results_do_not_depend_on_thread_count(env_id):
+@pytest.mark.parametrize("env_id,fast_math", [("CartPole-v1", False), ("Acrobot-v1", False), ("CartPole-v1", True)])
+def test_results_do_not_depend_on_thread_count(env_id, fast_math):
     n = 9000  # above the per-thread grain, so the batch really splits
     runs = []
     try:
         for threads in (1, 2, 3):
             fastppo.set_num_threads(threads)
-            runs.append(_trajectory(env_id, n, 11, steps=40))
+            runs.append(_trajectory(env_id, n, 11, steps=40, fast_math=fast_math))
     finally:
         fastppo.set_num_threads(0)
     _assert_same(runs[0], runs[1])
@@ -409,6 +452,11 @@ def test_out_of_range_continuous_actions_are_clipped_like_gymnasium():
     (dict(env_id="CartPole-v1", num_envs=2, backend="numba"), ValueError, "not a registered Numba env"),
     (dict(env_id="CartPole-v1", num_envs=2, backend="cuda"), ValueError, "backend 'cuda' needs a CUDA device"),
     (dict(env_id="CartPole-v1", num_envs=2, seed=-1), TypeError, "seed must be None or an int"),
+    (dict(env_id="CartPole-v1", num_envs=2, fast_math=1), TypeError, "fast_math must be a bool, got int"),
+    (dict(env_id="Pendulum-v1", num_envs=2, fast_math=True), ValueError,
+     "fast_math=True is available for CartPole-v1 only, got 'Pendulum-v1'"),
+    (dict(env_id="CartPole-v1", num_envs=2, fast_math=True, backend="sync"), ValueError,
+     "fast_math=True is for the built-in envs on the CPU \\(backend 'cpp'\\), got backend 'sync'"),
 ])
 def test_bad_make_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):

@@ -2,8 +2,9 @@
 // env i always runs the same code on its own RNG stream whatever the thread count.
 #include <algorithm>
 #include <atomic>
-#include <type_traits>
+#include <cmath>
 
+#include "envs/fast_trig.h"
 #include "envs/vec_env.h"
 #include "parallel.h"
 
@@ -21,14 +22,10 @@ constexpr int64_t kGrain<CartPole> = 256;  // ~30 ns a step: 256 envs measured n
 template <>
 constexpr int64_t kGrain<Acrobot> = 32;
 
-// Envs whose physics splits into libm calls and algebra (E::trig, E::advance): a block at a time, the
-// calls first, then the algebra and the bookkeeping as loops over the block that the compiler
-// vectorises, then the autoresets. The same operations on the same values as env_step_one, so the
-// same bits.
-template <typename E, typename = void>
-constexpr bool kSplitStep = false;
-template <typename E>
-constexpr bool kSplitStep<E, std::void_t<typename E::Trig>> = true;
+// Envs whose physics splits into libm calls and algebra (kSplitStep): a block at a time, the calls
+// first, then the algebra and the bookkeeping as loops over the block that the compiler vectorises,
+// then the autoresets. The same operations on the same values as env_step_one, so the same bits
+// (with fast_math, the same operations on sin/cos values within 1 ulp of libm's).
 
 template <typename E>
 FASTPPO_CPU_CLONES int64_t step_range_split(const EnvBatchParams& params, const EnvStepArgs& a, int64_t b,
@@ -45,9 +42,22 @@ FASTPPO_CPU_CLONES int64_t step_range_split(const EnvBatchParams& params, const 
   for (int64_t b0 = b; b0 < e; b0 += kBlock) {
     const int64_t m = std::min(kBlock, e - b0);
     double* __restrict state = p.state + b0 * E::kStateDim;
-    for (int64_t i = 0; i < m; ++i) {
-      trig[i] = E::trig(state + i * E::kStateDim);
-      action[i] = env_action<E>(a, b0 + i);
+    for (int64_t i = 0; i < m; ++i) action[i] = env_action<E>(a, b0 + i);
+    if (p.fast_math) {
+      int64_t out_of_range = 0;
+      for (int64_t i = 0; i < m; ++i) {
+        const double x = E::angle(state + i * E::kStateDim);
+        trig[i].sin = fast_sin(x);
+        trig[i].cos = fast_cos(x);
+        out_of_range |= std::fabs(x) <= kFastTrigMax ? 0 : 1;
+      }
+      if (out_of_range)  // outside the polynomials' range (rare: CartPole terminates at 0.21 rad): libm
+        for (int64_t i = 0; i < m; ++i) {
+          const double* s = state + i * E::kStateDim;
+          if (!(std::fabs(E::angle(s)) <= kFastTrigMax)) trig[i] = E::trig(s);
+        }
+    } else {
+      for (int64_t i = 0; i < m; ++i) trig[i] = E::trig(state + i * E::kStateDim);
     }
     for (int64_t i = 0; i < m; ++i) {
       bool t;

@@ -38,7 +38,8 @@ struct CartPole {
   struct Trig {
     double sin, cos;
   };
-  FASTPPO_HD static Trig trig(const double* s) { return {sin(s[2]), cos(s[2])}; }
+  FASTPPO_HD static double angle(const double* s) { return s[2]; }  // the argument of trig's sin and cos
+  FASTPPO_HD static Trig trig(const double* s) { return {sin(angle(s)), cos(angle(s))}; }
 
   FASTPPO_HD static double advance(double* s, int64_t action, Trig t, bool* terminated) {
     double x = s[0], x_dot = s[1], theta = s[2], theta_dot = s[3];

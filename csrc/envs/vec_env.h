@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cmath>
+#include <type_traits>
 
 #include "envs/acrobot.h"
 #include "envs/cartpole.h"
@@ -30,6 +31,14 @@ decltype(auto) dispatch_env(EnvId id, Fn&& fn) {
   return fn(CartPole{});
 }
 
+// Whether env E's physics splits into libm calls and algebra: E::Trig, E::angle (the argument of the
+// sin and cos), E::trig and E::advance, with E::step = advance(trig). The CPU steps such envs a block
+// at a time (cpu/envs_cpu.cpp), and only they offer fast_math.
+template <typename E, typename = void>
+constexpr bool kSplitStep = false;
+template <typename E>
+constexpr bool kSplitStep<E, std::void_t<typename E::Trig>> = true;
+
 // Every buffer of a batch of N envs, all contiguous and on one device. The binding validates them.
 struct EnvBatchParams {
   EnvId env = EnvId::CartPole;
@@ -52,6 +61,9 @@ struct EnvBatchParams {
   int64_t* elapsed = nullptr;
   double* running_return = nullptr;
   double* start_time = nullptr;
+  // Opt-in fast math (CPU, envs with a split step): sin/cos as vectorised polynomials (envs/fast_trig.h)
+  // instead of libm's, within 1 ulp of them but not bit-exact with gymnasium.
+  bool fast_math = false;
 };
 
 // One step's inputs: actions (int32/int64 (N,) for discrete envs, float32/float64 (N, 1) otherwise;

@@ -40,9 +40,15 @@ class BuiltinVecEnv(BufferedVecEnv):
     The physics state (``get_state``) is gymnasium's ``env.unwrapped.state`` in float64; for
     MountainCarContinuous-v0 a third column is 1 when gymnasium would hold the state as float32 (after
     a step; its arithmetic then runs in float32) and 0 after a reset.
+
+    ``fast_math=True`` (CPU, CartPole-v1 only) computes the pole angle's sine and cosine with
+    vectorised polynomials within 1 ulp of libm's instead of libm's scalar calls: about twice the
+    steps per second at large ``num_envs``, at the price of gymnasium's bit-exact dynamics (states
+    agree to ~1e-15 relative per step, and trajectories drift apart as chaotic dynamics do).
     """
 
-    def __init__(self, env_id: str, num_envs: int, *, seed: int | None = None, device: str = "cpu"):
+    def __init__(self, env_id: str, num_envs: int, *, seed: int | None = None, device: str = "cpu",
+                 fast_math: bool = False):
         info = _core.env_info(env_id)
         obs_space, act_space, option_names = BUILTIN_SPACES[env_id]
         super().__init__(env_id=env_id, num_envs=num_envs, single_observation_space=obs_space,
@@ -51,7 +57,8 @@ class BuiltinVecEnv(BufferedVecEnv):
                          reset_options=dict(zip(option_names, info["reset_defaults"])), seed=seed, device=device)
         self._num_actions = info["num_actions"]
         to_array = functools.partial(_host_array, name="actions")
-        self._batch = _core.EnvBatch(env_id, self.num_envs, self._buffers, to_array)
+        self._batch = _core.EnvBatch(env_id, self.num_envs, self._buffers, to_array, fast_math)
+        self.fast_math = fast_math
 
     def collect(self, policy, first_obs: np.ndarray, rollout: dict[str, np.ndarray], episode_returns: np.ndarray,
                 episode_lengths: np.ndarray, seed: int, obs_normalizer=None, reward_scaler=None

@@ -14,7 +14,7 @@ ENV_BACKENDS = ("auto", "cpp", "cuda", "numba", "gymnasium", "vector_entry_point
 
 
 def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device: str = "cpu",
-                 backend: str = "auto"):
+                 backend: str = "auto", fast_math: bool = False):
     """``num_envs`` copies of ``env_id`` as one :class:`gymnasium.vector.VectorEnv` in SAME_STEP autoreset mode.
 
     Built-in ids (``CartPole-v1``, ``Acrobot-v1``, ``MountainCar-v0``, ``MountainCarContinuous-v0``,
@@ -35,6 +35,9 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
             built-in envs, on the CPU / GPU); "numba"; "gymnasium" (its vectorised entry point when it
             supports SAME_STEP, else sync), "vector_entry_point", "sync" or "async" (gymnasium's own
             vector envs, for any id it knows, built-in ones included). ``FASTPPO_BACKEND`` does not apply.
+        fast_math: trade gymnasium's bit-exact dynamics for speed where libm's scalar ``sin``/``cos``
+            bound it: vectorised polynomials within 1 ulp of them instead (built-in CartPole-v1 on the
+            CPU only; see :class:`fastppo.envs.BuiltinVecEnv`). Off by default.
 
     Raises:
         TypeError / ValueError: a bad argument (named in the message), or an id nothing knows.
@@ -50,6 +53,8 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
         raise ValueError(f"backend must be one of {', '.join(map(repr, ENV_BACKENDS))}; got {backend!r}")
     if not isinstance(device, str) or not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:<index>', got {device!r}")
+    if not isinstance(fast_math, bool):
+        raise TypeError(f"fast_math must be a bool, got {type(fast_math).__name__}")
     on_cuda = device != "cpu"
     numba_module = sys.modules.get("fastppo.envs.numba_env")  # nothing is registered if it was never imported
     builtin = env_id in BUILTIN_SPACES
@@ -60,6 +65,9 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
         raise ValueError(f"device {device!r} needs backend 'cuda' (built-in envs only), got backend {backend!r}")
     if backend == "cuda" and not on_cuda:
         raise ValueError(f"backend 'cuda' needs a CUDA device, got device {device!r}")
+    if fast_math and backend != "cpp":  # the native batch checks that the env has a fast-math step
+        raise ValueError(f"fast_math=True is for the built-in envs on the CPU (backend 'cpp'), got backend "
+                         f"{backend!r} for env_id {env_id!r}")
     if backend in ("cpp", "cuda"):
         if not builtin:
             raise ValueError(f"env_id {env_id!r} is not built in; backend {backend!r} runs only "
@@ -69,7 +77,7 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
             raise _backend.BackendUnavailableError(f"backend {backend!r} is unavailable: {why}")
         from fastppo.envs.builtin import BuiltinVecEnv
 
-        return BuiltinVecEnv(env_id, num_envs, seed=seed, device=device)
+        return BuiltinVecEnv(env_id, num_envs, seed=seed, device=device, fast_math=fast_math)
     if backend == "numba":
         if not numba_env:
             raise ValueError(f"env_id {env_id!r} is not a registered Numba env (see fastppo.envs.register_numba_env)")
