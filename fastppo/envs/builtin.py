@@ -42,7 +42,7 @@ class BuiltinVecEnv(BufferedVecEnv):
     a step; its arithmetic then runs in float32) and 0 after a reset.
 
     ``fast_math=True`` (CPU, CartPole-v1 only) computes the pole angle's sine and cosine with
-    vectorised polynomials within 1 ulp of libm's instead of libm's scalar calls: about twice the
+    vectorised polynomials within 1 ulp of libm's instead of libm's scalar calls: about 1.5x the
     steps per second at large ``num_envs``, at the price of gymnasium's bit-exact dynamics (states
     agree to ~1e-15 relative per step, and trajectories drift apart as chaotic dynamics do).
     """
