@@ -47,24 +47,50 @@ py::dict env_info(const std::string& name) {
   });
 }
 
-// A normaliser's running statistics from its Python RunningMeanStd (fastppo/algos/normalize.py):
-// mean and var are float64 CPU arrays of `dim` values, updated in place; count is read here and
-// written back by the caller (store_count) once the rollout is done.
+// A writeable, contiguous CPU array of n values of `dtype` (any shape): the rollout's episode buffers
+// and the normalisers' state, which the native rollout writes in place.
+ArrayArg cpu_values_arg(py::handle obj, const char* name, ScalarType dtype, const char* dtype_name, int64_t n) {
+  ArrayArg a = array_arg(obj, name, py::none(), /*allow_int=*/dtype == ScalarType::Int64);
+  check_dtype(a, dtype, dtype_name);
+  check_contiguous(a);
+  if (a.device != DeviceType::CPU || a.numel() != n || !a.writeable)
+    throw_value_error(std::string(name) + " must be a writeable CPU array of " + std::to_string(n) + " values, got " +
+                      a.device_str() + " array of shape " + a.shape_str());
+  return a;
+}
+
+// A RunningMeanStd (fastppo/algos/normalize.py) of `dim` columns: mean and var are updated in place,
+// count is read here and written back by collect once the rollout is done. `keep` holds the arrays.
 RunningMeanStd rms_arg(py::handle rms, const char* mean_name, const char* var_name, int64_t dim,
                        std::vector<ArrayArg>* keep) {
   RunningMeanStd r;
   r.dim = dim;
-  for (const char* name : {mean_name, var_name}) {
-    ArrayArg a = array_arg(rms.attr(name == mean_name ? "mean" : "var"), name, py::none());
-    check_dtype(a, ScalarType::Float64, "float64");
-    check_contiguous(a);
-    if (a.device != DeviceType::CPU || a.numel() != dim || !a.writeable)
-      throw_value_error(std::string(name) + " must be a writeable CPU array of " + std::to_string(dim) +
-                        " values, got " + a.shape_str());
-    (name == mean_name ? r.mean : r.var) = static_cast<double*>(a.data);
-    keep->push_back(std::move(a));
-  }
+  keep->push_back(cpu_values_arg(rms.attr("mean"), mean_name, ScalarType::Float64, "float64", dim));
+  r.mean = static_cast<double*>(keep->back().data);
+  keep->push_back(cpu_values_arg(rms.attr("var"), var_name, ScalarType::Float64, "float64", dim));
+  r.var = static_cast<double*>(keep->back().data);
   r.count = rms.attr("count").cast<double>();
+  return r;
+}
+
+// The trainer's ObsNormalizer / RewardScaler (fastppo/algos/normalize.py) as their native twins.
+ObsNormalizer obs_normalizer_arg(py::handle norm, int64_t obs_dim, std::vector<ArrayArg>* keep) {
+  ObsNormalizer o;
+  o.rms = rms_arg(norm.attr("rms"), "obs_normalizer.rms.mean", "obs_normalizer.rms.var", obs_dim, keep);
+  o.clip = norm.attr("clip").cast<double>();
+  o.eps = norm.attr("eps").cast<double>();
+  return o;
+}
+
+RewardScaler reward_scaler_arg(py::handle scaler, int64_t num_envs, std::vector<ArrayArg>* keep) {
+  RewardScaler r;
+  r.rms = rms_arg(scaler.attr("rms"), "reward_scaler.rms.mean", "reward_scaler.rms.var", 1, keep);
+  keep->push_back(cpu_values_arg(scaler.attr("returns"), "reward_scaler.returns", ScalarType::Float64, "float64",
+                                 num_envs));
+  r.returns = static_cast<double*>(keep->back().data);
+  r.gamma = scaler.attr("gamma").cast<double>();
+  r.clip = scaler.attr("clip").cast<double>();
+  r.eps = scaler.attr("eps").cast<double>();
   return r;
 }
 
@@ -256,45 +282,16 @@ class EnvBatch {
     const ArrayArg first = policy.obs_arg(first_obs, "first_obs");
     if (first.shape[0] != N)
       throw_value_error("first_obs must hold one row per env (" + std::to_string(N) + "), got " + first.shape_str());
-    const ArrayArg ep_r = array_arg(episode_returns, "episode_returns", py::none());
-    const ArrayArg ep_l = array_arg(episode_lengths, "episode_lengths", py::none(), /*allow_int=*/true);
-    check_dtype(ep_r, ScalarType::Float64, "float64");
-    check_dtype(ep_l, ScalarType::Int64, "int64");
-    for (const ArrayArg* a : {&ep_r, &ep_l}) {
-      check_contiguous(*a);
-      if (a->device != DeviceType::CPU || a->shape != std::vector<int64_t>{T * N} || !a->writeable)
-        throw_value_error(std::string(a->name) + " must be a writeable CPU array of shape (" + std::to_string(T * N) +
-                          ",), got " + a->shape_str());
-    }
+    const ArrayArg ep_r = cpu_values_arg(episode_returns, "episode_returns", ScalarType::Float64, "float64", T * N);
+    const ArrayArg ep_l = cpu_values_arg(episode_lengths, "episode_lengths", ScalarType::Int64, "int64", T * N);
     double* ep_returns = static_cast<double*>(ep_r.data);
     int64_t* ep_lengths = static_cast<int64_t*>(ep_l.data);
     const float* first_rows = static_cast<const float*>(first.data);
+    std::vector<ArrayArg> norm_arrays;
     std::optional<ObsNormalizer> obs_norm;
     std::optional<RewardScaler> reward_norm;
-    std::vector<ArrayArg> norm_arrays;
-    if (!obs_normalizer.is_none()) {
-      obs_norm.emplace();
-      obs_norm->rms = rms_arg(obs_normalizer.attr("rms"), "obs_normalizer.rms.mean", "obs_normalizer.rms.var",
-                              obs_dim, &norm_arrays);
-      obs_norm->clip = obs_normalizer.attr("clip").cast<double>();
-      obs_norm->eps = obs_normalizer.attr("eps").cast<double>();
-    }
-    if (!reward_scaler.is_none()) {
-      reward_norm.emplace();
-      reward_norm->rms = rms_arg(reward_scaler.attr("rms"), "reward_scaler.rms.mean", "reward_scaler.rms.var", 1,
-                                 &norm_arrays);
-      ArrayArg ret = array_arg(reward_scaler.attr("returns"), "reward_scaler.returns", py::none());
-      check_dtype(ret, ScalarType::Float64, "float64");
-      check_contiguous(ret);
-      if (ret.device != DeviceType::CPU || ret.shape != std::vector<int64_t>{N} || !ret.writeable)
-        throw_value_error("reward_scaler.returns must be a writeable CPU array of shape (" + std::to_string(N) +
-                          ",), got " + ret.shape_str());
-      reward_norm->returns = static_cast<double*>(ret.data);
-      norm_arrays.push_back(std::move(ret));
-      reward_norm->gamma = reward_scaler.attr("gamma").cast<double>();
-      reward_norm->clip = reward_scaler.attr("clip").cast<double>();
-      reward_norm->eps = reward_scaler.attr("eps").cast<double>();
-    }
+    if (!obs_normalizer.is_none()) obs_norm = obs_normalizer_arg(obs_normalizer, obs_dim, &norm_arrays);
+    if (!reward_scaler.is_none()) reward_norm = reward_scaler_arg(reward_scaler, N, &norm_arrays);
 
     int64_t ended = 0;
     {
@@ -415,7 +412,7 @@ class EnvBatch {
     a->action_dtype = act.dtype;
     a->action_stride = act.strides[0];
     if (act.device == DeviceType::CUDA) return;  // values are checked by the Python wrapper on the GPU
-    if (actions_valid(act.data, act.dtype, act.strides[0], p_.N, n)) return;
+    if (actions_valid(act.data, act.dtype, a->action_stride, p_.N, n)) return;
     for (int64_t i = 0; i < p_.N; ++i) {  // find the first bad action, for the message
       const int64_t at = i * a->action_stride;
       if (n > 0) {

@@ -2,7 +2,6 @@
 // env i always runs the same code on its own RNG stream whatever the thread count.
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 
 #include "envs/fast_trig.h"
 #include "envs/vec_env.h"
@@ -26,7 +25,6 @@ constexpr int64_t kGrain<Acrobot> = 32;
 // first, then the algebra and the bookkeeping as loops over the block that the compiler vectorises,
 // then the autoresets. The same operations on the same values as env_step_one, so the same bits
 // (with fast_math, the same operations on sin/cos values within 1 ulp of libm's).
-
 template <typename E>
 FASTPPO_CPU_CLONES int64_t step_range_split(const EnvBatchParams& params, const EnvStepArgs& a, int64_t b,
                                             int64_t e) {
@@ -49,12 +47,12 @@ FASTPPO_CPU_CLONES int64_t step_range_split(const EnvBatchParams& params, const 
         const double x = E::angle(state + i * E::kStateDim);
         trig[i].sin = fast_sin(x);
         trig[i].cos = fast_cos(x);
-        out_of_range |= std::fabs(x) <= kFastTrigMax ? 0 : 1;
+        out_of_range |= !in_fast_trig_range(x);
       }
       if (out_of_range)  // outside the polynomials' range (rare: CartPole terminates at 0.21 rad): libm
         for (int64_t i = 0; i < m; ++i) {
           const double* s = state + i * E::kStateDim;
-          if (!(std::fabs(E::angle(s)) <= kFastTrigMax)) trig[i] = E::trig(s);
+          if (!in_fast_trig_range(E::angle(s))) trig[i] = E::trig(s);
         }
     } else {
       for (int64_t i = 0; i < m; ++i) trig[i] = E::trig(state + i * E::kStateDim);
@@ -75,10 +73,13 @@ FASTPPO_CPU_CLONES int64_t step_range_split(const EnvBatchParams& params, const 
 
 template <typename E>
 int64_t step_range(const EnvBatchParams& p, const EnvStepArgs& a, int64_t b, int64_t e) {
-  if constexpr (kSplitStep<E>) return step_range_split<E>(p, a, b, e);
-  int64_t done = 0;
-  for (int64_t i = b; i < e; ++i) done += env_step_one<E>(p, a, i);
-  return done;
+  if constexpr (kSplitStep<E>) {
+    return step_range_split<E>(p, a, b, e);
+  } else {
+    int64_t done = 0;
+    for (int64_t i = b; i < e; ++i) done += env_step_one<E>(p, a, i);
+    return done;
+  }
 }
 
 }  // namespace

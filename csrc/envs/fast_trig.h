@@ -2,7 +2,7 @@
 // mode (make_vec_env(..., fast_math=True)). Taylor series to x^17 / x^18 in Horner form: on
 // |x| <= pi/4 the truncation error is below 1e-19, and on a 200,001-point grid of that range the
 // results were within 1 ulp of glibc's (equal to them for most points); outside it the caller uses
-// libm (kFastTrigMax). tests/test_envs.py bounds what reaches the dynamics. glibc's sin/cos, which
+// libm (in_fast_trig_range). tests/test_envs.py bounds what reaches the dynamics. glibc's sin/cos, which
 // gymnasium's dynamics use, are scalar calls: this is what makes fast-math fast, and why it is not
 // bit-exact.
 #pragma once
@@ -11,7 +11,12 @@
 
 namespace fastppo {
 
-constexpr double kFastTrigMax = 0.78539816339744830962;  // pi/4: the range fast_sin / fast_cos serve
+// |x| <= pi/4, the range fast_sin / fast_cos serve (false for NaN, which then goes to libm). `&`, not
+// `&&`: no branch, so the CPU loop that asks vectorises.
+FASTPPO_HD bool in_fast_trig_range(double x) {
+  constexpr double kQuarterPi = 0.78539816339744830962;
+  return (x >= -kQuarterPi) & (x <= kQuarterPi);
+}
 
 // c[0] + y * (c[1] + y * (c[2] + ...)), highest coefficient first in the loop.
 template <int N>

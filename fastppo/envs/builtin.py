@@ -58,7 +58,6 @@ class BuiltinVecEnv(BufferedVecEnv):
         self._num_actions = info["num_actions"]
         to_array = functools.partial(_host_array, name="actions")
         self._batch = _core.EnvBatch(env_id, self.num_envs, self._buffers, to_array, fast_math)
-        self.fast_math = fast_math
 
     def collect(self, policy, first_obs: np.ndarray, rollout: dict[str, np.ndarray], episode_returns: np.ndarray,
                 episode_lengths: np.ndarray, seed: int, obs_normalizer=None, reward_scaler=None
