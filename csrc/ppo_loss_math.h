@@ -106,7 +106,8 @@ FASTPPO_HD PpoSample<T> ppo_sample(T new_logp, T old_logp, T advantage, T value,
   return s;
 }
 
-// Sums over the batch, accumulated in double, in this order everywhere (CPU partials, CUDA blocks).
+// Sums over the batch, accumulated in double (the CPU loop first sums fixed blocks of 256 samples in
+// the inputs' precision), in this order everywhere (CPU partials, CUDA blocks).
 enum PpoSum : int { kSumPolicy, kSumValue, kSumEntropy, kSumKl, kSumApproxKl, kSumClipped, kNumSums };
 
 // Outputs, in the order of the `out` array: loss, then the stats.
