@@ -13,6 +13,9 @@
 #include <string>
 
 #include "array_arg.h"
+#ifdef FASTPPO_WITH_CUDA
+#include "cuda/device.h"
+#endif
 #include "envs/vec_env.h"
 #include "normalize.h"
 #include "policy_act.h"
@@ -385,6 +388,9 @@ class EnvBatch {
     void* s = on_cuda_ ? cuda_stream(stream) : nullptr;  // read while holding the GIL
     py::gil_scoped_release nogil;
     if (!on_cuda_) return cpu();
+#ifdef FASTPPO_WITH_CUDA
+    CudaDeviceGuard device(device_.device_id);
+#endif
     cuda(s);
     return -1;
   }

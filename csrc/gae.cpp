@@ -4,6 +4,9 @@
 #include <pybind11/pybind11.h>
 
 #include "array_arg.h"
+#ifdef FASTPPO_WITH_CUDA
+#include "cuda/device.h"
+#endif
 
 namespace fastppo {
 
@@ -46,6 +49,7 @@ static void gae_op(py::handle rewards, py::handle values, py::handle next_values
 #ifdef FASTPPO_WITH_CUDA
     void* s = cuda_stream(stream);
     py::gil_scoped_release nogil;
+    CudaDeviceGuard device(r.device_id);
     gae_cuda(p, s);
 #else
     throw_built_without_cuda("rewards is a CUDA array", "CPU arrays");

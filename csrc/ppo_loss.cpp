@@ -5,6 +5,9 @@
 #include <pybind11/pybind11.h>
 
 #include "array_arg.h"
+#ifdef FASTPPO_WITH_CUDA
+#include "cuda/device.h"
+#endif
 
 namespace fastppo {
 
@@ -84,6 +87,7 @@ static void ppo_loss_op(py::handle new_logp, py::handle old_logp, py::handle adv
     p.workspace = static_cast<double*>(ws.data);
     void* s = cuda_stream(stream);
     py::gil_scoped_release nogil;
+    CudaDeviceGuard device(lp.device_id);
     ppo_loss_cuda(p, s);
 #else
     throw_built_without_cuda("new_logp is a CUDA array", "CPU arrays");

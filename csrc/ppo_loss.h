@@ -33,7 +33,8 @@ inline int64_t ppo_loss_cuda_blocks(int64_t n) {
   const int64_t b = (n + kPpoCudaThreads - 1) / kPpoCudaThreads;
   return b < 1 ? 1 : (b > kPpoCudaMaxBlocks ? kPpoCudaMaxBlocks : b);
 }
-// Doubles of device scratch the CUDA path needs: per block, 2 advantage sums and kNumSums loss sums.
+// Doubles of device scratch the CUDA path needs: per block, 2 advantage sums and kNumSums loss sums,
+// laid out as [2 * blocks advantage partials | kNumSums * blocks loss partials].
 inline int64_t ppo_loss_cuda_workspace(int64_t n) { return ppo_loss_cuda_blocks(n) * (2 + kNumSums); }
 
 void ppo_loss_cpu(const PpoLossParams& p);

@@ -1,6 +1,7 @@
 import os
 
 import pytest
+import torch
 
 import fastppo
 
@@ -21,6 +22,9 @@ def pytest_sessionstart(session):
 CPU_BACKENDS = [b for b in ("torch", "numba", "cpp") if fastppo.backends()[b].available]
 HAS_CUDA = fastppo.backends()["cuda"].available
 requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason=f"cuda backend: {fastppo.backends()['cuda'].detail}")
+# For arrays on cuda:1 while cuda:0 is the current device: the kernels must follow the arrays.
+requires_two_gpus = pytest.mark.skipif(not HAS_CUDA or torch.cuda.device_count() < 2,
+                                       reason="needs two usable CUDA devices")
 
 
 class RecordMetrics(fastppo.Callback):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import fastppo
 from fastppo.ops import gae_reference
-from conftest import CPU_BACKENDS, requires_cuda
+from conftest import CPU_BACKENDS, requires_cuda, requires_two_gpus
 
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
 
@@ -274,6 +274,18 @@ def test_cuda_matches_reference(shape, dtype):
     tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-11, atol=1e-11)
     torch.testing.assert_close(adv.cpu(), ref_adv, **tol)
     torch.testing.assert_close(ret.cpu(), ref_ret, **tol)
+
+
+@requires_two_gpus
+def test_cuda_second_device():
+    """Arrays on cuda:1 while cuda:0 is the current device: the kernel runs on the arrays' device."""
+    assert torch.cuda.current_device() == 0
+    arrays = [torch.as_tensor(a) for a in rollout(300, 6, p_term=0.02, p_trunc=0.02, seed=3)]
+    adv, ret = fastppo.gae(*(a.to("cuda:1") for a in arrays), gamma=0.99, lam=0.95, backend="cuda")
+    assert adv.device == ret.device == torch.device("cuda:1")
+    ref_adv, ref_ret = gae_reference(*arrays, gamma=0.99, lam=0.95)
+    torch.testing.assert_close(adv.cpu(), ref_adv, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(ret.cpu(), ref_ret, rtol=1e-5, atol=1e-4)
 
 
 @requires_cuda

@@ -9,6 +9,7 @@ import torch
 
 import fastppo
 from fastppo.ops import ppo_loss_reference
+from conftest import requires_two_gpus
 
 BACKENDS = [b for b in ("torch", "numba", "cpp", "cuda") if fastppo.backends()[b].available]
 FUSED = [b for b in BACKENDS if b != "torch"]
@@ -46,8 +47,8 @@ def run(fn, batch, with_kl, **kw):
     return loss, stats, grads
 
 
-def assert_matches_reference(backend, n, dtype, vf_clip, normalize, with_kl, seed=0):
-    batch = make_batch(n, dtype, DEVICE[backend], seed)
+def assert_matches_reference(backend, n, dtype, vf_clip, normalize, with_kl, seed=0, device=None):
+    batch = make_batch(n, dtype, device or DEVICE[backend], seed)
     kw = dict(clip_coef=0.2, vf_coef=0.5, ent_coef=0.01, vf_clip=vf_clip, normalize_advantages=normalize)
     loss, stats, grads = run(fastppo.ppo_loss, batch, with_kl, backend=backend, **kw)
     ref_loss, ref_stats, ref_grads = run(ppo_loss_reference, batch, with_kl, **kw)
@@ -267,6 +268,13 @@ def test_cuda_mixed_devices():
     batch["returns"] = batch["returns"].cpu()
     with pytest.raises(ValueError, match=r"returns must be on the device of new_logp \(cuda:0\), got cpu"):
         fastppo.ppo_loss(**batch, backend="cuda")
+
+
+@requires_two_gpus
+def test_cuda_second_device():
+    # arrays on cuda:1 while cuda:0 is the current device: the kernels run on the arrays' device
+    assert torch.cuda.current_device() == 0
+    assert_matches_reference("cuda", 513, torch.float32, 0.2, True, True, device="cuda:1")
 
 
 @pytest.mark.skipif(not fastppo.backends()["cuda"].available, reason="needs a usable CUDA device")

@@ -19,6 +19,20 @@ int cuda_device_count(std::string* why) {
   return count;
 }
 
+CudaDeviceGuard::CudaDeviceGuard(int device) {
+  int current = -1;
+  if (cudaGetDevice(&current) == cudaSuccess && current == device) return;
+  const cudaError_t err = cudaSetDevice(device);
+  if (err != cudaSuccess)
+    throw std::runtime_error("cannot make cuda:" + std::to_string(device) + " the current device: " +
+                             cudaGetErrorString(err));
+  previous_ = current;
+}
+
+CudaDeviceGuard::~CudaDeviceGuard() {
+  if (previous_ >= 0) cudaSetDevice(previous_);
+}
+
 void check_cuda_launch(const char* what) {
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) throw std::runtime_error(std::string(what) + " failed to launch: " + cudaGetErrorString(err));

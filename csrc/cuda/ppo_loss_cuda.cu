@@ -87,7 +87,7 @@ __global__ void loss_kernel(PpoLossParams p) {
     if (p.kl.data) v[kSumKl] += at<T>(p.kl, i);
   }
   block_sum<kNumSums>(v);
-  double* partials = p.workspace + 2 * kPpoCudaMaxBlocks;
+  double* partials = p.workspace + 2 * blocks;  // after the advantage partials (ppo_loss.h)
   if (threadIdx.x == 0)
     for (int k = 0; k < kNumSums; ++k) partials[blockIdx.x * kNumSums + k] = v[k];
 }
@@ -95,7 +95,7 @@ __global__ void loss_kernel(PpoLossParams p) {
 template <typename T>
 __global__ void finish_kernel(PpoLossParams p, int64_t blocks) {
   double v[kNumSums];
-  sum_partials<kNumSums>(p.workspace + 2 * kPpoCudaMaxBlocks, blocks, v);
+  sum_partials<kNumSums>(p.workspace + 2 * blocks, blocks, v);
   if (threadIdx.x == 0)
     ppo_finish<T>(v, p.n, p.vf_coef, p.ent_coef, p.kl_coef, static_cast<T*>(p.out), static_cast<T*>(p.grads));
 }

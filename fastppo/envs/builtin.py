@@ -4,6 +4,7 @@ threads on the CPU, one GPU thread per env on CUDA."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
@@ -57,7 +58,8 @@ class BuiltinVecEnv(BufferedVecEnv):
                          reset_options=dict(zip(option_names, info["reset_defaults"])), seed=seed, device=device)
         self._num_actions = info["num_actions"]
         to_array = functools.partial(_host_array, name="actions")
-        self._batch = _core.EnvBatch(env_id, self.num_envs, self._buffers, to_array, fast_math)
+        with _on_device(device):
+            self._batch = _core.EnvBatch(env_id, self.num_envs, self._buffers, to_array, fast_math)
 
     def collect(self, policy, first_obs: np.ndarray, rollout: dict[str, np.ndarray], episode_returns: np.ndarray,
                 episode_lengths: np.ndarray, seed: int, obs_normalizer=None, reward_scaler=None
@@ -90,7 +92,8 @@ class BuiltinVecEnv(BufferedVecEnv):
         actions = self._checked_cuda_actions(actions)
         import torch
 
-        return self._batch.step(actions, torch.cuda.current_stream(actions.device).cuda_stream)
+        with _on_device(self.device):
+            return self._batch.step(actions, torch.cuda.current_stream().cuda_stream)
 
     def _reset_batch(self, seed, mask, a, b) -> None:
         if self.device == "cpu":
@@ -100,7 +103,8 @@ class BuiltinVecEnv(BufferedVecEnv):
         else:
             import torch
 
-            self._batch.reset(seed, mask, a, b, torch.cuda.current_stream(self._buffers["obs"].device).cuda_stream)
+            with _on_device(self.device):
+                self._batch.reset(seed, mask, a, b, torch.cuda.current_stream().cuda_stream)
 
     def _checked_cuda_actions(self, actions):
         """Value checks the native step cannot do on the GPU without a sync; this one syncs once."""
@@ -120,6 +124,16 @@ class BuiltinVecEnv(BufferedVecEnv):
         elif self._num_actions == 0 and torch.is_floating_point(actions) and not bool(torch.isfinite(actions).all()):
             raise ValueError(f"actions must be finite for {self.env_id} (finite out-of-range ones are clipped)")
         return actions
+
+
+def _on_device(device: str):
+    """The env's CUDA device made current (torch's DLPack export and the kernel launches follow the
+    current device, whichever device the buffers are on); nothing for the CPU."""
+    if device == "cpu":
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.cuda.device(device)
 
 
 def _host_array(x, name: str):

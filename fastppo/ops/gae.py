@@ -65,8 +65,10 @@ def gae(rewards, values, next_values, terminated, truncated, *, gamma: float, la
         else:  # numpy straight through: at (128, 8) the Python around the kernel is most of the call
             _core.gae(rewards, values, next_values, terminated, truncated, out[0], out[1], gamma, lam)
     elif name == "cuda":
-        stream = torch.cuda.current_stream(rewards.device).cuda_stream
-        _core.gae(*map(_detached, (rewards, values, next_values, terminated, truncated)), *out, gamma, lam, stream)
+        with torch.cuda.device(rewards.device):  # DLPack exports and the launch use the current device
+            stream = torch.cuda.current_stream().cuda_stream
+            _core.gae(*map(_detached, (rewards, values, next_values, terminated, truncated)), *out, gamma, lam,
+                      stream)
     else:
         inputs = _checked_inputs(rewards, values, next_values, terminated, truncated, out, gamma, lam)
         if name == "numba":

@@ -182,10 +182,11 @@ def _fused_forward(backend, new_logp, new_values, entropy, kl, old_logp, advanta
                 if t is not None:
                     _checks.check_finite(t, name)
         workspace = x.new_empty(_core.ppo_loss_cuda_workspace(max(1, x.shape[0])), dtype=torch.float64)
-        _core.ppo_loss(*[None if t is None else t.detach() for t in (
-            new_logp, old_logp, advantages, new_values, old_values, returns, entropy, kl)], out, grads,
-            clip_coef, vf_coef, ent_coef, vf_clip, normalize_advantages, kl_coef, False, workspace,
-            torch.cuda.current_stream(x.device).cuda_stream)
+        with torch.cuda.device(x.device):  # DLPack exports and the launch use the current device
+            _core.ppo_loss(*[None if t is None else t.detach() for t in (
+                new_logp, old_logp, advantages, new_values, old_values, returns, entropy, kl)], out, grads,
+                clip_coef, vf_coef, ent_coef, vf_clip, normalize_advantages, kl_coef, False, workspace,
+                torch.cuda.current_stream().cuda_stream)
     else:
         tensors = _check_args((new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns),
                               (clip_coef, vf_coef, ent_coef, vf_clip, normalize_advantages, kl_coef, check))
