@@ -84,8 +84,14 @@ ArrayArg from_dlpack(py::handle obj, const char* name, py::handle stream, bool a
   try {
     py::tuple dev = obj.attr("__dlpack_device__")();
     const bool cuda = dev[0].cast<int32_t>() == kDLCUDA;
-    capsule = cuda && !stream.is_none() ? obj.attr("__dlpack__")(py::arg("stream") = stream)
-                                        : obj.attr("__dlpack__")();
+    if (cuda && !stream.is_none()) {
+      // The consumer's stream as DLPack names it: 1 is CUDA's legacy default stream, which
+      // torch.cuda.current_stream().cuda_stream reports as 0 (a value DLPack reserves; torch refuses it).
+      const uintptr_t s = stream.cast<uintptr_t>();
+      capsule = obj.attr("__dlpack__")(py::arg("stream") = s == 0 ? uintptr_t(1) : s);
+    } else {
+      capsule = obj.attr("__dlpack__")();
+    }
   } catch (py::error_already_set& e) {  // e.g. a meta tensor, or one that requires grad
     throw_type_error(std::string(name) + " must be a CPU or CUDA array readable through DLPack, got a " +
                      py_type_name(obj) + " that is not (" + e.what() + ")");

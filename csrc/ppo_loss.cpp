@@ -84,6 +84,8 @@ static void ppo_loss_op(py::handle new_logp, py::handle old_logp, py::handle adv
       throw_value_error("workspace must be a float64 array of at least " +
                         std::to_string(ppo_loss_cuda_workspace(n)) + " elements, got " + ws.dtype_name + " " +
                         ws.shape_str());
+    inputs.push_back(&g);
+    check_writeable_output(ws, inputs);  // the kernels write partials while other blocks read inputs
     p.workspace = static_cast<double*>(ws.data);
     void* s = cuda_stream(stream);
     py::gil_scoped_release nogil;

@@ -486,6 +486,17 @@ def test_bad_reset_and_step_order():
         env.reset(options={"reset_mask": np.ones(3, bool)})
     with pytest.raises(ValueError, match="state must have shape"):
         env.set_state(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="state must be finite"):
+        env.set_state(np.array([[0.0, 0.0, 0.0, 0.0], [0.0, np.inf, 0.0, 0.0]]))
+
+
+def test_acrobot_far_out_angle_wraps_without_looping_forever():
+    # gymnasium's wrap subtracts 2 pi until the angle is in range: from 1e18 that loop would never end
+    env = fastppo.make_vec_env("Acrobot-v1", 2, seed=0)
+    env.reset()
+    env.set_state(np.array([[1e18, -3e17, 0.0, 0.0], [0.1, 0.2, 0.0, 0.0]]))
+    env.step(np.zeros(2, np.int64))
+    assert np.all(np.abs(env.get_state()[:, :2]) <= np.pi)
 
 
 # -- gymnasium fallback -----------------------------------------------------------------------------

@@ -50,6 +50,9 @@ struct Acrobot {
 
   FASTPPO_HD static double wrap(double x, double m, double M) {
     const double diff = M - m;
+    // gymnasium's loops, whose roundings decide the bits for every angle the dynamics reach (|x| < 10).
+    // Far beyond that (only set_state can put an angle there) they would run |x| / diff times: fmod first.
+    if (fabs(x) > 1e6) x = m + fmod(x - m, diff);
     while (x > M) x = x - diff;
     while (x < m) x = x + diff;
     return x;

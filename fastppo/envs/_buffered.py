@@ -70,6 +70,7 @@ class BufferedVecEnv(VectorEnv):
             self._buffers = {k: torch.zeros(shape, dtype=getattr(torch, dtype), device=device)
                              for k, (shape, dtype) in specs.items()}
             self._logical_or = torch.logical_or
+            self.device = str(self._buffers["obs"].device)  # "cuda" resolved: the env stays on that GPU
         b = self._buffers
         self._step_result = (b["obs"], b["rewards"], b["terminated"], b["truncated"])
         self._dones = b["terminated"] | b["truncated"]  # the done mask, rewritten in place by each step
@@ -153,6 +154,8 @@ class BufferedVecEnv(VectorEnv):
         buf = self._buffers["state"]
         if tuple(state.shape) != tuple(buf.shape):
             raise ValueError(f"state must have shape {tuple(buf.shape)}, got {tuple(state.shape)}")
+        if not bool((state.isfinite() if hasattr(state, "isfinite") else np.isfinite(state)).all()):
+            raise ValueError("state must be finite (no env reaches inf or NaN), got a non-finite value")
         buf[...] = state
         if elapsed is not None:
             self._buffers["elapsed"][...] = elapsed

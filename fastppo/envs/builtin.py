@@ -103,6 +103,9 @@ class BuiltinVecEnv(BufferedVecEnv):
         else:
             import torch
 
+            if isinstance(mask, torch.Tensor) and str(mask.device) != self.device:  # as for actions
+                raise ValueError(f"options['reset_mask'] must be on {self.device} for an env there, got a tensor "
+                                 f"on {mask.device}")
             with _on_device(self.device):
                 self._batch.reset(seed, mask, a, b, torch.cuda.current_stream().cuda_stream)
 
@@ -110,10 +113,11 @@ class BuiltinVecEnv(BufferedVecEnv):
         """Value checks the native step cannot do on the GPU without a sync; this one syncs once."""
         import torch
 
-        if not isinstance(actions, torch.Tensor) or not actions.is_cuda:
+        if not isinstance(actions, torch.Tensor) or str(actions.device) != self.device:
+            # (another GPU included: torch's DLPack export would refuse it before the binding could say why)
             where = (f"a tensor on {actions.device}" if isinstance(actions, torch.Tensor)
                      else f"a {type(actions).__name__}")
-            raise ValueError(f"actions must be a CUDA tensor for an env on {self.device}, got {where}")
+            raise ValueError(f"actions must be a CUDA tensor on {self.device} for an env there, got {where}")
         actions = actions.detach()
         if self._num_actions > 0 and not torch.is_floating_point(actions) and actions.numel():
             bad = (actions < 0) | (actions >= self._num_actions)

@@ -72,10 +72,14 @@ def check_flag_dtype(t: torch.Tensor, name: str) -> None:
         raise TypeError(f"{name} must have dtype float32, float64 or bool, got {dtype_name(t)}")
 
 
-def check_like(t: torch.Tensor, name: str, like: torch.Tensor, like_name: str, *, dtype: bool = True) -> None:
-    """Same device, shape and (unless dtype=False) dtype as `like`."""
+def check_same_device(t: torch.Tensor, name: str, like: torch.Tensor, like_name: str) -> None:
     if t.device != like.device:
         raise ValueError(f"{name} must be on the device of {like_name} ({like.device}), got {t.device}")
+
+
+def check_like(t: torch.Tensor, name: str, like: torch.Tensor, like_name: str, *, dtype: bool = True) -> None:
+    """Same device, shape and (unless dtype=False) dtype as `like`."""
+    check_same_device(t, name, like, like_name)
     if t.shape != like.shape:
         raise ValueError(f"{name} must have the shape of {like_name} {shape_str(like)}, got {shape_str(t)}")
     if dtype and t.dtype != like.dtype:

@@ -65,6 +65,12 @@ def gae(rewards, values, next_values, terminated, truncated, *, gamma: float, la
         else:  # numpy straight through: at (128, 8) the Python around the kernel is most of the call
             _core.gae(rewards, values, next_values, terminated, truncated, out[0], out[1], gamma, lam)
     elif name == "cuda":
+        # Devices checked here rather than in the binding: torch's DLPack export refuses a tensor on a
+        # GPU that is not the current device, before the binding could name the argument.
+        for arg, t in zip(("values", "next_values", "terminated", "truncated", "out[0] (advantages)",
+                           "out[1] (returns)"), (values, next_values, terminated, truncated, *out)):
+            if isinstance(t, torch.Tensor):
+                _checks.check_same_device(t, arg, rewards, "rewards")
         with torch.cuda.device(rewards.device):  # DLPack exports and the launch use the current device
             stream = torch.cuda.current_stream().cuda_stream
             _core.gae(*map(_detached, (rewards, values, next_values, terminated, truncated)), *out, gamma, lam,
