@@ -276,6 +276,30 @@ def test_cuda_matches_reference(shape, dtype):
     torch.testing.assert_close(ret.cpu(), ref_ret, **tol)
 
 
+@pytest.mark.skipif(not fastppo.backends()["cpp"].available, reason="native extension missing")
+def test_dlpack_stream_for_the_default_cuda_stream():
+    """torch reports CUDA's legacy default stream as 0, which DLPack reserves (torch's __dlpack__ refuses
+    it): the binding must ask a CUDA producer for stream 1 instead. Checked without a GPU: a producer
+    that says it is on CUDA, records the stream it is asked for, and hands over host memory."""
+
+    class Producer:
+        def __init__(self, array):
+            self.array, self.streams = array, []
+
+        def __dlpack_device__(self):
+            return (2, 0)  # kDLCUDA, device 0
+
+        def __dlpack__(self, stream=None):
+            self.streams.append(stream)
+            return self.array.__dlpack__()
+
+    r, v, nv, te, tr = rollout(4, 2)
+    rewards, adv, ret = Producer(r), np.empty_like(r), np.empty_like(r)
+    fastppo._backend._core.gae(rewards, v, nv, te, tr, adv, ret, 0.9, 0.9, 0)
+    assert rewards.streams == [1]
+    np.testing.assert_allclose(adv, reference(r, v, nv, te, tr, 0.9, 0.9)[0], **TOL[np.float32])
+
+
 @requires_two_gpus
 def test_cuda_second_device():
     """Arrays on cuda:1 while cuda:0 is the current device: the kernel runs on the arrays' device."""
