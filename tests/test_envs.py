@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 import pathlib
 import runpy
+import subprocess
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -491,12 +493,16 @@ def test_bad_reset_and_step_order():
 
 
 def test_acrobot_far_out_angle_wraps_without_looping_forever():
-    # gymnasium's wrap subtracts 2 pi until the angle is in range: from 1e18 that loop would never end
-    env = fastppo.make_vec_env("Acrobot-v1", 2, seed=0)
-    env.reset()
-    env.set_state(np.array([[1e18, -3e17, 0.0, 0.0], [0.1, 0.2, 0.0, 0.0]]))
-    env.step(np.zeros(2, np.int64))
-    assert np.all(np.abs(env.get_state()[:, :2]) <= np.pi)
+    # gymnasium's wrap subtracts 2 pi until the angle is in range: from 1e18 that loop would never end.
+    # In a subprocess with a timeout, so that a regression fails here instead of hanging the suite.
+    code = ("import numpy as np, fastppo\n"
+            "env = fastppo.make_vec_env('Acrobot-v1', 2, seed=0)\n"
+            "env.reset()\n"
+            "env.set_state(np.array([[1e18, -3e17, 0.0, 0.0], [0.1, 0.2, 0.0, 0.0]]))\n"
+            "env.step(np.zeros(2, np.int64))\n"
+            "print(float(np.abs(env.get_state()[:, :2]).max()))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert float(out.stdout) <= np.pi
 
 
 # -- gymnasium fallback -----------------------------------------------------------------------------

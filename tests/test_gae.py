@@ -300,6 +300,48 @@ def test_dlpack_stream_for_the_default_cuda_stream():
     np.testing.assert_allclose(adv, reference(r, v, nv, te, tr, 0.9, 0.9)[0], **TOL[np.float32])
 
 
+@requires_cuda
+def test_cuda_on_a_side_stream():
+    # not torch's default stream: DLPack exports sync to it (torch's ExternalStream path) and the kernel
+    # runs on it
+    arrays = [torch.as_tensor(a) for a in rollout(300, 6, p_term=0.02, p_trunc=0.02, seed=4)]
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        adv, ret = fastppo.gae(*(a.cuda() for a in arrays), gamma=0.99, lam=0.95, backend="cuda")
+    side.synchronize()
+    ref_adv, ref_ret = gae_reference(*arrays, gamma=0.99, lam=0.95)
+    torch.testing.assert_close(adv.cpu(), ref_adv, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(ret.cpu(), ref_ret, rtol=1e-5, atol=1e-4)
+
+
+@requires_two_gpus
+def test_cuda_binding_launches_on_the_arrays_device():
+    """The binding's own device guard, for DLPack producers that do not make their device current for
+    the call (the Python wrappers do): cuda:1 arrays handed to the binding with cuda:0 current."""
+
+    class ExportsOnItsDevice:  # switches to its tensor's device only for the export itself
+        def __init__(self, t):
+            self.t = t
+
+        def __dlpack_device__(self):
+            return self.t.__dlpack_device__()
+
+        def __dlpack__(self, stream=None):
+            with torch.cuda.device(self.t.device):
+                return self.t.__dlpack__(stream=stream)
+
+    arrays = [torch.as_tensor(a) for a in rollout(64, 6, seed=5)]
+    on1 = [a.to("cuda:1") for a in arrays]
+    adv, ret = torch.empty_like(on1[0]), torch.empty_like(on1[0])
+    assert torch.cuda.current_device() == 0
+    fastppo._backend._core.gae(*map(ExportsOnItsDevice, (*on1, adv, ret)), 0.99, 0.95,
+                               torch.cuda.current_stream("cuda:1").cuda_stream)
+    torch.cuda.synchronize("cuda:1")
+    ref_adv, ref_ret = gae_reference(*arrays, gamma=0.99, lam=0.95)
+    torch.testing.assert_close(adv.cpu(), ref_adv, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(ret.cpu(), ref_ret, rtol=1e-5, atol=1e-4)
+
+
 @requires_two_gpus
 def test_cuda_second_device():
     """Arrays on cuda:1 while cuda:0 is the current device: the kernel runs on the arrays' device."""

@@ -270,6 +270,28 @@ def test_cuda_mixed_devices():
         fastppo.ppo_loss(**batch, backend="cuda")
 
 
+@pytest.mark.skipif(not fastppo.backends()["cuda"].available, reason="needs a usable CUDA device")
+@pytest.mark.parametrize("n", [1, 300, 70_000])
+def test_cuda_stays_inside_its_workspace(n):
+    # the kernels' partial sums must stay in the ppo_loss_cuda_workspace(n) doubles they are given: a
+    # sentinel tail right after them must come back untouched
+    from fastppo._backend import _core
+
+    batch = {k: v.detach() for k, v in make_batch(n, torch.float32, "cuda").items()}
+    need = _core.ppo_loss_cuda_workspace(n)
+    space = torch.full((need + 4096,), 1234.5, dtype=torch.float64, device="cuda")
+    out, grads = torch.empty(6, device="cuda"), torch.empty(2 * n + 2, device="cuda")
+    _core.ppo_loss(*(batch[k] for k in ("new_logp", "old_logp", "advantages", "new_values", "old_values",
+                                        "returns", "entropy", "kl")), out, grads, 0.2, 0.5, 0.01, 0.2, True, 0.3,
+                   False, space[:need], torch.cuda.current_stream().cuda_stream)
+    assert bool((space[need:] == 1234.5).all()), "the kernel wrote past its workspace"
+    loss, _ = ppo_loss_reference(*(batch[k] for k in ("new_logp", "old_logp", "advantages", "new_values",
+                                                      "old_values", "returns", "entropy")),
+                                 clip_coef=0.2, vf_coef=0.5, ent_coef=0.01, vf_clip=0.2, normalize_advantages=True,
+                                 kl=batch["kl"], kl_coef=0.3)
+    torch.testing.assert_close(out[0], loss, rtol=2e-5, atol=2e-5)
+
+
 @requires_two_gpus
 def test_cuda_second_device():
     # arrays on cuda:1 while cuda:0 is the current device: the kernels run on the arrays' device

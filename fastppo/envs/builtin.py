@@ -58,7 +58,7 @@ class BuiltinVecEnv(BufferedVecEnv):
                          reset_options=dict(zip(option_names, info["reset_defaults"])), seed=seed, device=device)
         self._num_actions = info["num_actions"]
         to_array = functools.partial(_host_array, name="actions")
-        with _on_device(device):
+        with _on_device(self.device):
             self._batch = _core.EnvBatch(env_id, self.num_envs, self._buffers, to_array, fast_math)
 
     def collect(self, policy, first_obs: np.ndarray, rollout: dict[str, np.ndarray], episode_returns: np.ndarray,
