@@ -492,7 +492,7 @@ def test_bad_reset_and_step_order():
         env.set_state(np.array([[0.0, 0.0, 0.0, 0.0], [0.0, np.inf, 0.0, 0.0]]))
 
 
-def test_acrobot_far_out_angle_wraps_without_looping_forever():
+def test_acrobot_far_out_angle_wraps_without_looping_forever(tmp_path):
     # gymnasium's wrap subtracts 2 pi until the angle is in range: from 1e18 that loop would never end.
     # In a subprocess with a timeout, so that a regression fails here instead of hanging the suite.
     code = ("import numpy as np, fastppo\n"
@@ -501,7 +501,9 @@ def test_acrobot_far_out_angle_wraps_without_looping_forever():
             "env.set_state(np.array([[1e18, -3e17, 0.0, 0.0], [0.1, 0.2, 0.0, 0.0]]))\n"
             "env.step(np.zeros(2, np.int64))\n"
             "print(float(np.abs(env.get_state()[:, :2]).max()))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    # cwd: not the source tree, whose unbuilt fastppo/ would shadow the installed package
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
+                         cwd=tmp_path)
     assert float(out.stdout) <= np.pi
 
 
