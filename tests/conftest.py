@@ -27,6 +27,12 @@ requires_two_gpus = pytest.mark.skipif(not HAS_CUDA or torch.cuda.device_count()
                                        reason="needs two usable CUDA devices")
 
 
+def assert_solves_cartpole(model, label: str) -> None:
+    """The solved threshold (475) over 10 deterministic episodes, the same episodes for every test."""
+    mean, _ = fastppo.evaluate_policy(model, "CartPole-v1", n_eval_episodes=10, seed=123)
+    assert mean >= 475, f"{label} did not solve CartPole-v1: mean return {mean}"
+
+
 class RecordMetrics(fastppo.Callback):
     """Keeps every iteration's logged metrics in ``self.seen``."""
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import fastppo
-from conftest import RecordMetrics, requires_cuda
+from conftest import RecordMetrics, assert_solves_cartpole, requires_cuda
 from fastppo.algos.base import CHECKPOINT_FORMAT
 
 
@@ -24,9 +24,7 @@ def cartpole(**overrides):
 
 @pytest.mark.parametrize("backend", ["auto", "torch"])
 def test_solves_cartpole(backend):
-    model = cartpole(backend=backend).learn(60_000, progress_bar=False)
-    mean, _ = fastppo.evaluate_policy(model, "CartPole-v1", n_eval_episodes=10, seed=123)
-    assert mean >= 475, f"CartPole-v1 not solved with backend={backend}: mean return {mean}"
+    assert_solves_cartpole(cartpole(backend=backend).learn(60_000, progress_bar=False), f"PPO (backend={backend})")
 
 
 @requires_cuda
@@ -34,8 +32,7 @@ def test_solves_cartpole_on_cuda():
     # the GPU path: policy, rollout storage, GAE and the fused loss on the GPU, the envs on the CPU
     model = cartpole(device="cuda").learn(60_000, progress_bar=False)
     assert all(p.is_cuda for p in model.policy.parameters())
-    mean, _ = fastppo.evaluate_policy(model, "CartPole-v1", n_eval_episodes=10, seed=123)
-    assert mean >= 475, f"CartPole-v1 not solved on CUDA: mean return {mean}"
+    assert_solves_cartpole(model, "PPO on CUDA")
 
 
 def test_kl_variant_learns_and_adapts_beta():
