@@ -206,6 +206,15 @@ class EnvBatch {
         stream, [&] { return envs_step_cpu(p_, a); }, [&](void* s) { ENVS_CUDA(envs_step_cuda(p_, a, s)); });
   }
 
+  // A gymnasium VectorEnv's step() in one call (CPU): (*result, infos), where result is the env's
+  // (obs, rewards, terminated, truncated) buffers and infos is {} unless an episode ended, then
+  // infos_fn() (BufferedVecEnv._infos, the one place those are built).
+  py::tuple step_gym(py::tuple result, py::handle infos_fn, py::handle actions) {
+    const int64_t ended = step(actions, py::none());
+    py::object infos = ended == 0 ? py::dict() : infos_fn();
+    return py::make_tuple(result[0], result[1], result[2], result[3], std::move(infos));
+  }
+
   // Resets the envs in `mask` (None: all), reseeding their streams from `seed` when one is given.
   void reset(std::optional<uint64_t> seed, py::handle mask, double a, double b, py::handle stream) {
     EnvResetArgs r;
@@ -456,6 +465,8 @@ void bind_envs(py::module_& m) {
            py::arg("num_envs"), py::arg("buffers"), py::arg("to_array") = py::none(), py::arg("fast_math") = false)
       .def("step", &EnvBatch::step, py::arg("actions"), py::arg("stream") = py::none(),
            "Step all envs (SAME_STEP autoreset); returns the number of episodes that ended (-1 on CUDA).")
+      .def("step_gym", &EnvBatch::step_gym, py::arg("result"), py::arg("infos_fn"), py::arg("actions"),
+           "step() of the VectorEnv (CPU): step, then (*result, {} or infos_fn()).")
       .def("reset", &EnvBatch::reset, py::arg("seed"), py::arg("mask"), py::arg("a"), py::arg("b"),
            py::arg("stream") = py::none(), "Reset the envs in mask (None: all), reseeding them if seed is given.")
       .def("collect", &EnvBatch::collect, py::arg("policy"), py::arg("first_obs"), py::arg("rollout"),

@@ -492,6 +492,44 @@ def test_bad_reset_and_step_order():
         env.set_state(np.array([[0.0, 0.0, 0.0, 0.0], [0.0, np.inf, 0.0, 0.0]]))
 
 
+def test_native_step_call_matches_the_python_step():
+    # on the CPU a built-in env's step() is one native call (EnvBatch.step_gym) shadowing the method;
+    # BufferedVecEnv.step is the same step through Python: the two must return the same things
+    from fastppo.envs._buffered import BufferedVecEnv
+
+    fast, slow = (fastppo.make_vec_env("CartPole-v1", 4, seed=2) for _ in range(2))
+    fast.reset(), slow.reset()
+    assert fast.step is not BufferedVecEnv.step.__get__(fast)
+    rng, ended = np.random.default_rng(1), 0
+    for _ in range(200):
+        a = rng.integers(0, 2, size=4)
+        got, want = fast.step(a), BufferedVecEnv.step(slow, a)
+        for x, y in zip(got[:4], want[:4]):
+            np.testing.assert_array_equal(x, y)
+        assert got[4].keys() == want[4].keys()
+        if got[4]:
+            ended += 1
+            for key in ("final_obs", "_final_obs", "_episode"):
+                np.testing.assert_array_equal(got[4][key], want[4][key])
+            for key in ("r", "l"):  # ("t" is wall time: the two envs' clocks differ by when they ran)
+                np.testing.assert_array_equal(got[4]["episode"][key], want[4]["episode"][key])
+    assert ended > 0
+
+
+def test_step_override_in_a_subclass_is_kept():
+    calls = []
+
+    class Counting(fastppo.envs.BuiltinVecEnv):
+        def step(self, actions):
+            calls.append(1)
+            return super().step(actions)
+
+    env = Counting("CartPole-v1", 2, seed=0)
+    env.reset()
+    env.step(np.zeros(2, np.int64))
+    assert calls == [1]
+
+
 def test_acrobot_far_out_angle_wraps_without_looping_forever(tmp_path):
     # gymnasium's wrap subtracts 2 pi until the angle is in range: from 1e18 that loop would never end.
     # In a subprocess with a timeout, so that a regression fails here instead of hanging the suite.

@@ -129,16 +129,17 @@ class BufferedVecEnv(VectorEnv):
         them, NaN and infinities are rejected. Bad actions raise before any env is stepped.
         """
         ended = self._step_batch(actions)
-        if ended == 0:
-            return (*self._step_result, {})
+        return (*self._step_result, {} if ended == 0 else self._infos())
+
+    def _infos(self) -> dict:
+        """The infos of a step in which episodes may have ended (see the class doc)."""
         b, dones = self._buffers, self._dones
         self._logical_or(b["terminated"], b["truncated"], out=dones)
-        infos = {
+        return {
             "final_obs": b["final_obs"], "_final_obs": dones,
             "final_info": {}, "_final_info": dones,
             "episode": {"r": b["episode_r"], "l": b["episode_l"], "t": b["episode_t"]}, "_episode": dones,
         }
-        return (*self._step_result, infos)
 
     def _step_before_reset(self, actions) -> int:
         raise RuntimeError(f"{self.env_id}: call reset() before step()")

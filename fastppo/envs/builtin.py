@@ -84,9 +84,15 @@ class BuiltinVecEnv(BufferedVecEnv):
         return ended, self._buffers["obs"]
 
     def _batched_step(self):
-        # On the CPU the native step is called directly (it converts non-numpy actions with _host_array):
-        # one Python frame less per step matters at N = 1.
-        return self._batch.step if self.device == "cpu" else self._step_cuda
+        if self.device != "cpu":
+            return self._step_cuda
+        # On the CPU the whole of step() is one native call, which shadows the method on this instance
+        # (Python frames are most of a step at N = 1): EnvBatch.step_gym steps the envs (converting
+        # non-numpy actions with _host_array) and returns step()'s tuple, calling back into _infos only
+        # on a step in which an episode ended. Not when a subclass overrides step().
+        if type(self).step is BufferedVecEnv.step:
+            self.step = functools.partial(self._batch.step_gym, self._step_result, self._infos)
+        return self._batch.step
 
     def _step_cuda(self, actions) -> int:
         actions = self._checked_cuda_actions(actions)
