@@ -102,28 +102,26 @@ bool has_fast_math(EnvId id) {
   return dispatch_env(id, [](auto env) { return kSplitStep<decltype(env)>; });
 }
 
-// Whether all n actions are in {0, ..., num_actions - 1} (num_actions > 0) or finite (Box actions).
-// Branch-free loops in an AVX2 clone: this check runs on the calling thread, before the step splits.
+// An action the env cannot take: outside {0, ..., num_actions - 1} (num_actions > 0), or not finite
+// (Box actions; finite out-of-range ones are clipped).
 template <typename T>
-FASTPPO_CPU_CLONES bool none_bad(const T* x, int64_t stride, int64_t n, int64_t num_actions) {
-  int64_t bad = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const T v = x[i * stride];
-    if constexpr (std::is_integral_v<T>)
-      bad |= (v < 0) | (v >= num_actions);
-    else
-      bad |= !(std::fabs(v) <= std::numeric_limits<T>::max());  // NaN and infinities
-  }
-  return bad == 0;
+bool bad_action(T v, int64_t num_actions) {
+  if constexpr (std::is_integral_v<T>)
+    return (v < 0) | (v >= num_actions);
+  else
+    return !(std::fabs(v) <= std::numeric_limits<T>::max());  // NaN and infinities
 }
 
-bool actions_valid(const void* data, ScalarType dtype, int64_t stride, int64_t n, int64_t num_actions) {
-  switch (dtype) {
-    case ScalarType::Int32: return none_bad(static_cast<const int32_t*>(data), stride, n, num_actions);
-    case ScalarType::Int64: return none_bad(static_cast<const int64_t*>(data), stride, n, num_actions);
-    case ScalarType::Float32: return none_bad(static_cast<const float*>(data), stride, n, num_actions);
-    default: return none_bad(static_cast<const double*>(data), stride, n, num_actions);
-  }
+// The index of the first bad action among n, or -1. A branch-free pass first (vectorised in the AVX2
+// clone: the check runs on the calling thread, before the step splits), then a scan for the index.
+template <typename T>
+FASTPPO_CPU_CLONES int64_t first_bad_action(const T* x, int64_t stride, int64_t n, int64_t num_actions) {
+  int64_t any = 0;
+  for (int64_t i = 0; i < n; ++i) any |= bad_action(x[i * stride], num_actions);
+  if (any)
+    for (int64_t i = 0; i < n; ++i)
+      if (bad_action(x[i * stride], num_actions)) return i;
+  return -1;
 }
 
 double now_seconds() {  // the clock of Python's time.perf_counter() on Linux (CLOCK_MONOTONIC)
@@ -407,18 +405,18 @@ class EnvBatch {
   void check_actions(const ArrayArg& act, EnvStepArgs* a) const {
     check_same_device(act, device_);
     const int64_t n = dispatch_env(p_.env, [](auto env) { return int64_t(decltype(env)::kNumActions); });
-    const std::string env = env_name(p_.env);
+    const char* env = env_name(p_.env);  // for the messages (a std::string here would allocate every step)
     if (n > 0) {
       if (act.dtype != ScalarType::Int32 && act.dtype != ScalarType::Int64)
-        throw_type_error("actions must have an integer dtype (int32 or int64) for " + env + "'s Discrete(" +
-                         std::to_string(n) + ") actions, got " + act.dtype_name);
+        throw_type_error(std::string("actions must have an integer dtype (int32 or int64) for ") + env +
+                         "'s Discrete(" + std::to_string(n) + ") actions, got " + act.dtype_name);
       if (act.shape != std::vector<int64_t>{p_.N})
         throw_value_error("actions must have shape (" + std::to_string(p_.N) + ",) for " + env + " with " +
                           std::to_string(p_.N) + " envs, got " + act.shape_str());
     } else {
       if (act.dtype != ScalarType::Float32 && act.dtype != ScalarType::Float64)
-        throw_type_error("actions must have dtype float32 or float64 for " + env + "'s Box actions, got " +
-                         act.dtype_name);
+        throw_type_error(std::string("actions must have dtype float32 or float64 for ") + env +
+                         "'s Box actions, got " + act.dtype_name);
       if (act.shape != std::vector<int64_t>{p_.N, 1})
         throw_value_error("actions must have shape (" + std::to_string(p_.N) + ", 1) for " + env + " with " +
                           std::to_string(p_.N) + " envs, got " + act.shape_str());
@@ -427,23 +425,28 @@ class EnvBatch {
     a->action_dtype = act.dtype;
     a->action_stride = act.strides[0];
     if (act.device == DeviceType::CUDA) return;  // values are checked by the Python wrapper on the GPU
-    if (actions_valid(act.data, act.dtype, a->action_stride, p_.N, n)) return;
-    for (int64_t i = 0; i < p_.N; ++i) {  // find the first bad action, for the message
-      const int64_t at = i * a->action_stride;
-      if (n > 0) {
-        const int64_t v = act.dtype == ScalarType::Int32 ? static_cast<const int32_t*>(act.data)[at]
-                                                          : static_cast<const int64_t*>(act.data)[at];
-        if (v < 0 || v >= n)
-          throw_value_error("actions[" + std::to_string(i) + "] = " + std::to_string(v) + " is out of range: " +
-                            env + " takes actions in {0, ..., " + std::to_string(n - 1) + "}");
-      } else {
-        const double v = act.dtype == ScalarType::Float32 ? static_cast<const float*>(act.data)[at]
-                                                           : static_cast<const double*>(act.data)[at];
-        if (!std::isfinite(v))
-          throw_value_error("actions[" + std::to_string(i) + ", 0] = " + py::repr(py::float_(v)).cast<std::string>() +
-                            " is not finite; " + env + " needs finite actions (finite out-of-range ones are clipped)");
-      }
+    const int64_t stride = a->action_stride;
+    switch (act.dtype) {
+      case ScalarType::Int32: return check_action_values(static_cast<const int32_t*>(act.data), stride, n, env);
+      case ScalarType::Int64: return check_action_values(static_cast<const int64_t*>(act.data), stride, n, env);
+      case ScalarType::Float32: return check_action_values(static_cast<const float*>(act.data), stride, n, env);
+      default: return check_action_values(static_cast<const double*>(act.data), stride, n, env);
     }
+  }
+
+  // Raises, naming the first bad action, if any of the N actions is bad (bad_action).
+  template <typename T>
+  void check_action_values(const T* x, int64_t stride, int64_t num_actions, const char* env) const {
+    const int64_t i = first_bad_action(x, stride, p_.N, num_actions);
+    if (i < 0) return;
+    const T v = x[i * stride];
+    if constexpr (std::is_integral_v<T>)
+      throw_value_error("actions[" + std::to_string(i) + "] = " + std::to_string(v) + " is out of range: " + env +
+                        " takes actions in {0, ..., " + std::to_string(num_actions - 1) + "}");
+    else
+      throw_value_error("actions[" + std::to_string(i) + ", 0] = " +
+                        py::repr(py::float_(double(v))).cast<std::string>() + " is not finite; " + env +
+                        " needs finite actions (finite out-of-range ones are clipped)");
   }
 
   EnvBatchParams p_;

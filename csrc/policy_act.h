@@ -45,7 +45,6 @@ class PolicyAct {
   ArrayArg obs_arg(py::handle obs, const char* name = "obs") const;
 
  private:
-
   Mlp actor_, critic_;
   std::vector<float> actor_storage_, critic_storage_, log_std_;  // the snapshot's parameters
   std::vector<std::vector<float>> actor_wt_, critic_wt_;

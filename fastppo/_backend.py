@@ -8,6 +8,7 @@ whose ``backend`` is "auto".
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from typing import NamedTuple
@@ -105,3 +106,14 @@ _FORCED = os.environ.get("FASTPPO_BACKEND") or None
 def resolve(backend: str, on_cuda: bool) -> str:
     """The backend an op runs on: `backend` if forced, else FASTPPO_BACKEND, else the fastest here."""
     return _resolve(backend, _FORCED, on_cuda)
+
+
+def on_device(device):
+    """A context in which ``device`` (a CUDA device, or "cpu": nothing to do) is the current CUDA device,
+    around a native call on arrays there: torch exports a tensor through DLPack only from the current
+    device, and kernels launch on it."""
+    if str(device) == "cpu":
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.cuda.device(device)

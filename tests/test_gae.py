@@ -276,6 +276,13 @@ def test_cuda_matches_reference(shape, dtype):
     torch.testing.assert_close(ret.cpu(), ref_ret, **tol)
 
 
+def assert_close_to_reference(adv, ret, arrays):
+    """GPU float32 results against the reference on the CPU arrays (gamma 0.99, lambda 0.95)."""
+    ref_adv, ref_ret = gae_reference(*arrays, gamma=0.99, lam=0.95)
+    torch.testing.assert_close(adv.cpu(), ref_adv, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(ret.cpu(), ref_ret, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.skipif(not fastppo.backends()["cpp"].available, reason="native extension missing")
 def test_dlpack_stream_for_the_default_cuda_stream():
     """torch reports CUDA's legacy default stream as 0, which DLPack reserves (torch's __dlpack__ refuses
@@ -309,9 +316,7 @@ def test_cuda_on_a_side_stream():
     with torch.cuda.stream(side):
         adv, ret = fastppo.gae(*(a.cuda() for a in arrays), gamma=0.99, lam=0.95, backend="cuda")
     side.synchronize()
-    ref_adv, ref_ret = gae_reference(*arrays, gamma=0.99, lam=0.95)
-    torch.testing.assert_close(adv.cpu(), ref_adv, rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(ret.cpu(), ref_ret, rtol=1e-5, atol=1e-4)
+    assert_close_to_reference(adv, ret, arrays)
 
 
 @requires_two_gpus
@@ -337,9 +342,7 @@ def test_cuda_binding_launches_on_the_arrays_device():
     fastppo._backend._core.gae(*map(ExportsOnItsDevice, (*on1, adv, ret)), 0.99, 0.95,
                                torch.cuda.current_stream("cuda:1").cuda_stream)
     torch.cuda.synchronize("cuda:1")
-    ref_adv, ref_ret = gae_reference(*arrays, gamma=0.99, lam=0.95)
-    torch.testing.assert_close(adv.cpu(), ref_adv, rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(ret.cpu(), ref_ret, rtol=1e-5, atol=1e-4)
+    assert_close_to_reference(adv, ret, arrays)
 
 
 @requires_two_gpus
@@ -349,9 +352,7 @@ def test_cuda_second_device():
     arrays = [torch.as_tensor(a) for a in rollout(300, 6, p_term=0.02, p_trunc=0.02, seed=3)]
     adv, ret = fastppo.gae(*(a.to("cuda:1") for a in arrays), gamma=0.99, lam=0.95, backend="cuda")
     assert adv.device == ret.device == torch.device("cuda:1")
-    ref_adv, ref_ret = gae_reference(*arrays, gamma=0.99, lam=0.95)
-    torch.testing.assert_close(adv.cpu(), ref_adv, rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(ret.cpu(), ref_ret, rtol=1e-5, atol=1e-4)
+    assert_close_to_reference(adv, ret, arrays)
 
 
 @requires_cuda

@@ -1,7 +1,8 @@
 // PPO loss on the CPU: one pass over the batch computes every sample's terms and gradients
-// (ppo_loss_math.h) and accumulates the sums in double, from partial sums of fixed blocks. The batch is cut into fixed chunks whose
-// partial sums are added in chunk order, so the result does not depend on the thread count; threads
-// take runs of chunks only when the batch is large enough to pay for waking them.
+// (ppo_loss_math.h) and accumulates the sums in double, from partial sums of fixed blocks. The batch
+// is cut into fixed chunks whose partial sums are added in chunk order, so the result does not depend
+// on the thread count; threads take runs of chunks only when the batch is large enough to pay for
+// waking them.
 #include <algorithm>
 #include <array>
 #include <vector>

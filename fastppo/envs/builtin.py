@@ -4,13 +4,13 @@ threads on the CPU, one GPU thread per env on CUDA."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 
 import numpy as np
 from gymnasium import spaces
 
+from fastppo import _backend
 from fastppo._backend import _core
 from fastppo.envs._buffered import BufferedVecEnv
 
@@ -58,7 +58,7 @@ class BuiltinVecEnv(BufferedVecEnv):
                          reset_options=dict(zip(option_names, info["reset_defaults"])), seed=seed, device=device)
         self._num_actions = info["num_actions"]
         to_array = functools.partial(_host_array, name="actions")
-        with _on_device(self.device):
+        with _backend.on_device(self.device):
             self._batch = _core.EnvBatch(env_id, self.num_envs, self._buffers, to_array, fast_math)
 
     def collect(self, policy, first_obs: np.ndarray, rollout: dict[str, np.ndarray], episode_returns: np.ndarray,
@@ -98,7 +98,7 @@ class BuiltinVecEnv(BufferedVecEnv):
         actions = self._checked_cuda_actions(actions)
         import torch
 
-        with _on_device(self.device):
+        with _backend.on_device(self.device):
             return self._batch.step(actions, torch.cuda.current_stream().cuda_stream)
 
     def _reset_batch(self, seed, mask, a, b) -> None:
@@ -112,7 +112,7 @@ class BuiltinVecEnv(BufferedVecEnv):
             if isinstance(mask, torch.Tensor) and str(mask.device) != self.device:  # as for actions
                 raise ValueError(f"options['reset_mask'] must be on {self.device} for an env there, got a tensor "
                                  f"on {mask.device}")
-            with _on_device(self.device):
+            with _backend.on_device(self.device):
                 self._batch.reset(seed, mask, a, b, torch.cuda.current_stream().cuda_stream)
 
     def _checked_cuda_actions(self, actions):
@@ -134,16 +134,6 @@ class BuiltinVecEnv(BufferedVecEnv):
         elif self._num_actions == 0 and torch.is_floating_point(actions) and not bool(torch.isfinite(actions).all()):
             raise ValueError(f"actions must be finite for {self.env_id} (finite out-of-range ones are clipped)")
         return actions
-
-
-def _on_device(device: str):
-    """The env's CUDA device made current (torch's DLPack export and the kernel launches follow the
-    current device, whichever device the buffers are on); nothing for the CPU."""
-    if device == "cpu":
-        return contextlib.nullcontext()
-    import torch
-
-    return torch.cuda.device(device)
 
 
 def _host_array(x, name: str):

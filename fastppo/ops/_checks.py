@@ -77,6 +77,20 @@ def check_same_device(t: torch.Tensor, name: str, like: torch.Tensor, like_name:
         raise ValueError(f"{name} must be on the device of {like_name} ({like.device}), got {t.device}")
 
 
+def check_devices(named: dict, like: torch.Tensor, like_name: str) -> None:
+    """Every tensor in ``named`` on ``like``'s device (anything else is left to the binding). For the CUDA
+    paths, in Python: torch's DLPack export refuses a tensor on a GPU that is not the current device
+    before the binding could name the argument."""
+    for name, t in named.items():
+        if isinstance(t, torch.Tensor):
+            check_same_device(t, name, like, like_name)
+
+
+def detached(x):
+    """A tensor detached (DLPack refuses tensors that require grad); anything else as it is."""
+    return x.detach() if isinstance(x, torch.Tensor) else x
+
+
 def check_like(t: torch.Tensor, name: str, like: torch.Tensor, like_name: str, *, dtype: bool = True) -> None:
     """Same device, shape and (unless dtype=False) dtype as `like`."""
     check_same_device(t, name, like, like_name)

@@ -65,16 +65,12 @@ def gae(rewards, values, next_values, terminated, truncated, *, gamma: float, la
         else:  # numpy straight through: at (128, 8) the Python around the kernel is most of the call
             _core.gae(rewards, values, next_values, terminated, truncated, out[0], out[1], gamma, lam)
     elif name == "cuda":
-        # Devices checked here rather than in the binding: torch's DLPack export refuses a tensor on a
-        # GPU that is not the current device, before the binding could name the argument.
-        for arg, t in zip(("values", "next_values", "terminated", "truncated", "out[0] (advantages)",
-                           "out[1] (returns)"), (values, next_values, terminated, truncated, *out)):
-            if isinstance(t, torch.Tensor):
-                _checks.check_same_device(t, arg, rewards, "rewards")
-        with torch.cuda.device(rewards.device):  # DLPack exports and the launch use the current device
-            stream = torch.cuda.current_stream().cuda_stream
-            _core.gae(*map(_detached, (rewards, values, next_values, terminated, truncated)), *out, gamma, lam,
-                      stream)
+        _checks.check_devices(dict(zip(("values", "next_values", "terminated", "truncated", "out[0] (advantages)",
+                                        "out[1] (returns)"), (values, next_values, terminated, truncated, *out))),
+                              rewards, "rewards")
+        with _backend.on_device(rewards.device):
+            _core.gae(*map(_checks.detached, (rewards, values, next_values, terminated, truncated)), *out, gamma,
+                      lam, torch.cuda.current_stream().cuda_stream)
     else:
         inputs = _checked_inputs(rewards, values, next_values, terminated, truncated, out, gamma, lam)
         if name == "numba":
@@ -103,10 +99,6 @@ def gae_reference(rewards, values, next_values, terminated, truncated, *, gamma:
 def _host_array(x):
     """numpy arrays pass through; CPU tensors become zero-copy numpy views (cheaper than DLPack)."""
     return x.detach().numpy() if isinstance(x, torch.Tensor) and x.device.type == "cpu" else x
-
-
-def _detached(x):
-    return x.detach() if isinstance(x, torch.Tensor) else x
 
 
 def _checked_inputs(rewards, values, next_values, terminated, truncated, out, gamma, lam):

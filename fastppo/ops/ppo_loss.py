@@ -178,18 +178,16 @@ def _fused_forward(backend, new_logp, new_values, entropy, kl, old_logp, advanta
     elif backend == "cuda":
         args = dict(zip((*_INPUTS, "kl"), (new_logp, old_logp, advantages, new_values, old_values, returns,
                                            entropy, kl)))
-        for name, t in args.items():
-            if isinstance(t, torch.Tensor):  # anything else: the binding names what it expected
-                # here rather than in the binding: torch's DLPack export refuses a tensor on another GPU
-                _checks.check_same_device(t, name, x, "new_logp")
-                if check:
+        _checks.check_devices(args, x, "new_logp")
+        if check:
+            for name, t in args.items():
+                if isinstance(t, torch.Tensor):
                     _checks.check_finite(t, name)
         n = x.shape[0] if x.dim() == 1 else 1  # a wrong shape is the binding's to reject
         workspace = x.new_empty(_core.ppo_loss_cuda_workspace(max(1, n)), dtype=torch.float64)
-        with torch.cuda.device(x.device):  # DLPack exports and the launch use the current device
-            _core.ppo_loss(*[t.detach() if isinstance(t, torch.Tensor) else t for t in args.values()], out, grads,
-                           clip_coef, vf_coef, ent_coef, vf_clip, normalize_advantages, kl_coef, False, workspace,
-                           torch.cuda.current_stream().cuda_stream)
+        with _backend.on_device(x.device):
+            _core.ppo_loss(*map(_checks.detached, args.values()), out, grads, clip_coef, vf_coef, ent_coef, vf_clip,
+                           normalize_advantages, kl_coef, False, workspace, torch.cuda.current_stream().cuda_stream)
     else:
         tensors = _check_args((new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns),
                               (clip_coef, vf_coef, ent_coef, vf_clip, normalize_advantages, kl_coef, check))
