@@ -108,6 +108,24 @@ def resolve(backend: str, on_cuda: bool) -> str:
     return _resolve(backend, _FORCED, on_cuda)
 
 
+def requested(backend: str) -> str:
+    """The backend a trainer was asked for: ``backend``, or ``FASTPPO_BACKEND`` when that is "auto";
+    "auto" or a name from BACKENDS (anything else is a ValueError)."""
+    choice = _FORCED if backend == "auto" and _FORCED else backend
+    if choice not in ("auto", *BACKENDS):
+        source = "FASTPPO_BACKEND" if choice is _FORCED else "backend"
+        raise ValueError(f"{source} must be one of 'auto', {', '.join(map(repr, BACKENDS))}; got {choice!r}")
+    return choice
+
+
+def native_trainer(backend: str, policy_native_ok: bool) -> bool:
+    """Whether a trainer runs its rollout and update natively (csrc/train/) rather than on the torch path:
+    the one place that is decided. ``backend`` is :func:`requested`'s answer; ``policy_native_ok`` whether
+    the native kernels implement the policy (the built-in MLP on the CPU, ``ActorCritic.native_ok``).
+    "torch" and "numba" keep the torch path (the native trainer is C++ only)."""
+    return backend in ("auto", "cpp") and policy_native_ok and _unavailable("cpp") is None
+
+
 def on_device(device):
     """A context in which ``device`` (a CUDA device, or "cpu": nothing to do) is the current CUDA device,
     around a native call on arrays there: torch exports a tensor through DLPack only from the current

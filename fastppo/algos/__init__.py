@@ -1,18 +1,20 @@
-"""The algorithms: PPO (clipped and adaptive-KL) and TRPO / NPG on one shared rollout/advantage path."""
+"""The algorithms: PPO (clipped and adaptive-KL) and TRPO / NPG on one shared collect / advantage /
+update / log loop, configured by typed dataclasses (:mod:`fastppo.algos.config`)."""
 
-from fastppo.algos.base import read_checkpoint
+from fastppo.algos import checkpoint
 from fastppo.algos.callbacks import Callback, CallbackList, EvalCallback
+from fastppo.algos.config import PPOConfig, TRPOConfig
 from fastppo.algos.ppo import PPO
 from fastppo.algos.trpo import TRPO
 
 ALGORITHMS = {PPO.algo: PPO, TRPO.algo: TRPO}
 
-__all__ = ["PPO", "TRPO", "Callback", "CallbackList", "EvalCallback", "load"]
+__all__ = ["PPO", "TRPO", "Callback", "CallbackList", "EvalCallback", "PPOConfig", "TRPOConfig", "load"]
 
 
 def load(path, env=None, **overrides):
     """Any fastppo model saved with ``save``, as the algorithm class it was trained with."""
-    ckpt = read_checkpoint(path)
+    ckpt = checkpoint.read(path)
     if ckpt["algo"] not in ALGORITHMS:
         raise ValueError(f"checkpoint holds an unknown algorithm {ckpt['algo']!r}")
-    return ALGORITHMS[ckpt["algo"]]._from_checkpoint(ckpt, env, overrides)
+    return checkpoint.restore(ALGORITHMS[ckpt["algo"]], ckpt, env, overrides)

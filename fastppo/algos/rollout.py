@@ -1,0 +1,195 @@
+"""COLLECT: the rollout storage and the collectors that fill it.
+
+Two collectors implement one interface, ``collect(callback) -> bool`` (False: a callback stopped
+training), and write the same :class:`Rollout`:
+
+- :class:`StepCollector`, the spec: a Python loop of vector steps. The policy acts through an actor:
+  :class:`TorchActor` (torch ops; any module, any device, gSDE) or :class:`NativeActor` (the built-in MLP
+  in one native call per step, ``fastppo._core.PolicyAct``).
+- :class:`NativeCollector`: the same loop as one native call (``fastppo._core.collect``), for a built-in
+  env on the CPU with the native policy and no callback that runs per step.
+
+The algorithm chooses once (``OnPolicyAlgorithm._collector``), from ``_backend.native_trainer``'s answer,
+the env and whether a callback needs every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from fastppo.algos.distributions import ActionSpec
+
+if TYPE_CHECKING:
+    from fastppo.algos.base import OnPolicyAlgorithm
+    from fastppo.algos.callbacks import Callback
+
+
+@dataclass
+class Rollout:
+    """Time-major (n_steps, num_envs, ...) storage for one iteration, allocated once."""
+
+    obs: torch.Tensor          # (T, N, obs_dim) float32, as the policy saw them (normalised)
+    actions: torch.Tensor      # (T, N, *action_shape), the unclipped samples
+    log_probs: torch.Tensor    # (T, N)
+    values: torch.Tensor       # (T, N) V(s_t)
+    dist_params: torch.Tensor  # (T, N, n_params) the behaviour policy, for KL terms
+    rewards: torch.Tensor      # (T, N) (scaled when normalize_reward)
+    terminated: torch.Tensor   # (T, N) bool
+    truncated: torch.Tensor    # (T, N) bool
+    final_values: torch.Tensor  # (T, N) V(true final observation) where truncated
+    next_values: torch.Tensor  # (T, N) V(s_{t+1}) for GAE
+    advantages: torch.Tensor   # (T, N)
+    returns: torch.Tensor      # (T, N)
+
+    @classmethod
+    def allocate(cls, T: int, N: int, obs_dim: int, spec: ActionSpec, device: torch.device) -> Rollout:
+        f = dict(dtype=torch.float32, device=device)
+        return cls(
+            obs=torch.zeros(T, N, obs_dim, **f), actions=torch.zeros(T, N, *spec.shape, dtype=spec.dtype, device=device),
+            log_probs=torch.zeros(T, N, **f), values=torch.zeros(T, N, **f),
+            dist_params=torch.zeros(T, N, spec.n_params, **f), rewards=torch.zeros(T, N, **f),
+            terminated=torch.zeros(T, N, dtype=torch.bool, device=device),
+            truncated=torch.zeros(T, N, dtype=torch.bool, device=device),
+            final_values=torch.zeros(T, N, **f), next_values=torch.zeros(T, N, **f),
+            advantages=torch.zeros(T, N, **f), returns=torch.zeros(T, N, **f))
+
+    def flat(self) -> dict[str, torch.Tensor]:
+        """Every buffer with (T, N) merged into one batch axis (views, no copies)."""
+        return {f.name: getattr(self, f.name).flatten(0, 1) for f in fields(self)}
+
+    def host_rows(self) -> dict[str, np.ndarray] | None:
+        """numpy views of every buffer on the CPU (a torch ``__setitem__`` costs ~10 us), else None."""
+        if self.obs.device.type != "cpu":
+            return None
+        return {f.name: getattr(self, f.name).numpy() for f in fields(self)}
+
+
+class TorchActor:
+    """The policy's vector step in torch ops (the spec): any module, any device, gSDE."""
+
+    def __init__(self, algo: OnPolicyAlgorithm):
+        self.algo = algo
+        self._exploration = None
+
+    def begin(self) -> None:
+        """Called before each rollout."""
+
+    def act(self, t: int, obs: torch.Tensor, rows: dict[str, np.ndarray] | None):
+        """Acts on ``obs`` (the policy's input) and records row ``t``; returns the actions for the env."""
+        algo = self.algo
+        r, policy = algo.rollout, algo.policy
+        params, value = policy(obs)
+        dist = algo.action_spec.distribution(params)
+        if algo.config.use_sde:  # SB3's schedule: new matrices at the rollout's start and every sde_sample_freq steps
+            freq = algo.config.sde_sample_freq
+            if t == 0 or (freq > 0 and t % freq == 0):
+                self._exploration = policy.sample_exploration(algo.num_envs, algo._generator)
+            action = dist.mean + policy.sde_noise(obs, self._exploration)
+        else:
+            action = dist.sample(algo._generator)
+        r.obs[t] = obs
+        r.actions[t] = action
+        r.log_probs[t] = dist.log_prob(action)
+        r.values[t] = value
+        r.dist_params[t] = params
+        return action.cpu().numpy()
+
+    def values(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.algo.policy.value(obs)
+
+
+class NativeActor:
+    """The built-in MLP's vector step in one native call (``fastppo._core.PolicyAct``, tested against
+    :class:`TorchActor`). Its random numbers come from a stream keyed by one draw from the algorithm's
+    generator per rollout, so runs stay reproducible and resumable."""
+
+    def __init__(self, algo: OnPolicyAlgorithm):
+        self.algo = algo
+        self.native = None
+        self.seed = 0
+
+    def begin(self) -> None:
+        # A snapshot of the parameters for this rollout (they change only in the update).
+        self.native = self.algo.policy.native_act()
+        self.seed = int(torch.randint(2**62, (), generator=self.algo._generator))
+
+    def act(self, t: int, obs: torch.Tensor, rows: dict[str, np.ndarray]):
+        rows["obs"][t] = obs.numpy()
+        self.native.act(rows["obs"][t], rows["actions"][t], rows["log_probs"][t], rows["values"][t],
+                        rows["dist_params"][t], self.seed, t)
+        return rows["actions"][t]
+
+    def values(self, obs: torch.Tensor) -> torch.Tensor:
+        values = np.empty(obs.shape[0], np.float32)
+        self.native.value(obs.numpy(), values)
+        return torch.from_numpy(values)
+
+
+class StepCollector:
+    """The rollout as a Python loop of vector steps (the spec of :class:`NativeCollector`)."""
+
+    def __init__(self, algo: OnPolicyAlgorithm, actor: TorchActor | NativeActor):
+        self.algo, self.actor = algo, actor
+
+    def collect(self, callback: Callback | None) -> bool:
+        algo, actor = self.algo, self.actor
+        r, spec = algo.rollout, algo.action_spec
+        rows = r.host_rows()
+
+        def put(name: str, t: int, value: np.ndarray) -> None:
+            if rows is not None:
+                rows[name][t] = value
+            else:
+                getattr(r, name)[t] = torch.from_numpy(np.ascontiguousarray(value)).to(algo.device)
+
+        actor.begin()
+        for t in range(algo.n_steps):
+            env_action = actor.act(t, algo._last_obs, rows)
+            next_obs, reward, terminated, truncated, info = algo.env.step(spec.to_env(env_action))
+            algo.num_timesteps += algo.num_envs
+            terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
+            if "episode" in info:
+                done = info["_episode"]
+                algo.episode_returns.extend(info["episode"]["r"][done].tolist())
+                algo.episode_lengths.extend(info["episode"]["l"][done].tolist())
+            if algo.reward_scaler is not None:
+                reward = algo.reward_scaler(np.asarray(reward, np.float32), terminated | truncated)
+            put("rewards", t, reward)
+            put("terminated", t, terminated)
+            put("truncated", t, truncated)
+            bootstrap = np.flatnonzero(truncated & ~terminated)
+            if bootstrap.size:  # V(true final observation): the time limit is not the end of the task
+                final = algo._policy_input(np.stack([info["final_obs"][i] for i in bootstrap]), False)
+                r.final_values[t, torch.from_numpy(bootstrap).to(algo.device)] = actor.values(final).to(algo.device)
+            algo._last_obs = algo._policy_input(next_obs, update_stats=True, out=algo._obs_buffer)
+            if callback is not None and not callback.on_step():
+                return False
+        algo._last_obs = algo._last_obs.clone()  # detach from the reused numpy buffer
+        return True
+
+
+class NativeCollector:
+    """:class:`StepCollector`'s loop with a :class:`NativeActor` in one native call: a built-in env on the
+    CPU, the policy's sampling, the normalisers and the episode bookkeeping without the interpreter
+    (``tests/test_rollout.py`` checks the two give the same rollout)."""
+
+    def __init__(self, algo: OnPolicyAlgorithm, actor: NativeActor):
+        self.algo, self.actor = algo, actor
+        capacity = algo.n_steps * algo.num_envs
+        self._returns, self._lengths = np.empty(capacity, np.float64), np.empty(capacity, np.int64)
+
+    def collect(self, callback: Callback | None) -> bool:
+        algo = self.algo
+        self.actor.begin()
+        ended, obs = algo.env.collect(self.actor.native, algo._last_obs.numpy(), algo.rollout.host_rows(),
+                                      self._returns, self._lengths, self.actor.seed, algo.obs_normalizer,
+                                      algo.reward_scaler)
+        algo.num_timesteps += algo.n_steps * algo.num_envs
+        algo.episode_returns.extend(self._returns[:ended].tolist())
+        algo.episode_lengths.extend(self._lengths[:ended].tolist())
+        algo._last_obs = algo._policy_input(obs, update_stats=False).clone()
+        return True
