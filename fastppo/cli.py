@@ -15,7 +15,6 @@ import sys
 import time
 
 
-
 def _parse_value(text: str):
     """A --set value: JSON if it parses (numbers, booleans, lists, null), else the plain string."""
     try:
@@ -40,6 +39,8 @@ def _read_config(path: str) -> dict:
 def _train(args: argparse.Namespace) -> int:
     import fastppo
 
+    cls = fastppo.presets.algorithm_class(args.algo)
+    fields = cls.config_class.field_names()
     kwargs = fastppo.presets.get(args.env_id, args.algo)
     if args.config:
         kwargs.update(_read_config(args.config))
@@ -47,12 +48,21 @@ def _train(args: argparse.Namespace) -> int:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"fastppo: --set expects key=value, got {item!r}")
+        if key not in fields:
+            raise SystemExit(f"fastppo: --set {key}: {args.algo} has no hyperparameter {key!r}; it has "
+                             f"{', '.join(fields)}")
         kwargs[key] = _parse_value(value)
     if args.num_envs is not None:
         kwargs["num_envs"] = args.num_envs
     for key in ("seed", "device"):
         if getattr(args, key) is not None:
             kwargs[key] = getattr(args, key)
+    try:
+        config = cls.config_class.from_kwargs(kwargs)
+    except (TypeError, ValueError) as exc:
+        named = [name for name in fields if str(exc).startswith(name + " ")]
+        hint = f"\n  {named[0]}: {cls.config_class.help(named[0])}" if named else ""
+        raise SystemExit(f"fastppo: {exc}{hint}") from None
     total = args.total_timesteps or fastppo.presets.total_timesteps(args.env_id, args.algo)
     run_dir = args.run_dir or os.path.join("runs", f"{args.env_id}-{args.algo}-{time.strftime('%Y%m%d-%H%M%S')}")
     os.makedirs(run_dir, exist_ok=True)
@@ -61,7 +71,7 @@ def _train(args: argparse.Namespace) -> int:
                   indent=2, default=str)
 
     start = time.perf_counter()
-    model = fastppo.presets.algorithm_class(args.algo)("MlpPolicy", args.env_id, log_dir=run_dir, **kwargs)
+    model = cls("MlpPolicy", args.env_id, config=config, log_dir=run_dir)
     model.learn(total, progress_bar=not args.no_progress)
     train_s = time.perf_counter() - start
     model_path = os.path.join(run_dir, "model.pt")

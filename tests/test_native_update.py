@@ -1,6 +1,6 @@
-"""The native updates against their spec, the torch paths: PPO's (fastppo._core.PpoUpdate against
-PPO._update with backend="torch") and TRPO's critic regression (fastppo._core.CriticFit against
-TRPO._fit_critic). From the same rollout and the same parameters, one whole update on each must land on
+"""The native updaters against their spec, the torch paths: PPO's (NativePpoUpdater, fastppo._core.PpoUpdate,
+against TorchPpoUpdater) and TRPO's critic regression (NativeCriticFit, fastppo._core.CriticFit, against
+TorchCriticFit). From the same rollout and the same parameters, one whole update on each must land on
 the same parameters, Adam moments and logged statistics."""
 
 import gymnasium as gym
@@ -10,7 +10,8 @@ import torch
 
 import fastppo
 from fastppo import PPO, TRPO
-from fastppo.algos.callbacks import CallbackList
+from fastppo.algos.ppo import NativePpoUpdater, TorchPpoUpdater
+from fastppo.algos.trpo import NativeCriticFit, TorchCriticFit
 
 pytestmark = pytest.mark.skipif(not fastppo.backends()["cpp"].available, reason="needs the native extension")
 
@@ -34,25 +35,26 @@ class _MultiDiscreteEnv(gym.Env):
 
 
 def _twins(env, algo=PPO, **kwargs):
-    """Two identical models that have collected the same rollout: the first updates natively, the
-    second on the torch path."""
-    models = []
-    for _ in range(2):
-        if algo is PPO:
-            kwargs.setdefault("n_epochs", 3)
-        model = algo("MlpPolicy", env() if callable(env) else env, n_steps=64, num_envs=1 if callable(env) else 4,
-                     batch_size=32, seed=5, **kwargs)
-        model._reset_envs()
-        model._collect(None)
-        r = model.rollout
-        fastppo.gae(r.rewards, r.values, r.next_values, r.terminated, r.truncated, gamma=model.gamma,
-                    lam=model.gae_lambda, out=(r.advantages, r.returns))
-        models.append(model)
-    native, reference = models
-    reference.backend = "torch"
+    """Two models with the same parameters, the same collected rollout and the same generator state: the
+    first updates natively, the second (backend="torch") on the torch path."""
     if algo is PPO:
-        assert native._native_update(native.rollout.flat()) is not None
-        assert reference._native_update(reference.rollout.flat()) is None
+        kwargs.setdefault("n_epochs", 3)
+
+    def make(backend):
+        return algo("MlpPolicy", env() if callable(env) else env, n_steps=64, num_envs=1 if callable(env) else 4,
+                    batch_size=32, seed=5, backend=backend, **kwargs)
+
+    native = make("auto")
+    native._reset_envs()
+    native._collect(None)
+    native._advantages()
+    reference = make("torch")
+    for name, buffer in reference.rollout.flat().items():
+        buffer.copy_(native.rollout.flat()[name])
+    reference._generator.set_state(native._generator.get_state())
+    assert native.native and not reference.native
+    if algo is PPO:
+        assert isinstance(native.updater, NativePpoUpdater) and isinstance(reference.updater, TorchPpoUpdater)
     return native, reference
 
 
@@ -112,11 +114,11 @@ def test_clamped_log_std_gets_no_gradient():
 @pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
 def test_native_critic_fit_matches_torch(env):
     native, reference = _twins(env, TRPO, n_critic_updates=3, learning_rate=1e-3)
-    assert native._native_critic_fit(native.rollout.flat()) is not None
-    assert reference._native_critic_fit(reference.rollout.flat()) is None
+    assert isinstance(native.critic_updater, NativeCriticFit)
+    assert isinstance(reference.critic_updater, TorchCriticFit)
     for _ in range(2):
-        got = native._fit_critic(native.rollout.flat(), 1e-3)
-        want = reference._fit_critic(reference.rollout.flat(), 1e-3)
+        got = native._fit_critic(1e-3)
+        want = reference._fit_critic(1e-3)
         np.testing.assert_allclose(got, want, rtol=1e-5)
         a, b = native._critic_flat, reference._critic_flat
         np.testing.assert_allclose(a.param.detach(), b.param.detach(), rtol=0, atol=1e-5)  # 1% of lr, as above
@@ -128,7 +130,7 @@ def test_native_critic_fit_matches_torch(env):
 
 
 def _core_args(model):
-    """The keyword arguments _native_update passes to fastppo._core.PpoUpdate, for the checks below."""
+    """The keyword arguments NativePpoUpdater passes to fastppo._core.PpoUpdate, for the checks below."""
     params, grads = model.policy.native_arrays(), model.policy.native_arrays(grads=True)
     adam = model.optimizer
     data = {k: v.numpy() for k, v in model.rollout.flat().items()}
@@ -175,70 +177,6 @@ def test_bad_arguments_are_rejected():
 
 def test_torch_path_where_native_does_not_apply():
     model = PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, policy_kwargs={"activation": "gelu"})
-    assert model._native_update(model.rollout.flat()) is None
+    assert not model.native and isinstance(model.updater, TorchPpoUpdater)
     model = PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, backend="torch")
-    assert model._native_update(model.rollout.flat()) is None
-
-
-class _OnStep(fastppo.Callback):
-    def __init__(self):
-        self.steps = 0
-
-    def on_step(self):
-        self.steps += 1
-        return True
-
-
-@pytest.mark.parametrize("env, normalize", [("CartPole-v1", False), ("Pendulum-v1", False),
-                                            ("MountainCarContinuous-v0", False), ("Pendulum-v1", True),
-                                            ("Acrobot-v1", True)])
-def test_native_rollout_matches_the_step_loop(env, normalize):
-    """EnvBatch.collect (the whole rollout in one native call) against the per-step Python loop it
-    replaces: the same rollout bit for bit, including the final values of truncated episodes
-    (Pendulum's time limit of 200 falls inside the 2 x 150 steps). With observation and reward
-    normalisation, the native running statistics sum the batch in order where numpy may pair terms:
-    the two agree to float64 rounding, so float32 rows may differ in the last bit (rtol 1e-6) and the
-    float64 statistics to 1e-12 relative; actions are sampled from the same stream either way."""
-    models = [PPO("MlpPolicy", env, n_steps=150, num_envs=3, batch_size=50, seed=11, normalize_obs=normalize,
-                  normalize_reward=normalize) for _ in range(2)]
-    native, stepped = models
-    callback = _OnStep()
-    callback.init(stepped)
-    assert not fastppo.Callback().per_step() and callback.per_step()
-    assert CallbackList([fastppo.Callback(), callback]).per_step()
-    for model in models:
-        model._reset_envs()
-    assert native._native_env_ok(None) and not stepped._native_env_ok(callback)
-    for _ in range(2):
-        assert native._collect(None) and stepped._collect(callback)
-        for name, a in native.rollout.flat().items():
-            if normalize and a.is_floating_point():
-                torch.testing.assert_close(a, stepped.rollout.flat()[name], rtol=1e-6, atol=1e-6, msg=name)
-            else:
-                assert torch.equal(a, stepped.rollout.flat()[name]), name
-        assert native.num_timesteps == stepped.num_timesteps
-        assert list(native.episode_returns) == list(stepped.episode_returns)
-        assert list(native.episode_lengths) == list(stepped.episode_lengths)
-        if normalize:
-            torch.testing.assert_close(native._last_obs, stepped._last_obs, rtol=1e-6, atol=1e-6)
-            for a, b in [(native.obs_normalizer.rms, stepped.obs_normalizer.rms),
-                         (native.reward_scaler.rms, stepped.reward_scaler.rms)]:
-                assert a.count == b.count
-                np.testing.assert_allclose(a.mean, b.mean, rtol=1e-12)
-                np.testing.assert_allclose(a.var, b.var, rtol=1e-12)
-            np.testing.assert_allclose(native.reward_scaler.returns, stepped.reward_scaler.returns, rtol=1e-12)
-        else:
-            assert torch.equal(native._last_obs, stepped._last_obs)
-    assert callback.steps == 300
-    if normalize:  # the statistics moved: normalisation really ran on both paths
-        assert native.obs_normalizer.rms.count == 300 * 3 + 3 + 1e-4  # every step's obs and the reset's
-        assert not np.allclose(native.obs_normalizer.rms.mean, 0.0)
-    if env == "Pendulum-v1":
-        assert native.rollout.truncated.any() and (native.rollout.final_values != 0).any()
-
-
-def test_native_rollout_not_used_where_python_must_run():
-    model = PPO("MlpPolicy", "CartPole-v1", n_steps=16, batch_size=16)
-    assert model._native_env_ok(None) and not model._native_env_ok(_OnStep())
-    model = PPO("MlpPolicy", gym.make("CartPole-v1"), n_steps=16, batch_size=16)  # a gymnasium env
-    assert not model._native_env_ok(None)
+    assert not model.native and isinstance(model.updater, TorchPpoUpdater)

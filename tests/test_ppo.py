@@ -14,7 +14,7 @@ from torch import nn
 
 import fastppo
 from conftest import RecordMetrics, assert_solves_cartpole, requires_cuda
-from fastppo.algos.base import CHECKPOINT_FORMAT
+from fastppo.algos.checkpoint import FORMAT as CHECKPOINT_FORMAT
 
 
 def cartpole(**overrides):

@@ -26,8 +26,8 @@ VERSION = 2  # 2: TRPO's critic optimiser holds one flat parameter
 
 def save(model: OnPolicyAlgorithm, path: str | os.PathLike) -> None:
     """Write ``model`` to ``path`` atomically."""
-    env_state = model.env.snapshot() if hasattr(model.env, "snapshot") else None
-    last_obs = model._last_obs
+    last_obs = model._last_obs  # None before the first learn(): then there is no env state to resume
+    env_state = model.env.snapshot() if hasattr(model.env, "snapshot") and last_obs is not None else None
     state = {
         "format": FORMAT, "version": VERSION, "algo": model.algo,
         "env_id": model.env_id, "observation_space": model.observation_space, "action_space": model.action_space,
@@ -39,7 +39,7 @@ def save(model: OnPolicyAlgorithm, path: str | os.PathLike) -> None:
         "num_timesteps": model.num_timesteps, "iteration": model.iteration,
         "total_timesteps": model._total_timesteps, "generator": model._generator.get_state(),
         "env_state": env_state,
-        "last_obs": last_obs.cpu() if env_state is not None and last_obs is not None else None,
+        "last_obs": last_obs.cpu() if env_state is not None else None,
         "episode_returns": list(model.episode_returns), "episode_lengths": list(model.episode_lengths),
     }
     path = os.fspath(path)

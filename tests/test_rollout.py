@@ -1,0 +1,80 @@
+"""The collectors: NativeCollector (the rollout in one native call) against StepCollector (the Python
+step loop, its spec), and where each is chosen."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import fastppo
+from fastppo import PPO
+from fastppo.algos.callbacks import CallbackList
+from fastppo.algos.rollout import NativeCollector, StepCollector
+
+pytestmark = pytest.mark.skipif(not fastppo.backends()["cpp"].available, reason="needs the native extension")
+
+
+class _OnStep(fastppo.Callback):
+    def __init__(self):
+        self.steps = 0
+
+    def on_step(self):
+        self.steps += 1
+        return True
+
+
+@pytest.mark.parametrize("env, normalize", [("CartPole-v1", False), ("Pendulum-v1", False),
+                                            ("MountainCarContinuous-v0", False), ("Pendulum-v1", True),
+                                            ("Acrobot-v1", True)])
+def test_native_rollout_matches_the_step_loop(env, normalize):
+    """NativeCollector (the whole rollout in one native call) against StepCollector, the per-step Python
+    loop it replaces: the same rollout bit for bit, including the final values of truncated episodes
+    (Pendulum's time limit of 200 falls inside the 2 x 150 steps). With observation and reward
+    normalisation, the native running statistics sum the batch in order where numpy may pair terms:
+    the two agree to float64 rounding, so float32 rows may differ in the last bit (rtol 1e-6) and the
+    float64 statistics to 1e-12 relative; actions are sampled from the same stream either way."""
+    models = [PPO("MlpPolicy", env, n_steps=150, num_envs=3, batch_size=50, seed=11, normalize_obs=normalize,
+                  normalize_reward=normalize) for _ in range(2)]
+    native, stepped = models
+    callback = _OnStep()
+    callback.init(stepped)
+    assert not fastppo.Callback().per_step() and callback.per_step()
+    assert CallbackList([fastppo.Callback(), callback]).per_step()
+    for model in models:
+        model._reset_envs()
+    assert isinstance(native._collector(None), NativeCollector)
+    assert isinstance(stepped._collector(callback), StepCollector)
+    for _ in range(2):
+        assert native._collect(None) and stepped._collect(callback)
+        for name, a in native.rollout.flat().items():
+            if normalize and a.is_floating_point():
+                torch.testing.assert_close(a, stepped.rollout.flat()[name], rtol=1e-6, atol=1e-6, msg=name)
+            else:
+                assert torch.equal(a, stepped.rollout.flat()[name]), name
+        assert native.num_timesteps == stepped.num_timesteps
+        assert list(native.episode_returns) == list(stepped.episode_returns)
+        assert list(native.episode_lengths) == list(stepped.episode_lengths)
+        if normalize:
+            torch.testing.assert_close(native._last_obs, stepped._last_obs, rtol=1e-6, atol=1e-6)
+            for a, b in [(native.obs_normalizer.rms, stepped.obs_normalizer.rms),
+                         (native.reward_scaler.rms, stepped.reward_scaler.rms)]:
+                assert a.count == b.count
+                np.testing.assert_allclose(a.mean, b.mean, rtol=1e-12)
+                np.testing.assert_allclose(a.var, b.var, rtol=1e-12)
+            np.testing.assert_allclose(native.reward_scaler.returns, stepped.reward_scaler.returns, rtol=1e-12)
+        else:
+            assert torch.equal(native._last_obs, stepped._last_obs)
+    assert callback.steps == 300
+    if normalize:  # the statistics moved: normalisation really ran on both paths
+        assert native.obs_normalizer.rms.count == 300 * 3 + 3 + 1e-4  # every step's obs and the reset's
+        assert not np.allclose(native.obs_normalizer.rms.mean, 0.0)
+    if env == "Pendulum-v1":
+        assert native.rollout.truncated.any() and (native.rollout.final_values != 0).any()
+
+
+def test_native_rollout_not_used_where_python_must_run():
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=16, batch_size=16)
+    assert isinstance(model._collector(None), NativeCollector)
+    assert isinstance(model._collector(_OnStep()), StepCollector)
+    model = PPO("MlpPolicy", gym.make("CartPole-v1"), n_steps=16, batch_size=16)  # a gymnasium env
+    assert isinstance(model._collector(None), StepCollector)
