@@ -232,15 +232,18 @@ def cmd_budget(args):
 
 def cmd_parts(args):
     """Milliseconds per iteration of the two halves of fastppo's loop at CleanRL's settings, the native
-    path against the torch path (its spec) in one process: `_collect` and `_update` on the same model."""
+    path against the torch path (its spec) in one process: `_collect` and `_update`. Both models step the
+    same native envs (an env instance, so that backend="torch" does not swap them for gymnasium's)."""
     rows = []
     for part in ("_collect", "_update"):
         times = {}
         for backend in ("cpp", "torch"):
-            m = fastppo.PPO("MlpPolicy", "CartPole-v1", seed=0, **CLEANRL)
+            env = fastppo.make_vec_env("CartPole-v1", CLEANRL["num_envs"], seed=0)
+            m = fastppo.PPO("MlpPolicy", env, seed=0, backend=backend,
+                            **{k: v for k, v in CLEANRL.items() if k != "num_envs"})
+            assert m.native == (backend == "cpp")
             m._reset_envs()
             m._collect(None)
-            m.backend = backend  # the native kernels run only where backend is "auto" or "cpp"
             call = (lambda: m._collect(None)) if part == "_collect" else (lambda: m._update(1.0))
             with m.torch_thread_scope():
                 call()  # warm-up

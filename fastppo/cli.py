@@ -92,7 +92,10 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import fastppo
 
-    model = fastppo.load(args.path, env=args.env)
+    try:
+        model = fastppo.load(args.path, env=args.env, trust_pickle=args.trust_pickle)
+    except ValueError as exc:
+        raise SystemExit(f"fastppo eval: {exc}") from None
     env = args.env or model.env_id
     mean, std = fastppo.evaluate_policy(model, env, args.episodes, deterministic=not args.stochastic, seed=args.seed)
     model.close()
@@ -194,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--json", action="store_true")
+    ev.add_argument("--trust-pickle", action="store_true",
+                    help="also open fastppo 0.1's pickle checkpoints, which can run code: only files you trust")
     ev.set_defaults(run=_eval)
 
     plot = sub.add_parser("plot", help="learning curve PNG from a run directory")

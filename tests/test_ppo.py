@@ -14,7 +14,6 @@ from torch import nn
 
 import fastppo
 from conftest import RecordMetrics, assert_solves_cartpole, requires_cuda
-from fastppo.algos.checkpoint import FORMAT as CHECKPOINT_FORMAT
 
 
 def cartpole(**overrides):
@@ -52,52 +51,6 @@ def test_pendulum_improves():
     model.learn(60_000, progress_bar=False)
     after, _ = fastppo.evaluate_policy(model, "Pendulum-v1", n_eval_episodes=10, seed=7)
     assert after > before + 300, f"Pendulum-v1 did not improve clearly: {before:.0f} -> {after:.0f}"
-
-
-def test_save_load_same_actions(tmp_path):
-    model = cartpole(normalize_obs=True).learn(2_048, progress_bar=False)
-    model.save(tmp_path / "m.pt")
-    loaded = fastppo.PPO.load(tmp_path / "m.pt")
-    obs = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
-    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
-    assert fastppo.load(tmp_path / "m.pt").num_timesteps == model.num_timesteps
-    action, state = loaded.predict(obs[0], deterministic=True)
-    assert np.ndim(action) == 0 and state is None
-
-
-def test_resume_equals_uninterrupted(tmp_path):
-    """A run checkpointed halfway (by a callback) and resumed from the file ends with the same weights
-    as the run that was never interrupted (CPU, bit for bit), annealed schedules included."""
-    kwargs = dict(normalize_obs=True, normalize_reward=True, n_epochs=2)
-    straight = cartpole(**kwargs).learn(4 * 256, progress_bar=False)
-
-    class SaveAndStop(fastppo.Callback):
-        def on_iteration_end(self, metrics):
-            if self.model.iteration == 2:
-                self.model.save(tmp_path / "half.pt")
-                return False
-            return True
-
-    cartpole(**kwargs).learn(4 * 256, callback=SaveAndStop(), progress_bar=False)
-    resumed = fastppo.PPO.load(tmp_path / "half.pt").learn(2 * 256, progress_bar=False)
-    assert resumed.num_timesteps == straight.num_timesteps
-    for (name, a), b in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name} differs after resuming")
-
-
-def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
-    model = cartpole()
-    path = tmp_path / "m.pt"
-    model.save(path)
-    good = path.read_bytes()
-
-    def crash(*args, **kwargs):
-        raise KeyboardInterrupt("killed mid-save")
-
-    monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(KeyboardInterrupt):
-        model.save(path)
-    assert path.read_bytes() == good and os.listdir(tmp_path) == ["m.pt"]
 
 
 class _CountingEnv(gym.Env):
@@ -194,22 +147,6 @@ def test_nan_observation_is_reported():
     model = fastppo.PPO("MlpPolicy", _NaNEnv(), n_steps=8, batch_size=8)
     with pytest.raises(ValueError, match=r"env returned a non-finite observation \(NaN or inf\) in env\(s\) \[0\]"):
         model.learn(8, progress_bar=False)
-
-
-def test_checkpoint_mismatches(tmp_path):
-    model = cartpole()
-    model.save(tmp_path / "m.pt")
-    with pytest.raises(ValueError, match="env has observation_space"):
-        fastppo.PPO.load(tmp_path / "m.pt", env="Acrobot-v1")
-    state = torch.load(tmp_path / "m.pt", weights_only=False)
-    state["version"] = 99
-    torch.save(state, tmp_path / "future.pt")
-    with pytest.raises(ValueError, match="checkpoint format version 99 is not supported"):
-        fastppo.PPO.load(tmp_path / "future.pt")
-    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="is not a readable fastppo checkpoint"):
-        fastppo.load(tmp_path / "junk.pt")
-    assert state["format"] == CHECKPOINT_FORMAT
 
 
 def test_eval_callback_keeps_best(tmp_path):

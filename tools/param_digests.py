@@ -16,10 +16,6 @@ import hashlib
 import json
 import sys
 
-import numpy as np
-import torch
-
-import fastppo
 from fastppo import presets
 
 CLASSIC = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0", "Pendulum-v1")

@@ -12,9 +12,10 @@ ALGORITHMS = {PPO.algo: PPO, TRPO.algo: TRPO}
 __all__ = ["PPO", "TRPO", "Callback", "CallbackList", "EvalCallback", "PPOConfig", "TRPOConfig", "load"]
 
 
-def load(path, env=None, **overrides):
-    """Any fastppo model saved with ``save``, as the algorithm class it was trained with."""
-    ckpt = checkpoint.read(path)
+def load(path, env=None, *, policy=None, trust_pickle: bool = False, **overrides):
+    """Any fastppo model saved with ``save``, as the algorithm class it was trained with (arguments as
+    :meth:`PPO.load`'s)."""
+    ckpt = checkpoint.read(path, trust_pickle)
     if ckpt["algo"] not in ALGORITHMS:
         raise ValueError(f"checkpoint holds an unknown algorithm {ckpt['algo']!r}")
-    return checkpoint.restore(ALGORITHMS[ckpt["algo"]], ckpt, env, overrides)
+    return checkpoint.restore(ALGORITHMS[ckpt["algo"]], ckpt, env, overrides, policy)

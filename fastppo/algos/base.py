@@ -275,14 +275,18 @@ class OnPolicyAlgorithm:
         checkpoint.save(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, env=None, **overrides):
+    def load(cls, path: str | os.PathLike, env=None, *, policy: nn.Module | None = None, trust_pickle: bool = False,
+             **overrides):
         """A model from :meth:`save`, ready to act and to continue training.
 
         ``env`` defaults to the checkpoint's env id (it must have been trained on one); a given env must
-        have the same spaces. ``overrides`` replace saved hyperparameters (e.g. ``device``, ``log_dir``).
-        Checkpoints are pickles: load only files you trust.
+        have the same spaces. ``policy``: a new instance of the custom module the model was trained with
+        (its weights come from the file; modules themselves are not stored). ``overrides`` replace saved
+        hyperparameters (e.g. ``device``, ``log_dir``, or a schedule function, which is not stored either).
+        Loading cannot run code from the file; ``trust_pickle=True`` opens fastppo 0.1's pickle files, which
+        can: only for files you trust.
         """
-        return checkpoint.restore(cls, checkpoint.read(path), env, overrides)
+        return checkpoint.restore(cls, checkpoint.read(path, trust_pickle), env, overrides, policy)
 
     def close(self) -> None:
         self.env.close()

@@ -1,11 +1,20 @@
-"""Checkpoints: everything needed to act and to resume training exactly, in one file written atomically.
+"""Checkpoints: everything needed to act and to resume training exactly, in a file that loading cannot
+turn into code execution.
 
-One ``torch.save`` dict, written to a temporary file in the same directory, fsynced, then ``os.replace``d
-over the target (a crash mid-save leaves the old file). It holds the format version, the algorithm,
-the env id and spaces (checked on load), the hyperparameters (the config's fields), weights, optimiser
-state, normaliser statistics, counters, the schedule's horizon, the generator state, the episode
-statistics and — when the env can give it (``snapshot``/``restore``) — the env's own state and the
-current observation, so ``learn(a)``, save, load, ``learn(b)`` equals ``learn(a + b)`` on the CPU.
+A file is one ``torch.save`` dict of tensors and plain data only (str, int, float, bool, None, lists,
+tuples and dicts of them), read back with torch's ``weights_only=True`` loader, whose allow-list admits
+nothing else: a pickle that would rebuild an arbitrary object (and so could run code) is refused before
+anything in it is built. Spaces are stored as their parameters, numpy arrays as tensors, and what has
+no plain form is not stored: a custom policy module (its weights are; pass ``policy=`` to load) and a
+schedule given as a function (pass it again to load). Format 2 files (fastppo 0.1's pickles) are
+refused unless the caller says it trusts the file (``trust_pickle=True``).
+
+It holds the format version, the algorithm, the env id and spaces (checked on load), the hyperparameters
+(the config's fields), weights, optimiser state, normaliser statistics, counters, the schedule's horizon,
+the generator state, the episode statistics and — when the env can give it (``snapshot``/``restore``) —
+the env's own state and the current observation, so ``learn(a)``, save, load, ``learn(b)`` equals
+``learn(a + b)`` on the CPU. Writing is atomic: a temporary file in the same directory, fsynced, then
+``os.replace``d over the target (a crash mid-save leaves the old file).
 """
 
 from __future__ import annotations
@@ -13,33 +22,40 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-from typing import TYPE_CHECKING
+import warnings
+from typing import TYPE_CHECKING, Any
 
+import gymnasium as gym
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
     from fastppo.algos.base import OnPolicyAlgorithm
 
 FORMAT = "fastppo-checkpoint"
-VERSION = 2  # 2: TRPO's critic optimiser holds one flat parameter
+VERSION = 3  # 3: tensors and plain data (weights_only); 2: a pickle (TRPO's critic optimiser one flat parameter)
+_PICKLE_VERSION = 2
 
 
 def save(model: OnPolicyAlgorithm, path: str | os.PathLike) -> None:
     """Write ``model`` to ``path`` atomically."""
+    from fastppo import __version__
+
     last_obs = model._last_obs  # None before the first learn(): then there is no env state to resume
     env_state = model.env.snapshot() if hasattr(model.env, "snapshot") and last_obs is not None else None
+    custom = model._custom_policy
     state = {
-        "format": FORMAT, "version": VERSION, "algo": model.algo,
-        "env_id": model.env_id, "observation_space": model.observation_space, "action_space": model.action_space,
-        "num_envs": model.num_envs, "hyperparameters": model.config.to_dict(),
-        "policy_kwargs": model.config.policy_kwargs, "custom_policy": model._custom_policy,
-        "policy_state": model.policy.state_dict(), "algo_state": model._algo_state(),
-        "obs_normalizer": model.obs_normalizer.rms.state_dict() if model.obs_normalizer else None,
-        "reward_scaler": model.reward_scaler.state_dict() if model.reward_scaler else None,
+        "format": FORMAT, "version": VERSION, "fastppo": __version__, "algo": model.algo,
+        "env_id": model.env_id, "observation_space": _space_to_plain(model.observation_space, "observation_space"),
+        "action_space": _space_to_plain(model.action_space, "action_space"), "num_envs": model.num_envs,
+        "hyperparameters": {k: _value_to_plain(v) for k, v in model.config.to_dict().items()},
+        "custom_policy": None if custom is None else f"{type(custom).__module__}.{type(custom).__qualname__}",
+        "policy_state": model.policy.state_dict(), "algo_state": _to_plain(model._algo_state()),
+        "obs_normalizer": _to_plain(model.obs_normalizer.rms.state_dict()) if model.obs_normalizer else None,
+        "reward_scaler": _to_plain(model.reward_scaler.state_dict()) if model.reward_scaler else None,
         "num_timesteps": model.num_timesteps, "iteration": model.iteration,
         "total_timesteps": model._total_timesteps, "generator": model._generator.get_state(),
-        "env_state": env_state,
-        "last_obs": last_obs.cpu() if env_state is not None else None,
+        "env_state": _to_plain(env_state), "last_obs": last_obs.cpu() if env_state is not None else None,
         "episode_returns": list(model.episode_returns), "episode_lengths": list(model.episode_lengths),
     }
     path = os.fspath(path)
@@ -57,34 +73,68 @@ def save(model: OnPolicyAlgorithm, path: str | os.PathLike) -> None:
         raise
 
 
-def read(path: str | os.PathLike) -> dict:
-    """The checked contents of a checkpoint written by :func:`save`."""
+def read(path: str | os.PathLike, trust_pickle: bool = False) -> dict:
+    """The checked contents of a checkpoint written by :func:`save`, with spaces, arrays and env state
+    rebuilt. ``trust_pickle=True`` also opens a format 2 file (a pickle, which can run code when opened:
+    only for files you trust)."""
+    name = repr(os.fspath(path))
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as exc:
-        raise ValueError(f"{os.fspath(path)!r} is not a readable fastppo checkpoint ({exc})") from exc
+        with warnings.catch_warnings():  # torch warns about some files it then refuses: the error says it all
+            warnings.simplefilter("ignore", UserWarning)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):  # not an object to build: a damaged or foreign file
+            raise ValueError(f"{name} is not a readable fastppo checkpoint ({exc})") from None
+        if not trust_pickle:
+            raise ValueError(
+                f"{name} was refused: it holds objects that only a pickle can rebuild, and rebuilding them can "
+                f"run any code. fastppo's own checkpoints hold tensors and plain data (format {VERSION}); files "
+                f"written by fastppo 0.1 (format {_PICKLE_VERSION}) are pickles. If you trust this file, open "
+                f"it with trust_pickle=True.") from None
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)  # the caller trusts this file
+    except (OSError, EOFError, RuntimeError, ValueError) as exc:
+        raise ValueError(f"{name} is not a readable fastppo checkpoint ({exc})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{os.fspath(path)!r} is not a fastppo checkpoint")
-    if ckpt["version"] != VERSION:
-        raise ValueError(f"checkpoint format version {ckpt['version']} is not supported by this fastppo "
-                         f"(it reads version {VERSION})")
+        raise ValueError(f"{name} is not a fastppo checkpoint")
+    if ckpt.get("version") == _PICKLE_VERSION and trust_pickle:
+        return ckpt  # the old layout: spaces and arrays are already objects
+    if ckpt.get("version") != VERSION:
+        raise ValueError(f"checkpoint format version {ckpt.get('version')} is not supported by this fastppo "
+                         f"(it reads version {VERSION}{f' and, trusted, {_PICKLE_VERSION}' if trust_pickle else ''})")
+    try:
+        for key in ("observation_space", "action_space"):
+            ckpt[key] = _space_from_plain(ckpt[key])
+        for key in ("algo_state", "obs_normalizer", "reward_scaler", "env_state"):
+            ckpt[key] = _from_plain(ckpt[key])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{name} is a damaged fastppo checkpoint ({type(exc).__name__}: {exc})") from None
     return ckpt
 
 
-def restore(cls, ckpt: dict, env, overrides: dict):
+def restore(cls, ckpt: dict, env, overrides: dict, policy=None):
     """A ``cls`` model from :func:`read`'s contents, on ``env`` (default: the checkpoint's env id), with
-    ``overrides`` replacing saved hyperparameters."""
+    ``overrides`` replacing saved hyperparameters; ``policy`` is the module for a custom policy's weights."""
     if ckpt["algo"] != cls.algo:
         raise ValueError(f"checkpoint holds a {ckpt['algo']!r} model; load it with that algorithm's class")
     if env is None:
         if ckpt["env_id"] is None:
             raise ValueError("the checkpoint's env was not given by id: pass env= to load()")
         env = ckpt["env_id"]
+    custom = ckpt["custom_policy"]
+    if isinstance(custom, torch.nn.Module):  # a trusted format 2 pickle
+        policy = custom if policy is None else policy
+    elif custom is not None and policy is None:
+        raise ValueError(f"the checkpoint's policy is a custom module ({custom}); modules are not stored (loading "
+                         f"one would run code): pass policy=<a new {custom.rsplit('.', 1)[-1]}> to load(), its "
+                         f"weights come from the file")
     hyper = {**ckpt["hyperparameters"], **overrides}
-    policy = ckpt["custom_policy"] if ckpt["custom_policy"] is not None else "MlpPolicy"
-    if ckpt["custom_policy"] is None:
-        hyper["policy_kwargs"] = ckpt["policy_kwargs"]
-    model = cls(policy, env, **hyper)
+    for key, value in hyper.items():
+        if isinstance(value, dict) and "__function__" in value:
+            raise ValueError(f"{key} was the function {value['__function__']} when saved; functions are not stored "
+                             f"(loading one would run code): pass {key}= to load()")
+    if policy is not None:
+        hyper.pop("policy_kwargs", None)
+    model = cls(policy if policy is not None else "MlpPolicy", env, **hyper)
     for name in ("observation_space", "action_space"):
         if getattr(model, name) != ckpt[name]:
             raise ValueError(f"env has {name} {getattr(model, name)}, but the checkpoint was trained on "
@@ -105,3 +155,59 @@ def restore(cls, ckpt: dict, env, overrides: dict):
         model.env.restore(ckpt["env_state"])  # resume mid-episode, exactly where training stopped
         model._last_obs = ckpt["last_obs"].to(model.device)
     return model
+
+
+# -- plain forms --------------------------------------------------------------------------------------
+def _value_to_plain(value):
+    """A hyperparameter as plain data; a function becomes a marker that load() asks to be replaced."""
+    if isinstance(value, torch.device):
+        return str(value)
+    if callable(value):
+        return {"__function__": f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}"}
+    return _to_plain(value)
+
+
+def _to_plain(x: Any) -> Any:
+    """numpy arrays -> tagged tensors, recursively through dicts, lists and tuples."""
+    if isinstance(x, np.ndarray):
+        return {"__numpy__": torch.from_numpy(np.array(x))}
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, dict):
+        return {k: _to_plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_plain(v) for v in x)
+    return x
+
+
+def _from_plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        if set(x) == {"__numpy__"}:
+            return x["__numpy__"].numpy()
+        return {k: _from_plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_from_plain(v) for v in x)
+    return x
+
+
+def _space_to_plain(space: gym.Space, name: str) -> dict:
+    if isinstance(space, gym.spaces.Box):
+        return {"type": "Box", "low": torch.from_numpy(np.array(space.low)),
+                "high": torch.from_numpy(np.array(space.high)), "dtype": str(space.dtype)}
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return {"type": "MultiDiscrete", "nvec": torch.from_numpy(np.array(space.nvec)),
+                "start": torch.from_numpy(np.array(space.start)), "dtype": str(space.dtype)}
+    raise TypeError(f"{name} {space} has no checkpoint form (Box, Discrete and MultiDiscrete have)")
+
+
+def _space_from_plain(d: dict) -> gym.Space:
+    kind = d["type"]
+    if kind == "Box":
+        return gym.spaces.Box(d["low"].numpy(), d["high"].numpy(), dtype=np.dtype(d["dtype"]))
+    if kind == "Discrete":
+        return gym.spaces.Discrete(d["n"], start=d["start"])
+    if kind == "MultiDiscrete":
+        return gym.spaces.MultiDiscrete(d["nvec"].numpy(), dtype=np.dtype(d["dtype"]), start=d["start"].numpy())
+    raise ValueError(f"unknown space type {kind!r}")
