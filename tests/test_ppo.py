@@ -149,6 +149,40 @@ def test_nan_observation_is_reported():
         model.learn(8, progress_bar=False)
 
 
+class _NaNRewardEnv(_CountingEnv):
+    def step(self, action):
+        obs, reward, *rest = super().step(action)
+        return obs, (np.inf if self.k == 2 else reward), *rest
+
+
+def test_nan_reward_is_reported():
+    model = fastppo.PPO("MlpPolicy", _NaNRewardEnv(), n_steps=8, batch_size=8)
+    with pytest.raises(ValueError, match=r"env returned a non-finite reward \(inf\) in env\(s\) \[0\] at timestep 2"):
+        model.learn(8, progress_bar=False)
+
+
+class _BadModule(_ValueIsObs):
+    def __init__(self, fault):
+        super().__init__()
+        self.fault = fault
+
+    def forward(self, obs):
+        params, value = super().forward(obs)
+        if self.fault == "nan":
+            return params * np.nan, value
+        return params[:, :1], value  # one logit for a Discrete(2) action
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("nan", r"returned non-finite dist_params at step 0"),
+    ("shape", r"returned dist_params of shape \(1, 1\) and value of shape \(1,\); this env needs \(1, 2\)"),
+])
+def test_bad_policy_module_output_is_reported(fault, message):
+    model = fastppo.PPO(_BadModule(fault), _CountingEnv(), n_steps=8, batch_size=8)
+    with pytest.raises(ValueError, match=message):
+        model.learn(8, progress_bar=False)
+
+
 def test_eval_callback_keeps_best(tmp_path):
     cb = fastppo.EvalCallback("CartPole-v1", eval_freq=2_048, n_eval_episodes=3, best_model_save_path=str(tmp_path))
     cartpole().learn(4_096, callback=cb, progress_bar=False)

@@ -83,6 +83,7 @@ class TorchActor:
         algo = self.algo
         r, policy = algo.rollout, algo.policy
         params, value = policy(obs)
+        _check_policy_output(params, value, algo.num_envs, algo.action_spec.n_params, t)
         dist = algo.action_spec.distribution(params)
         if algo.config.use_sde:  # SB3's schedule: new matrices at the rollout's start and every sde_sample_freq steps
             freq = algo.config.sde_sample_freq
@@ -100,6 +101,16 @@ class TorchActor:
 
     def values(self, obs: torch.Tensor) -> torch.Tensor:
         return self.algo.policy.value(obs)
+
+
+def _check_policy_output(params: torch.Tensor, value: torch.Tensor, n: int, n_params: int, t: int) -> None:
+    """A policy module's forward() must give (n, n_params) finite distribution parameters and (n,) values."""
+    if tuple(params.shape) != (n, n_params) or tuple(value.shape) != (n,):
+        raise ValueError(f"the policy module's forward() returned dist_params of shape {tuple(params.shape)} and "
+                         f"value of shape {tuple(value.shape)}; this env needs ({n}, {n_params}) and ({n},)")
+    if not bool(torch.isfinite(params).all()):
+        raise ValueError(f"the policy module's forward() returned non-finite dist_params at step {t} of the rollout "
+                         f"(are its weights finite?)")
 
 
 class NativeActor:
@@ -152,6 +163,11 @@ class StepCollector:
             next_obs, reward, terminated, truncated, info = algo.env.step(spec.to_env(env_action))
             algo.num_timesteps += algo.num_envs
             terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
+            reward = np.asarray(reward)
+            if not np.isfinite(reward).all():
+                bad = np.flatnonzero(~np.isfinite(reward))
+                raise ValueError(f"env returned a non-finite reward ({float(reward[bad[0]])!r}) in env(s) {bad.tolist()} at "
+                                 f"timestep {algo.num_timesteps} (step {t} of the rollout)")
             if "episode" in info:
                 done = info["_episode"]
                 algo.episode_returns.extend(info["episode"]["r"][done].tolist())
