@@ -38,6 +38,7 @@ def _read_config(path: str) -> dict:
 
 def _train(args: argparse.Namespace) -> int:
     import fastppo
+    from fastppo.algos.base import TrainingInterrupted
 
     cls = fastppo.presets.algorithm_class(args.algo)
     fields = cls.config_class.field_names()
@@ -72,9 +73,16 @@ def _train(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     model = cls("MlpPolicy", args.env_id, config=config, log_dir=run_dir)
-    model.learn(total, progress_bar=not args.no_progress)
-    train_s = time.perf_counter() - start
     model_path = os.path.join(run_dir, "model.pt")
+    try:
+        model.learn(total, progress_bar=not args.no_progress)
+    except TrainingInterrupted:
+        model.save(model_path)  # learn() stopped between two iterations: the model is consistent
+        model.close()
+        sys.stderr.write(f"fastppo: training interrupted at timestep {model.num_timesteps:,}; model saved to "
+                         f"{model_path}, logs in {run_dir} (resume: fastppo.load({model_path!r}).learn(...))\n")
+        return 130
+    train_s = time.perf_counter() - start
     model.save(model_path)
     mean, std = fastppo.evaluate_policy(model, args.env_id, args.eval_episodes, deterministic=True, seed=10_000)
     model.close()

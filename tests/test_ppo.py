@@ -3,8 +3,10 @@ rejects what does not fit."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import gymnasium as gym
 import numpy as np
@@ -14,6 +16,7 @@ from torch import nn
 
 import fastppo
 from conftest import RecordMetrics, assert_solves_cartpole, requires_cuda
+from fastppo.algos.base import TrainingInterrupted
 
 
 def cartpole(**overrides):
@@ -248,3 +251,47 @@ def test_gsde_needs_box_actions_and_runs_on_the_torch_path():
     assert not model.policy.native_ok() and model.policy.log_std.shape == (64, 1)
     model.learn(128, progress_bar=False)  # the rollout's torch path with gSDE
     assert model.num_timesteps == 128
+
+
+def test_interrupt_ends_the_iteration_and_resumes_exactly(tmp_path):
+    """SIGINT mid-rollout: learn() finishes that iteration, then raises; saving and resuming from there
+    ends where the uninterrupted run ends (CPU, bit for bit)."""
+
+    class Interrupt(fastppo.Callback):
+        def __init__(self, fire):
+            self.fire = fire
+
+        def on_step(self):
+            if self.fire and self.model.iteration == 1 and self.model.num_timesteps == 256 + 8 * 10:
+                os.kill(os.getpid(), signal.SIGINT)
+            return True
+
+    straight = cartpole().learn(4 * 256, callback=Interrupt(False), progress_bar=False)
+    model = cartpole()
+    with pytest.raises(TrainingInterrupted, match="interrupted after iteration 2 .timestep 512."):
+        model.learn(4 * 256, callback=Interrupt(True), progress_bar=False)
+    model.save(tmp_path / "m.pt")
+    resumed = fastppo.PPO.load(tmp_path / "m.pt").learn(2 * 256, callback=Interrupt(False), progress_bar=False)
+    assert resumed.num_timesteps == straight.num_timesteps
+    for (name, a), b in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name} differs after the interrupt")
+
+
+def test_fastppo_train_saves_on_sigint(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "fastppo", "train", "CartPole-v1", "--total-timesteps",
+                             "100000000", "--run-dir", str(run), "--no-progress"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # two logged iterations: training is under way
+            if (run / "progress.csv").exists() and len((run / "progress.csv").read_text().splitlines()) > 2:
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert f"model saved to {run / 'model.pt'}" in err
+    model = fastppo.load(run / "model.pt")
+    assert model.num_timesteps == model.iteration * model.rollout_size > 0

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import sys
+import threading
 import time
 from collections import deque
 
@@ -187,7 +190,9 @@ class OnPolicyAlgorithm:
         """Train for ``total_timesteps`` more env steps (a second call continues where the first ended).
 
         Runs whole iterations of ``n_steps * num_envs`` steps, so it may do up to one iteration's worth
-        more. Returns ``self``.
+        more. Returns ``self``. Ctrl-C (in the main thread) ends training after the running iteration and
+        then raises :class:`TrainingInterrupted` (a KeyboardInterrupt): the model is as that iteration left it, so saving it and calling
+        ``learn`` again continues exactly as an uninterrupted run would. A second Ctrl-C interrupts at once.
         """
         check_int(total_timesteps, "total_timesteps", 1)
         check_int(log_interval, "log_interval", 1)
@@ -201,9 +206,9 @@ class OnPolicyAlgorithm:
         bar = ProgressBar(self._total_timesteps, self.num_timesteps) if progress_bar else None
         if callback is not None:
             callback.on_training_start()
-        with self.torch_thread_scope():
+        with self.torch_thread_scope(), _InterruptAtIterationEnd() as interrupt:
             try:
-                while self.num_timesteps < self._total_timesteps:
+                while self.num_timesteps < self._total_timesteps and not interrupt.requested:
                     start, steps_before = time.perf_counter(), self.num_timesteps
                     # Remaining progress (1 -> 0) for the schedules, taken before the rollout so that it stays
                     # above 0: an annealed clip range of exactly 0 would be invalid.
@@ -228,6 +233,10 @@ class OnPolicyAlgorithm:
                     bar.close()
                 if callback is not None:
                     callback.on_training_end()
+        if interrupt.requested:
+            raise TrainingInterrupted(f"training interrupted after iteration {self.iteration} (timestep "
+                                    f"{self.num_timesteps:,}); the model is consistent: save() it, and learn() "
+                                    f"again to resume")
         return self
 
     @contextlib.contextmanager
@@ -291,6 +300,32 @@ class OnPolicyAlgorithm:
     def close(self) -> None:
         self.env.close()
         self.logger.close()
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C ended learn() between two iterations: the model is consistent (see ``learn``)."""
+
+
+class _InterruptAtIterationEnd:
+    """While learn() runs in the main thread with Python's default SIGINT handler: the first Ctrl-C is
+    held until the running iteration has finished (``requested``), so that an interrupt never leaves a
+    half-collected rollout or a half-updated policy; a second one interrupts at once."""
+
+    def __enter__(self):
+        self.requested, self._previous = False, None
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+        sys.stderr.write("\nfastppo: interrupted; stopping after this iteration (Ctrl-C again to stop at once)\n")
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def _mean(values) -> float:
