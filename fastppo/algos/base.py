@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fastppo._backend import _core
 from fastppo.algos.callbacks import Callback, CallbackList
 from fastppo.algos.distributions import ActionSpec
 from fastppo.algos.logger import Logger, ProgressBar
@@ -259,7 +260,7 @@ class OnPolicyAlgorithm:
         return True
 
     def _native_env_ok(self, callback: Callback | None) -> bool:
-        """Whether the whole rollout can run natively (EnvBatch.collect, normalisers included): a built-in
+        """Whether the whole rollout can run natively (_core.collect, normalisers included): a built-in
         env on the CPU and no callback that overrides on_step (Python work per step)."""
         from fastppo.envs.builtin import BuiltinVecEnv
 
@@ -268,14 +269,28 @@ class OnPolicyAlgorithm:
 
     def _collect_natively(self, native, seed: int, rows: dict[str, np.ndarray]) -> None:
         """The loop of ``_collect_steps`` in one native call: the same steps, numbers and bookkeeping."""
+        env = self.env
         capacity = self.n_steps * self.num_envs
         returns, lengths = np.empty(capacity, np.float64), np.empty(capacity, np.int64)
-        ended, obs = self.env.collect(native, self._last_obs.numpy(), rows, returns, lengths, seed,
-                                      self.obs_normalizer, self.reward_scaler)
+        space = env.single_action_space
+        bounds = (float(space.low[0]), float(space.high[0])) if isinstance(space, gym.spaces.Box) else (0.0, 0.0)
+        last_obs = np.empty((self.num_envs, self.obs_spec.dim), np.float32)
+        last_values = np.empty(self.num_envs, np.float32)
+        obs_norm = reward_norm = None
+        if self.obs_normalizer is not None:  # the current arrays: the Python path replaces them on update
+            n = self.obs_normalizer
+            obs_norm = {"mean": n.rms.mean, "var": n.rms.var, "count": n.rms.count_array, "clip": n.clip,
+                        "eps": n.eps}
+        if self.reward_scaler is not None:
+            s = self.reward_scaler
+            reward_norm = {"mean": s.rms.mean.reshape(1), "var": s.rms.var.reshape(1), "count": s.rms.count_array,
+                           "returns": s.returns, "gamma": s.gamma, "clip": s.clip, "eps": s.eps}
+        ended = _core.collect(env._batch, native, self._last_obs.numpy(), rows, returns, lengths, seed, *bounds,
+                              last_obs, last_values, obs_norm, reward_norm)
         self.num_timesteps += capacity
         self.episode_returns.extend(returns[:ended].tolist())
         self.episode_lengths.extend(lengths[:ended].tolist())
-        self._last_obs = self._policy_input(obs, update_stats=False).clone()
+        self._last_obs = self._policy_input(env._buffers["obs"], update_stats=False).clone()
 
     # -- the loop -----------------------------------------------------------------------------------
     def learn(self, total_timesteps: int, callback: Callback | list[Callback] | None = None,

@@ -8,12 +8,21 @@ import numpy as np
 class RunningMeanStd:
     """Mean and variance of a stream of batches (Chan et al.'s parallel update), in float64.
 
-    The native rollout (csrc/normalize.h) runs the same update on ``mean`` and ``var`` in place."""
+    The native rollout (csrc/train/normalize.h) runs the same update on ``mean``, ``var`` and
+    ``count_array`` (the count, as a float64 array of one element) in place."""
 
     def __init__(self, shape: tuple[int, ...] = ()):
         self.mean = np.zeros(shape, np.float64)
         self.var = np.ones(shape, np.float64)
-        self.count = 1e-4  # as SB3: avoids dividing by zero before the first batch
+        self.count_array = np.full(1, 1e-4)  # as SB3: avoids dividing by zero before the first batch
+
+    @property
+    def count(self) -> float:
+        return float(self.count_array[0])
+
+    @count.setter
+    def count(self, value: float) -> None:
+        self.count_array[0] = value
 
     def update(self, batch: np.ndarray) -> None:
         batch = np.asarray(batch, np.float64)  # float32 observations: batch statistics in float64 too
