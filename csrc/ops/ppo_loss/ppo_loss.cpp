@@ -109,7 +109,6 @@ void bind_ppo_loss(py::module_& m) {
         "Fused PPO loss into caller-provided out (loss and stats) and grads (d loss / d new_logp, new_values, "
         "entropy_i, kl_i); "
         "see fastppo.ppo_loss for the semantics.");
-  m.attr("ppo_loss_num_out") = int(kNumOut);
   m.def("ppo_loss_cuda_workspace", &ppo_loss_cuda_workspace, py::arg("n"),
         "float64 elements of device scratch ppo_loss needs for a CUDA batch of n.");
 }
