@@ -11,6 +11,35 @@ Activation activation_arg(const std::string& activation) {
   throw_value_error("activation must be 'tanh' or 'relu' for the native MLP, got '" + activation + "'");
 }
 
+bool policy_kind_arg(const std::string& kind) {
+  if (kind != "gaussian" && kind != "categorical")
+    throw_value_error("kind must be 'categorical' or 'gaussian', got '" + kind + "'");
+  return kind == "gaussian";
+}
+
+void check_actor_critic(const Mlp& actor, const Mlp& critic, bool gaussian, const std::vector<int64_t>& nvec,
+                        const ArrayArg* log_std) {
+  if (actor.in() != critic.in())
+    throw_value_error("actor and critic must take the same input size, got " + std::to_string(actor.in()) + " and " +
+                      std::to_string(critic.in()));
+  if (critic.out() != 1)
+    throw_value_error("the critic's last layer must have one output, got " + std::to_string(critic.out()));
+  if (gaussian) {
+    if (log_std->shape != std::vector<int64_t>{actor.out()})
+      throw_value_error("log_std must have the action size, shape " + shape_str({actor.out()}) + ", got " +
+                        log_std->shape_str());
+  } else {
+    int64_t total = 0;
+    for (int64_t k : nvec) {
+      if (k < 1) throw_value_error("nvec entries must be >= 1, got " + std::to_string(k));
+      total += k;
+    }
+    if (total != actor.out())
+      throw_value_error("sum(nvec) must equal the actor's output size " + std::to_string(actor.out()) + ", got " +
+                        std::to_string(total));
+  }
+}
+
 ArrayArg float_array_arg(py::handle obj, const char* name, bool writeable) {
   ArrayArg a = array_arg(obj, name, py::none());
   if (a.device != DeviceType::CPU) throw_value_error(std::string(name) + " must be on the CPU, got " + a.device_str());

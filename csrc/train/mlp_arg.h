@@ -37,6 +37,14 @@ FlatAdam flat_adam_arg(py::object flat_param, py::object flat_grad, py::object e
 // `order` checked as a CPU int64 array of shape (size,) with every entry in [0, size).
 const int64_t* order_arg(const ArrayArg& order, int64_t size);
 
+// fastppo's ActorCritic as the native rollout step (PolicyAct) and update (PpoUpdate) both check it.
+// kind: "gaussian" (returns true) or "categorical" (false), else ValueError.
+bool policy_kind_arg(const std::string& kind);
+// The actor and critic take one input size and the critic has one output; a Gaussian policy's log_std
+// (its array, float32) has the actor's output size; a categorical one's nvec entries are >= 1 and sum to it.
+void check_actor_critic(const Mlp& actor, const Mlp& critic, bool gaussian, const std::vector<int64_t>& nvec,
+                        const ArrayArg* log_std);
+
 // A float32, contiguous, CPU array (parameters, optimiser state, rollout columns), else ValueError.
 ArrayArg float_array_arg(py::handle obj, const char* name, bool writeable);
 

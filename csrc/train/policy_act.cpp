@@ -14,47 +14,26 @@
 #include <vector>
 
 #include "train/distributions.h"
-#include "core/rng.h"
 #include "train/mlp_arg.h"
 #include "core/parallel.h"
 
 namespace fastppo {
-namespace {
-
-// A float in (0, 1) from the stream of env n: never 0, so log() and the inverse CDF stay finite.
-inline float uniform01(uint64_t key, uint64_t counter) {
-  return (float(mix64(key + (counter + 1) * kGoldenGamma) >> 40) + 0.5f) * (1.0f / 16777216.0f);
-}
-
-}  // namespace
-
 PolicyAct::PolicyAct(py::list actor, py::list critic, const std::string& activation, const std::string& kind,
                    std::vector<int64_t> nvec, py::object log_std)
-  : gaussian_(kind == "gaussian"), nvec_(std::move(nvec)) {
-  if (kind != "gaussian" && kind != "categorical")
-    throw_value_error("kind must be 'categorical' or 'gaussian', got '" + kind + "'");
+  : gaussian_(policy_kind_arg(kind)), nvec_(std::move(nvec)) {
   const Activation act = activation_arg(activation);
   std::vector<ArrayArg> views;  // the parameters are copied (a snapshot), so they need not outlive this call
   actor_ = mlp_arg(actor, py::list(), "actor", act, views).snapshot(actor_storage_);
   critic_ = mlp_arg(critic, py::list(), "critic", act, views).snapshot(critic_storage_);
   actor_.transpose_weights(actor_wt_);
   critic_.transpose_weights(critic_wt_);
-  if (actor_.in() != critic_.in()) throw_value_error("actor and critic must take the same input size");
-  if (critic_.out() != 1) throw_value_error("the critic's last layer must have one output");
   n_out_ = actor_.out();
+  ArrayArg ls;
+  if (gaussian_) ls = float_array_arg(log_std, "log_std", false);
+  check_actor_critic(actor_, critic_, gaussian_, nvec_, &ls);
   if (gaussian_) {
-    const ArrayArg ls = float_array_arg(log_std, "log_std", false);
-    if (ls.shape != std::vector<int64_t>{n_out_})
-      throw_value_error("log_std must have the action size " + std::to_string(n_out_) + ", got " + ls.shape_str());
     const float* data = static_cast<const float*>(ls.data);
     log_std_.assign(data, data + n_out_);
-  } else {
-    int64_t total = 0;
-    for (int64_t k : nvec_) {
-      if (k < 1) throw_value_error("nvec entries must be >= 1");
-      total += k;
-    }
-    if (total != n_out_) throw_value_error("sum(nvec) must equal the actor's output size");
   }
 }
 
@@ -136,9 +115,9 @@ void PolicyAct::act_rows(const float* X, int64_t N, void* A, float* LP, float* V
         for (int64_t j = 0; j < n_out_; ++j) {
           const float ls = clamp_log_std(log_std_[j]);
           const float u1 = uniform01(key, counter0 + 2 * j), u2 = uniform01(key, counter0 + 2 * j + 1);
-          const float z = std::sqrt(-2.f * std::log(u1)) * std::cos(6.2831853071795864f * u2);  // Box-Muller
+          const float z = gaussian_standard_normal(u1, u2);
           act[j] = head[j] + std::exp(ls) * z;
-          logp += -0.5f * z * z - ls - kHalfLog2Pi;
+          logp += gaussian_log_prob(z, ls);
           params[j] = head[j];
           params[n_out_ + j] = log_std_[j];
         }
@@ -151,17 +130,7 @@ void PolicyAct::act_rows(const float* X, int64_t N, void* A, float* LP, float* V
           const float* logits = head + offset;
           const int64_t m = nvec_[k];
           const float lse = log_sum_exp(logits, m);
-          // Inverse CDF: the first action whose cumulative probability exceeds u.
-          const float u = uniform01(key, counter0 + k);
-          float cum = 0.f;
-          int64_t choice = m - 1;
-          for (int64_t i = 0; i < m; ++i) {
-            cum += std::exp(logits[i] - lse);
-            if (u < cum) {
-              choice = i;
-              break;
-            }
-          }
+          const int64_t choice = categorical_sample(logits, m, lse, uniform01(key, counter0 + k));
           act[k] = choice;
           logp += logits[choice] - lse;
           offset += m;

@@ -42,26 +42,18 @@ class PpoUpdate {
             py::object flat_param, py::object flat_grad, py::object exp_avg, py::object exp_avg_sq, py::object obs,
             py::object actions, py::object old_log_probs, py::object advantages, py::object old_values,
             py::object returns, py::object old_dist_params)
-      : gaussian_(kind == "gaussian"), nvec_(std::move(nvec)) {
-    if (kind != "gaussian" && kind != "categorical")
-      throw_value_error("kind must be 'categorical' or 'gaussian', got '" + kind + "'");
+      : gaussian_(policy_kind_arg(kind)), nvec_(std::move(nvec)) {
     kept_.reserve(64);  // keep() hands out references into kept_
     const Activation act = activation_arg(activation);
     actor_ = mlp_arg(actor, actor_grads, "actor", act, kept_);
     critic_ = mlp_arg(critic, critic_grads, "critic", act, kept_);
-    if (actor_.in() != critic_.in()) throw_value_error("actor and critic must take the same input size");
-    if (critic_.out() != 1) throw_value_error("the critic's last layer must have one output");
     n_out_ = actor_.out();
+    const ArrayArg* ls = nullptr;
+    if (gaussian_) ls = &keep(float_array_arg(log_std, "log_std", true), {});
+    check_actor_critic(actor_, critic_, gaussian_, nvec_, ls);
     if (gaussian_) {
-      log_std_ = static_cast<float*>(keep(float_array_arg(log_std, "log_std", true), {n_out_}).data);
+      log_std_ = static_cast<float*>(ls->data);
       log_std_grad_ = static_cast<float*>(keep(float_array_arg(log_std_grad, "log_std_grad", true), {n_out_}).data);
-    } else {
-      int64_t total = 0;
-      for (int64_t k : nvec_) {
-        if (k < 1) throw_value_error("nvec entries must be >= 1, got " + std::to_string(k));
-        total += k;
-      }
-      if (total != n_out_) throw_value_error("sum(nvec) must equal the actor's output size");
     }
     std::vector<ParamSpan> spans = mlp_spans(actor_), critic_spans = mlp_spans(critic_);
     spans.insert(spans.end(), critic_spans.begin(), critic_spans.end());
@@ -209,13 +201,13 @@ class PpoUpdate {
         for (int64_t d = 0; d < n_out_; ++d) {
           const float ls = clamp_log_std(log_std_[d]), sd = std::exp(ls);
           const float z = entry[d] = (a[d] - h[d]) / sd;
-          lp += -0.5f * z * z - ls - kHalfLog2Pi;
-          ent += 0.5f + kHalfLog2Pi + ls;
+          lp += gaussian_log_prob(z, ls);
+          ent += gaussian_entropy(ls);
           if (old) {
             const float old_sd = std::exp(clamp_log_std(old[n_out_ + d]));
             const float var_ratio = var_ratio_[n * n_out_ + d] = (old_sd / sd) * (old_sd / sd);
             const float shift = old_entry_[n * n_out_ + d] = (h[d] - old[d]) / sd;
-            k += 0.5f * (var_ratio + shift * shift - 1.f - std::log(var_ratio));
+            k += gaussian_kl(var_ratio, shift);
           }
         }
       } else {
@@ -223,18 +215,8 @@ class PpoUpdate {
         int64_t offset = 0;
         for (int64_t c = 0; c < heads; ++c) {
           const int64_t m = nvec_[c];
-          const float lse = log_sum_exp(h + offset, m);
-          const float old_lse = old ? log_sum_exp(old + offset, m) : 0.f;
-          float head_ent = 0.f;
-          for (int64_t i = offset; i < offset + m; ++i) {
-            const float li = entry[i] = h[i] - lse;
-            head_ent -= std::exp(li) * li;
-            if (old) {
-              const float qi = old[i] - old_lse;
-              old_entry_[n * n_out_ + i] = std::exp(qi);
-              k += std::exp(qi) * (qi - li);
-            }
-          }
+          const float head_ent = categorical_forward(h + offset, old ? old + offset : nullptr, m, entry + offset,
+                                                     old ? &old_entry_[n * n_out_ + offset] : nullptr, &k);
           lp += entry[offset + a[c]];
           head_entropy_[n * heads + c] = head_ent;
           ent += head_ent;
