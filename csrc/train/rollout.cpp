@@ -32,6 +32,8 @@ ArrayArg cpu_out_arg(py::handle obj, const char* name, ScalarType dtype, const c
   return a;
 }
 
+std::string type_name(py::handle obj) { return py::str(py::type::handle_of(obj).attr("__name__")); }
+
 // One normaliser dict: its keys (the arrays' and scalars' names as the messages print them).
 struct NormKey {
   const char* key;
@@ -42,7 +44,7 @@ struct NormKey {
 // The dict's entries in `keys` order, after checking that it has exactly those keys.
 std::vector<py::object> norm_entries(py::handle obj, const char* arg, const std::vector<NormKey>& keys) {
   if (!py::isinstance<py::dict>(obj))
-    throw_type_error(std::string(arg) + " must be None or a dict, got " + std::string(py::str(obj.get_type().attr("__name__"))));
+    throw_type_error(std::string(arg) + " must be None or a dict, got " + type_name(obj));
   const py::dict d = py::reinterpret_borrow<py::dict>(obj);
   std::vector<py::object> out;
   for (const NormKey& k : keys) {
@@ -60,7 +62,7 @@ std::vector<py::object> norm_entries(py::handle obj, const char* arg, const std:
 double norm_scalar(py::handle v, const char* name) {
   if (py::isinstance<py::bool_>(v) || !(py::isinstance<py::float_>(v) || py::isinstance<py::int_>(v) ||
                                         py::hasattr(v, "__float__")))
-    throw_type_error(std::string(name) + " must be a number, got " + std::string(py::str(v.get_type().attr("__name__"))));
+    throw_type_error(std::string(name) + " must be a number, got " + type_name(v));
   return v.cast<double>();
 }
 
