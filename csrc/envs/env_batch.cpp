@@ -41,7 +41,7 @@ py::dict env_info(const std::string& name) {
   });
 }
 
-// Whether env `id` has the CPU fast-math step (a physics split into E::trig / E::advance, cpu/envs_cpu.cpp).
+// Whether env `id` has the CPU fast-math step (a physics split into E::trig / E::advance, envs_cpu.cpp).
 bool has_fast_math(EnvId id) {
   return dispatch_env(id, [](auto env) { return kSplitStep<decltype(env)>; });
 }

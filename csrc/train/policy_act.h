@@ -1,5 +1,5 @@
 // The native rollout step of fastppo's MLP actor-critic (see policy_act.cpp), declared here so that
-// the built-in envs' native rollout (EnvBatch.collect in envs.cpp) can drive it.
+// the native rollout (_core.collect in rollout.cpp) can drive it.
 #pragma once
 
 #include <pybind11/pybind11.h>
