@@ -1,22 +1,24 @@
-// fastppo._core: the one native module. Each op registers itself from its own binding file.
+// fastppo._core: the one native module. Each part registers itself from its own binding file: the ops
+// (ops/<op>/<op>.cpp), the envs (envs/env_batch.cpp) and the trainer's native parts (train/).
 #include <pybind11/pybind11.h>
 
 #include <string>
 
-#include "parallel.h"
+#include "core/parallel.h"
 #ifdef FASTPPO_WITH_CUDA
-#include "cuda/device.h"
+#include "core/cuda_device.h"
 #endif
 
 namespace py = pybind11;
 
 namespace fastppo {
-void bind_gae(py::module_& m);
-void bind_envs(py::module_& m);
-void bind_ppo_loss(py::module_& m);
-void bind_policy_act(py::module_& m);
+void bind_gae(py::module_& m);       // ops/gae
+void bind_ppo_loss(py::module_& m);  // ops/ppo_loss
+void bind_envs(py::module_& m);      // envs
+void bind_policy_act(py::module_& m);  // train
 void bind_ppo_update(py::module_& m);
 void bind_critic_fit(py::module_& m);
+void bind_rollout(py::module_& m);
 }
 
 PYBIND11_MODULE(_core, m) {
@@ -44,4 +46,5 @@ PYBIND11_MODULE(_core, m) {
   fastppo::bind_policy_act(m);
   fastppo::bind_ppo_update(m);
   fastppo::bind_critic_fit(m);
+  fastppo::bind_rollout(m);
 }

@@ -72,6 +72,51 @@ def test_native_rollout_matches_the_step_loop(env, normalize):
         assert native.rollout.truncated.any() and (native.rollout.final_values != 0).any()
 
 
+def test_native_rollout_outputs_after_the_last_step_and_its_checks(monkeypatch):
+    """_core.collect's last_obs (the policy's input after the last step: what the trainer computes from the
+    envs' observations) and last_values (V of it), and its checks of the normaliser dicts and outputs."""
+    from fastppo._backend import _core
+
+    calls = []
+    collect = _core.collect
+
+    def spy(*args):
+        calls.append(args)
+        return collect(*args)
+
+    monkeypatch.setattr(_core, "collect", spy)
+    model = PPO("MlpPolicy", "Pendulum-v1", n_steps=20, num_envs=3, batch_size=20, seed=3, normalize_obs=True,
+                normalize_reward=True)
+    model._reset_envs()
+    assert model._collect(None) and len(calls) == 1
+    args = list(calls[0])
+    last_obs, last_values = args[9], args[10]
+    assert torch.equal(torch.from_numpy(last_obs), model._last_obs)
+    with torch.inference_mode():
+        values = model.policy.value(model._last_obs).reshape(-1)
+    torch.testing.assert_close(torch.from_numpy(last_values), values, rtol=1e-5, atol=1e-6)
+
+    def call(**change):
+        a = dict(zip(["obs_norm", "reward_norm"], args[11:]))
+        a.update(change)
+        return collect(*args[:11], **a)
+
+    obs_norm, reward_norm = args[11], args[12]
+    with pytest.raises(ValueError, match="obs_norm is missing the key 'eps'"):
+        call(obs_norm={k: v for k, v in obs_norm.items() if k != "eps"})
+    with pytest.raises(ValueError, match="reward_norm has an unknown key 'extra'"):
+        call(reward_norm={**reward_norm, "extra": 1.0})
+    with pytest.raises(TypeError, match=r"obs_norm\['var'\] must have dtype float64"):
+        call(obs_norm={**obs_norm, "var": obs_norm["var"].astype(np.float32)})
+    with pytest.raises(ValueError, match=r"reward_norm\['count'\] must be a writeable CPU array of shape \(1,\)"):
+        call(reward_norm={**reward_norm, "count": np.ones(2)})
+    with pytest.raises(TypeError, match=r"obs_norm\['clip'\] must be a number"):
+        call(obs_norm={**obs_norm, "clip": "10"})
+    args[10] = last_obs.reshape(-1)[:3]
+    with pytest.raises(ValueError, match="last_values must not overlap last_obs"):
+        call()
+
+
 def test_native_rollout_not_used_where_python_must_run():
     model = PPO("MlpPolicy", "CartPole-v1", n_steps=16, batch_size=16)
     assert isinstance(model._collector(None), NativeCollector)

@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "envs/rng.h"
+#include "core/rng.h"
 
 namespace fastppo {
 
@@ -34,7 +34,7 @@ struct CartPole {
 
   // The step in two parts: the libm calls (sin and cos of the pole angle), then the algebra. The CPU
   // loop runs the first over a block of envs and the second as a loop the compiler vectorises
-  // (vector divisions round exactly as scalar ones; cpu/envs_cpu.cpp); step() is the two in sequence.
+  // (vector divisions round exactly as scalar ones; envs/envs_cpu.cpp); step() is the two in sequence.
   struct Trig {
     double sin, cos;
   };

@@ -7,7 +7,7 @@
 // bit-exact.
 #pragma once
 
-#include "common.h"
+#include "core/common.h"
 
 namespace fastppo {
 

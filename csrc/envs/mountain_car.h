@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "envs/rng.h"
+#include "core/rng.h"
 
 namespace fastppo {
 

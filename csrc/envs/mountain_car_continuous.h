@@ -11,7 +11,7 @@
 
 #include <cmath>
 
-#include "envs/rng.h"
+#include "core/rng.h"
 
 namespace fastppo {
 

@@ -7,7 +7,7 @@
 
 #include <cmath>
 
-#include "envs/rng.h"
+#include "core/rng.h"
 
 namespace fastppo {
 

@@ -1,39 +1,19 @@
 // The batch side of every built-in env, written once: the per-env step with gymnasium's TimeLimit,
 // SAME_STEP autoreset (the true final observation kept aside), RecordEpisodeStatistics' running
-// return/length/time, and reset. Host and device share it; envs.cpp binds it, cpu/envs_cpu.cpp and
-// cuda/envs_cuda.cu only decide how envs are iterated. Adding an env: one physics header plus one
-// line in dispatch_env below.
+// return/length/time, and reset. Host and device share it; env_batch.cpp binds it, envs_cpu.cpp and
+// envs_cuda.cu only decide how envs are iterated. The list of envs is envs/registry.h.
 #pragma once
 
 #include <cmath>
 #include <type_traits>
 
-#include "envs/acrobot.h"
-#include "envs/cartpole.h"
-#include "envs/mountain_car.h"
-#include "envs/mountain_car_continuous.h"
-#include "envs/pendulum.h"
+#include "envs/registry.h"
 
 namespace fastppo {
 
-enum class EnvId : uint8_t { CartPole, Acrobot, MountainCar, MountainCarContinuous, Pendulum };
-
-// Calls fn(E{}) with the physics struct of `id`.
-template <typename Fn>
-decltype(auto) dispatch_env(EnvId id, Fn&& fn) {
-  switch (id) {
-    case EnvId::Acrobot: return fn(Acrobot{});
-    case EnvId::MountainCar: return fn(MountainCar{});
-    case EnvId::MountainCarContinuous: return fn(MountainCarContinuous{});
-    case EnvId::Pendulum: return fn(Pendulum{});
-    case EnvId::CartPole: break;
-  }
-  return fn(CartPole{});
-}
-
 // Whether env E's physics splits into libm calls and algebra: E::Trig, E::angle (the argument of the
 // sin and cos), E::trig and E::advance, with E::step = advance(trig). The CPU steps such envs a block
-// at a time (cpu/envs_cpu.cpp), and only they offer fast_math.
+// at a time (envs_cpu.cpp), and only they offer fast_math.
 template <typename E, typename = void>
 constexpr bool kSplitStep = false;
 template <typename E>

@@ -8,12 +8,21 @@ import numpy as np
 class RunningMeanStd:
     """Mean and variance of a stream of batches (Chan et al.'s parallel update), in float64.
 
-    The native rollout (csrc/normalize.h) runs the same update on ``mean`` and ``var`` in place."""
+    The native rollout (csrc/train/normalize.h) runs the same update on ``mean``, ``var`` and
+    ``count_array`` (the count, as a float64 array of one element) in place."""
 
     def __init__(self, shape: tuple[int, ...] = ()):
         self.mean = np.zeros(shape, np.float64)
         self.var = np.ones(shape, np.float64)
-        self.count = 1e-4  # as SB3: avoids dividing by zero before the first batch
+        self.count_array = np.full(1, 1e-4)  # as SB3: avoids dividing by zero before the first batch
+
+    @property
+    def count(self) -> float:
+        return float(self.count_array[0])
+
+    @count.setter
+    def count(self, value: float) -> None:
+        self.count_array[0] = value
 
     def update(self, batch: np.ndarray) -> None:
         batch = np.asarray(batch, np.float64)  # float32 observations: batch statistics in float64 too
@@ -37,6 +46,12 @@ class ObsNormalizer:
     def __init__(self, dim: int, clip: float = 10.0, eps: float = 1e-8):
         self.rms, self.clip, self.eps = RunningMeanStd((dim,)), clip, eps
 
+    def native_state(self) -> dict:
+        """The state as the native rollout takes it (csrc/train/normalize.h): these very arrays, which it
+        updates in place (fetched per call: ``update`` replaces ``mean`` and ``var``)."""
+        return {"mean": self.rms.mean, "var": self.rms.var, "count": self.rms.count_array, "clip": self.clip,
+                "eps": self.eps}
+
     def __call__(self, obs: np.ndarray, update: bool) -> np.ndarray:
         if update:
             self.rms.update(obs)
@@ -56,6 +71,11 @@ class RewardScaler:
         self.rms.update(self.returns)
         self.returns[done] = 0.0
         return np.clip(rewards / np.sqrt(self.rms.var + self.eps), -self.clip, self.clip)
+
+    def native_state(self) -> dict:
+        """As :meth:`ObsNormalizer.native_state` (the scalar statistics as views of shape (1,))."""
+        return {"mean": self.rms.mean.reshape(1), "var": self.rms.var.reshape(1), "count": self.rms.count_array,
+                "returns": self.returns, "gamma": self.gamma, "clip": self.clip, "eps": self.eps}
 
     def state_dict(self) -> dict:
         return {"rms": self.rms.state_dict(), "returns": self.returns.copy()}

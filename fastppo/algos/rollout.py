@@ -189,23 +189,32 @@ class StepCollector:
 
 
 class NativeCollector:
-    """:class:`StepCollector`'s loop with a :class:`NativeActor` in one native call: a built-in env on the
-    CPU, the policy's sampling, the normalisers and the episode bookkeeping without the interpreter
-    (``tests/test_rollout.py`` checks the two give the same rollout)."""
+    """:class:`StepCollector`'s loop with a :class:`NativeActor` in one native call (``fastppo._core.collect``,
+    csrc/train/rollout.cpp): a built-in env on the CPU, the policy's sampling, the normalisers and the
+    episode bookkeeping without the interpreter (``tests/test_rollout.py`` checks the two give the same
+    rollout)."""
 
     def __init__(self, algo: OnPolicyAlgorithm, actor: NativeActor):
         self.algo, self.actor = algo, actor
         capacity = algo.n_steps * algo.num_envs
         self._returns, self._lengths = np.empty(capacity, np.float64), np.empty(capacity, np.int64)
+        self._last_obs = np.empty((algo.num_envs, algo.obs_spec.dim), np.float32)
+        self._last_values = np.empty(algo.num_envs, np.float32)
+        spec = algo.action_spec  # Box actions are clipped for the env (as ActionSpec.to_env); 1-D Boxes only
+        self._bounds = (float(spec.low[0]), float(spec.high[0])) if spec.kind == "gaussian" else (0.0, 0.0)
 
     def collect(self, callback: Callback | None) -> bool:
+        from fastppo._backend import _core
+
         algo = self.algo
         self.actor.begin()
-        ended, obs = algo.env.collect(self.actor.native, algo._last_obs.numpy(), algo.rollout.host_rows(),
-                                      self._returns, self._lengths, self.actor.seed, algo.obs_normalizer,
-                                      algo.reward_scaler)
+        ended = _core.collect(algo.env.native_batch(), self.actor.native, algo._last_obs.numpy(),
+                              algo.rollout.host_rows(), self._returns, self._lengths, self.actor.seed, *self._bounds,
+                              self._last_obs, self._last_values,
+                              algo.obs_normalizer.native_state() if algo.obs_normalizer is not None else None,
+                              algo.reward_scaler.native_state() if algo.reward_scaler is not None else None)
         algo.num_timesteps += algo.n_steps * algo.num_envs
         algo.episode_returns.extend(self._returns[:ended].tolist())
         algo.episode_lengths.extend(self._lengths[:ended].tolist())
-        algo._last_obs = algo._policy_input(obs, update_stats=False).clone()
+        algo._last_obs = torch.from_numpy(self._last_obs).clone()  # the native loop's own normalised rows
         return True

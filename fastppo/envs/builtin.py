@@ -61,27 +61,14 @@ class BuiltinVecEnv(BufferedVecEnv):
         with _backend.on_device(self.device):
             self._batch = _core.EnvBatch(env_id, self.num_envs, self._buffers, to_array, fast_math)
 
-    def collect(self, policy, first_obs: np.ndarray, rollout: dict[str, np.ndarray], episode_returns: np.ndarray,
-                episode_lengths: np.ndarray, seed: int, obs_normalizer=None, reward_scaler=None
-                ) -> tuple[int, np.ndarray]:
-        """A whole rollout natively (CPU only): ``T = rollout["obs"].shape[0]`` steps in which
-        ``policy`` (a ``fastppo._core.PolicyAct``) acts on the observations (``first_obs`` first) and every
-        env steps, recorded into the trainer's ``(T, num_envs, ...)`` numpy rows (obs, actions,
-        log_probs, values, dist_params, rewards, terminated, truncated, and final_values where an env
-        was truncated). The envs end where ``T`` calls of ``step`` would leave them. Returns the number
-        of episodes that ended (their returns and lengths are in the first entries of
-        ``episode_returns`` / ``episode_lengths``) and the current observations (a view). Box actions
-        are clipped to the action space for the env; the rollout keeps the unclipped samples.
-        ``obs_normalizer`` / ``reward_scaler`` (the trainer's, from ``fastppo.algos.normalize``, or None)
-        normalise what the policy sees and the rewards recorded, updating their statistics step by step
-        as the trainer's Python loop does; the returned observations are the envs' own."""
+    def native_batch(self):
+        """The ``fastppo._core.EnvBatch`` these envs step in, for a native loop that drives them (the
+        trainer's rollout, ``fastppo._core.collect``): CPU only, after ``reset()``."""
         if self._step_batch == self._step_before_reset:
-            raise RuntimeError(f"{self.env_id}: call reset() before collect()")
-        space = self.single_action_space
-        bounds = (float(space.low[0]), float(space.high[0])) if isinstance(space, spaces.Box) else (0.0, 0.0)
-        ended = self._batch.collect(policy, first_obs, rollout, episode_returns, episode_lengths, seed, *bounds,
-                                    obs_normalizer, reward_scaler)
-        return ended, self._buffers["obs"]
+            raise RuntimeError(f"{self.env_id}: call reset() before driving the envs natively")
+        if self.device != "cpu":
+            raise ValueError(f"the native rollout drives CPU envs, these are on {self.device}")
+        return self._batch
 
     def _batched_step(self):
         if self.device != "cpu":

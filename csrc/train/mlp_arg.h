@@ -1,0 +1,51 @@
+// The binding side of the MLP kernels: Python lists of parameter arrays (numpy views of the torch
+// parameters' memory, not copies) checked and turned into an Mlp.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/array_arg.h"
+#include "train/mlp.h"
+
+namespace fastppo {
+
+// "tanh" or "relu", else ValueError naming `activation`.
+Activation activation_arg(const std::string& activation);
+
+// params: [weight0, bias0, weight1, bias1, ...] as nn.Linear stores them: float32, contiguous, CPU,
+// chained sizes. grads: the same layout (written by backward) or an empty list (forward only). The
+// arrays are appended to `keep`, which must outlive the Mlp. `name` prefixes error messages.
+Mlp mlp_arg(py::list params, py::list grads, const std::string& name, Activation act, std::vector<ArrayArg>& keep);
+
+// One parameter tensor as a (parameter, gradient, size) span, for flat_adam_arg's layout check.
+struct ParamSpan {
+  const float* param;
+  const float* grad;
+  int64_t n;
+};
+// The weight and bias spans of every layer of `mlp` (built with gradients).
+std::vector<ParamSpan> mlp_spans(const Mlp& mlp);
+
+// The flat buffers of FlatAdam, checked: float32, contiguous, CPU, writeable, one size. The backward
+// writes through the per-parameter views, clipping and Adam read the flat buffers, so every span must
+// sit in flat_param at the offset its gradient sits in flat_grad, and the spans must tile the buffers
+// exactly (what fastppo.algos.base.FlatParameters builds). Arrays are appended to `keep`.
+FlatAdam flat_adam_arg(py::object flat_param, py::object flat_grad, py::object exp_avg, py::object exp_avg_sq,
+                       const std::vector<ParamSpan>& spans, std::vector<ArrayArg>& keep);
+
+// `order` checked as a CPU int64 array of shape (size,) with every entry in [0, size).
+const int64_t* order_arg(const ArrayArg& order, int64_t size);
+
+// fastppo's ActorCritic as the native rollout step (PolicyAct) and update (PpoUpdate) both check it.
+// kind: "gaussian" (returns true) or "categorical" (false), else ValueError.
+bool policy_kind_arg(const std::string& kind);
+// The actor and critic take one input size and the critic has one output; a Gaussian policy's log_std
+// (its array, float32) has the actor's output size; a categorical one's nvec entries are >= 1 and sum to it.
+void check_actor_critic(const Mlp& actor, const Mlp& critic, bool gaussian, const std::vector<int64_t>& nvec,
+                        const ArrayArg* log_std);
+
+// A float32, contiguous, CPU array (parameters, optimiser state, rollout columns), else ValueError.
+ArrayArg float_array_arg(py::handle obj, const char* name, bool writeable);
+
+}  // namespace fastppo
