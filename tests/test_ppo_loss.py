@@ -311,3 +311,43 @@ def test_numpy_stays_accepted_by_reference_backend():
     batch = {k: v.detach().numpy() for k, v in make_batch(4, torch.float64).items()}
     loss, stats = fastppo.ppo_loss(**batch, backend="torch")
     assert isinstance(loss, torch.Tensor) and np.isfinite(loss.item())
+
+
+# --- the custom op fastppo::ppo_loss (torch.compile's path) checked by torch.library.opcheck ----------
+
+OPCHECK_BACKENDS = [b for b in FUSED if DEVICE[b] == "cpu"]
+
+
+@pytest.mark.parametrize("backend", OPCHECK_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("vf_clip", [None, 0.2])
+@pytest.mark.parametrize("with_kl", [False, True])
+def test_custom_op_opcheck(backend, dtype, vf_clip, with_kl):
+    """All four of opcheck's checks run, none skipped: test_schema (the op mutates nothing and returns
+    fresh tensors, as its mutates_args=() schema says), test_autograd_registration (register_autograd
+    covers the differentiable inputs), test_faketensor (register_fake gives out/grads the real shapes,
+    dtypes and device), test_aot_dispatch_dynamic (the op traces and runs under AOT autograd with dynamic
+    shapes, forward and backward). The op is called with a fused CPU backend named explicitly, not
+    "auto", so the check does not depend on FASTPPO_BACKEND; the CUDA backend would need a GPU.
+    backend="torch" is not checked: inside the op, the reference's gradients come from autograd, which
+    records nothing below the autograd dispatch key where a custom op's implementation runs (see
+    test_custom_op_reference_backend)."""
+    from fastppo.ops.ppo_loss import _ppo_loss_op
+
+    batch = make_batch(7, dtype, seed=11)
+    kwargs = dict(batch, kl=batch["kl"] if with_kl else None, backend=backend, clip_coef=0.2, vf_coef=0.5,
+                  ent_coef=0.01, vf_clip=vf_clip, normalize_advantages=True, kl_coef=0.3 if with_kl else 0.0,
+                  check=False)
+    torch.library.opcheck(_ppo_loss_op, (), kwargs)
+
+
+@pytest.mark.xfail(raises=RuntimeError, strict=True,
+                   reason="known limitation: the torch backend inside the custom op differentiates the reference "
+                          "with autograd, which records no graph below the autograd dispatch key (reached under "
+                          "torch.compile with backend='auto' when FASTPPO_BACKEND=torch or no fused backend runs)")
+def test_custom_op_reference_backend():
+    from fastppo.ops.ppo_loss import _ppo_loss_op
+
+    batch = {k: v.detach() for k, v in make_batch(7, torch.float64, seed=11).items()}
+    _ppo_loss_op(**batch, backend="torch", clip_coef=0.2, vf_coef=0.5, ent_coef=0.01, vf_clip=None,
+                 normalize_advantages=False, kl_coef=0.3, check=False)

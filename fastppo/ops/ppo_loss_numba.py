@@ -60,15 +60,22 @@ def _loss_kernel(new_logp, old_logp, advantages, new_values, old_values, returns
     out[1], out[2], out[3], out[4], out[5] = policy, value, ent, sa / n, sc / n
 
 
-def ppo_loss_numba(new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns, out, grads,
-                   clip_coef, vf_coef, ent_coef, vf_clip, normalize_advantages, kl_coef):
-    """Checked CPU torch tensors in (as ppo_loss passes them); writes out (6,) and grads (2B + 2,)."""
-    arrays = [x.detach().numpy() for x in (new_logp, old_logp, advantages, new_values, old_values, returns,
-                                           entropy)]
-    kl_array = arrays[0] if kl is None else kl.detach().numpy()  # a same-typed placeholder when absent
-    _loss_kernel(*arrays, kl_array, kl is not None, float(clip_coef), float(vf_coef), float(ent_coef),
-                 0.0 if vf_clip is None else float(vf_clip), vf_clip is not None, bool(normalize_advantages),
-                 float(kl_coef), out.numpy(), grads.numpy())
+def ppo_loss_numba(inputs, config, out, grads):
+    """Checked CPU torch tensors in, as ppo_loss passes them (a ``LossInputs`` and a ``LossConfig``,
+    fastppo/ops/ppo_loss.py); writes out (6,) and grads (2B + 2,)."""
+    x, c = inputs, config
+
+    def host(t):
+        return t.detach().numpy()
+
+    _loss_kernel(new_logp=host(x.new_logp), old_logp=host(x.old_logp), advantages=host(x.advantages),
+                 new_values=host(x.new_values), old_values=host(x.old_values), returns=host(x.returns),
+                 entropy=host(x.entropy),
+                 kl=host(x.new_logp if x.kl is None else x.kl),  # a same-typed placeholder when absent
+                 has_kl=x.kl is not None, clip_coef=float(c.clip_coef), vf_coef=float(c.vf_coef),
+                 ent_coef=float(c.ent_coef), vf_clip=0.0 if c.vf_clip is None else float(c.vf_clip),
+                 clip_values=c.vf_clip is not None, normalize=bool(c.normalize_advantages),
+                 kl_coef=float(c.kl_coef), out=out.numpy(), grads=grads.numpy())
 
 
 __all__ = ["ppo_loss_numba"]
