@@ -1,7 +1,7 @@
 """See the TRPO/PPO theory hold exactly on a random tabular MDP.
 
 Prints, for random policy pairs, how eta(new) compares with the surrogate L and the TRPO lower bound
-(and how loose the bound's constant is), the counterexample to seed 000's constant, and eta per
+(and how loose the bound's constant is), the counterexample to the derivation notes' constant (docs/theory.md), and eta per
 iteration of exact minorise-maximise, KL-constrained and clipped-surrogate policy improvement; saves
 ``bound.png`` and ``iterations.png`` (needs matplotlib).
 

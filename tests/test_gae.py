@@ -153,6 +153,39 @@ def test_lam_zero_is_one_step_td_error(backend):
     np.testing.assert_allclose(adv, r + 0.9 * np.where(te, 0.0, nv) - v, rtol=1e-12, atol=1e-12)
 
 
+def non_finite_rollout(dtype, flag_dtype):
+    """A (12, 6) rollout with NaN and +-inf in next_values where the flags make them unused
+    (terminated: multiplied by a zero coefficient, which still gives NaN) or used (truncated:
+    bootstrapped), and in rewards/values at cut steps; columns 4 and 5 stay finite."""
+    r, v, nv, te, tr = (np.array(a) for a in rollout(12, 6, dtype, flag_dtype, 0.0, 0.0, seed=7))
+    te[[2, 7], 0] = te[5, 1] = te[9, 2] = te[3, 4] = 1
+    tr[4, 0] = tr[[1, 8], 3] = tr[6, 5] = 1
+    tr[9, 2] = 1  # terminated and truncated at once
+    nv[2, 0], nv[7, 0] = np.nan, np.inf       # terminated
+    nv[5, 1] = -np.inf                        # terminated
+    nv[9, 2] = np.nan                         # terminated and truncated
+    nv[4, 0] = np.inf                         # truncated: bootstrapped
+    nv[8, 3], r[1, 3] = np.nan, np.inf        # truncated
+    v[11, 3] = -np.inf                        # the last row
+    return r, v, nv, te, tr
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("flag_dtype", ["bool", "float"])
+def test_non_finite_inputs_agree_bitwise_across_backends(dtype, flag_dtype):
+    """Every backend does the same arithmetic (the flags pick a coefficient that multiplies, as in
+    csrc/gae_math.h and the reference), so NaN and inf at terminated and truncated steps come out the
+    same, bit for bit, NaN where NaN. (The numba kernel used to select instead of multiplying, which
+    dropped a NaN next value at a terminated step.)"""
+    arrays = non_finite_rollout(dtype, dtype if flag_dtype == "float" else bool)
+    want = reference(*arrays, 0.99, 0.95)
+    assert np.isnan(want[0]).any() and np.isinf(want[0]).any() and np.isfinite(want[0][:, 4:]).all()
+    for backend in CPU_BACKENDS:
+        got = fastppo.gae(*arrays, gamma=0.99, lam=0.95, backend=backend)
+        for name, g, w in zip(("advantages", "returns"), got, want):
+            assert np.array_equal(g, w, equal_nan=True), f"{backend} {name}:\n{g}\nreference:\n{w}"
+
+
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_torch_in_torch_out_and_out_buffers(backend):
     arrays = [torch.as_tensor(a) for a in rollout(16, 4, seed=7)]

@@ -61,7 +61,10 @@ def gae(rewards, values, next_values, terminated, truncated, *, gamma: float, la
 
     if name == "cpp":
         if is_tensor:
-            _core.gae(*map(_host_array, (rewards, values, next_values, terminated, truncated, *out)), gamma, lam)
+            host = _checks.host_array
+            _core.gae(host(rewards, "rewards"), host(values, "values"), host(next_values, "next_values"),
+                      host(terminated, "terminated"), host(truncated, "truncated"),
+                      host(out[0], "out[0] (advantages)"), host(out[1], "out[1] (returns)"), gamma, lam)
         else:  # numpy straight through: at (128, 8) the Python around the kernel is most of the call
             _core.gae(rewards, values, next_values, terminated, truncated, out[0], out[1], gamma, lam)
     elif name == "cuda":
@@ -94,11 +97,6 @@ def gae_reference(rewards, values, next_values, terminated, truncated, *, gamma:
         next_advantage = delta + gamma * lam * not_terminated * not_truncated * next_advantage
         advantages[t] = next_advantage
     return advantages, advantages + values
-
-
-def _host_array(x):
-    """numpy arrays pass through; CPU tensors become zero-copy numpy views (cheaper than DLPack)."""
-    return x.detach().numpy() if isinstance(x, torch.Tensor) and x.device.type == "cpu" else x
 
 
 def _checked_inputs(rewards, values, next_values, terminated, truncated, out, gamma, lam):

@@ -20,6 +20,9 @@ kl_coef / B. old_logp, advantages, old_values and returns are treated as constan
 
 from __future__ import annotations
 
+import inspect
+from typing import NamedTuple
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -32,7 +35,36 @@ __all__ = ["STATS", "ppo_loss", "ppo_loss_reference"]
 STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
 """The keys of the ``stats`` dict, in the order the fused kernels write them after the loss."""
 
-_INPUTS = ("new_logp", "old_logp", "advantages", "new_values", "old_values", "returns", "entropy")
+
+class LossInputs(NamedTuple):
+    """The loss's per-sample inputs, by name (each ``(B,)``; ``kl`` may be None). Inside this module
+    they travel only as this record: eight same-shaped tensors in a positional tuple could be swapped
+    (``old_values`` for ``returns``) and pass every check."""
+
+    new_logp: torch.Tensor
+    old_logp: torch.Tensor
+    advantages: torch.Tensor
+    new_values: torch.Tensor
+    old_values: torch.Tensor
+    returns: torch.Tensor
+    entropy: torch.Tensor
+    kl: torch.Tensor | None = None
+
+
+class LossConfig(NamedTuple):
+    """The loss's scalar options, by name (the keyword arguments of :func:`ppo_loss`)."""
+
+    clip_coef: float
+    vf_coef: float
+    ent_coef: float
+    vf_clip: float | None
+    normalize_advantages: bool
+    kl_coef: float
+    check: bool
+
+
+_GRAD_FIELDS = ("new_logp", "new_values", "entropy", "kl")
+"""The inputs the loss is differentiable with respect to; the others are constants."""
 
 
 def ppo_loss(new_logp, old_logp, advantages, new_values, old_values, returns, entropy, *,
@@ -76,24 +108,25 @@ def ppo_loss(new_logp, old_logp, advantages, new_values, old_values, returns, en
     the compiler, with a fake implementation, so it does not break the graph.
     """
     if not isinstance(new_logp, torch.Tensor):
-        new_logp, old_logp, advantages, new_values, old_values, returns, entropy = (
-            _checks.as_tensor(x, name) for x, name in zip(
-                (new_logp, old_logp, advantages, new_values, old_values, returns, entropy), _INPUTS))
-        kl = None if kl is None else _checks.as_tensor(kl, "kl")
-    tensors = (new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns)
-    config = (clip_coef, vf_coef, ent_coef, vf_clip, normalize_advantages, kl_coef, check)
+        inputs = LossInputs(*(_checks.as_tensor(x, name) for x, name in zip(
+            (new_logp, old_logp, advantages, new_values, old_values, returns, entropy), LossInputs._fields)),
+            kl=None if kl is None else _checks.as_tensor(kl, "kl"))
+    else:
+        inputs = LossInputs(new_logp=new_logp, old_logp=old_logp, advantages=advantages, new_values=new_values,
+                            old_values=old_values, returns=returns, entropy=entropy, kl=kl)
+    config = LossConfig(clip_coef=clip_coef, vf_coef=vf_coef, ent_coef=ent_coef, vf_clip=vf_clip,
+                        normalize_advantages=normalize_advantages, kl_coef=kl_coef, check=check)
     if torch.compiler.is_compiling():
         if backend == "torch":
-            return _checked_reference(tensors, config)
-        out, _ = _ppo_loss_op(*tensors, backend, *config)
-    else:
-        name = _backend.resolve(backend, new_logp.is_cuda)
-        if name == "torch":
-            return _checked_reference(tensors, config)
-        apply = _FusedLoss.apply if torch._C._are_functorch_transforms_active() else _fused_apply
-        loss, *stats = apply(*tensors, (name, *config))
-        return loss, dict(zip(STATS, stats))
-    return out[0], dict(zip(STATS, out[1:].detach().unbind()))
+            return _checked_reference(inputs, config)
+        out, _ = _call_op(inputs, backend, config)
+        return out[0], dict(zip(STATS, out[1:].detach().unbind()))
+    name = _backend.resolve(backend, inputs.new_logp.is_cuda)
+    if name == "torch":
+        return _checked_reference(inputs, config)
+    loss, *stats = _FusedLoss.apply(inputs.new_logp, inputs.new_values, inputs.entropy, inputs.kl, inputs, config,
+                                    name)
+    return loss, dict(zip(STATS, stats))
 
 
 def ppo_loss_reference(new_logp, old_logp, advantages, new_values, old_values, returns, entropy, *,
@@ -126,125 +159,114 @@ def ppo_loss_reference(new_logp, old_logp, advantages, new_values, old_values, r
     return loss, dict(zip(STATS, stats))
 
 
-def _checked_reference(tensors, config):
-    new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns = _check_args(tensors, config)
-    clip_coef, vf_coef, ent_coef, vf_clip, normalize_advantages, kl_coef, _ = config
-    return ppo_loss_reference(new_logp, old_logp, advantages, new_values, old_values, returns, entropy,
-                              clip_coef=clip_coef, vf_coef=vf_coef, ent_coef=ent_coef, vf_clip=vf_clip,
-                              normalize_advantages=normalize_advantages, kl=kl, kl_coef=kl_coef)
+def _checked_reference(inputs: LossInputs, config: LossConfig):
+    x = _check_args(inputs, config)
+    return ppo_loss_reference(x.new_logp, x.old_logp, x.advantages, x.new_values, x.old_values, x.returns, x.entropy,
+                              clip_coef=config.clip_coef, vf_coef=config.vf_coef, ent_coef=config.ent_coef,
+                              vf_clip=config.vf_clip, normalize_advantages=config.normalize_advantages, kl=x.kl,
+                              kl_coef=config.kl_coef)
 
 
-def _check_args(tensors, config):
-    """Validate for the Python backends exactly as csrc/ppo_loss.cpp does; return the tensors."""
-    clip_coef, vf_coef, ent_coef, vf_clip, _, kl_coef, check = config
-    _checks.check_positive(clip_coef, "clip_coef")
-    _checks.check_nonnegative(vf_coef, "vf_coef")
-    _checks.check_nonnegative(ent_coef, "ent_coef")
-    _checks.check_nonnegative(kl_coef, "kl_coef")
-    if vf_clip is not None:
-        _checks.check_positive(vf_clip, "vf_clip")
-    new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns = tensors
-    named = {"new_logp": new_logp, "old_logp": old_logp, "advantages": advantages, "new_values": new_values,
-             "old_values": old_values, "returns": returns, "entropy": entropy}
-    if kl is not None:
-        named["kl"] = kl
+def _named(inputs: LossInputs) -> dict:
+    """The inputs by name, ``kl`` only when given."""
+    return {name: t for name, t in zip(LossInputs._fields, inputs) if name != "kl" or t is not None}
+
+
+def _check_args(inputs: LossInputs, config: LossConfig) -> LossInputs:
+    """Validate for the Python backends exactly as csrc/ppo_loss.cpp does; return the inputs."""
+    _checks.check_positive(config.clip_coef, "clip_coef")
+    _checks.check_nonnegative(config.vf_coef, "vf_coef")
+    _checks.check_nonnegative(config.ent_coef, "ent_coef")
+    _checks.check_nonnegative(config.kl_coef, "kl_coef")
+    if config.vf_clip is not None:
+        _checks.check_positive(config.vf_clip, "vf_clip")
+    named = _named(inputs)
     for name, x in named.items():
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
-    _checks.check_ndim(new_logp, 1, "per-sample (B,)", "new_logp")
-    _checks.check_float(new_logp, "new_logp")
-    if new_logp.numel() == 0:
+    first = inputs.new_logp
+    _checks.check_ndim(first, 1, "per-sample (B,)", "new_logp")
+    _checks.check_float(first, "new_logp")
+    if first.numel() == 0:
         raise ValueError("new_logp must hold at least one sample, got shape (0,)")
     for name, x in named.items():
-        _checks.check_like(x, name, new_logp, "new_logp")
-    if check:
+        _checks.check_like(x, name, first, "new_logp")
+    if config.check:
         for name, x in named.items():
             _checks.check_finite(x, name)
-    return tensors
+    return inputs
 
 
-def _fused_forward(backend, new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns,
-                   clip_coef, vf_coef, ent_coef, vf_clip, normalize_advantages, kl_coef, check):
+def _fused_forward(backend: str, inputs: LossInputs, config: LossConfig):
     """(out, grads) from a fused backend: out = (loss, *STATS); grads = d loss / d new_logp (B values),
     d loss / d new_values (B), then d loss / d entropy_i and d loss / d kl_i (one value each, the same
     for every i). The one place the native, Numba and (under torch.compile) reference paths meet."""
-    x = new_logp
+    x = inputs.new_logp
     out = x.new_empty(6)
     grads = x.new_empty(2 * x.shape[0] + 2 if x.dim() == 1 else 2)
     if backend == "cpp":
-        _core.ppo_loss(*_host_arrays(new_logp, old_logp, advantages, new_values, old_values, returns, entropy),
-                       None if kl is None else _host_arrays(kl)[0], out.numpy(), grads.numpy(), clip_coef, vf_coef,
-                       ent_coef, vf_clip, normalize_advantages, kl_coef, check)
+        host = {name: _checks.host_array(t, name) for name, t in _named(inputs).items()}
+        _core.ppo_loss(**LossInputs(**host)._asdict(), out=out.numpy(), grads=grads.numpy(), **config._asdict())
     elif backend == "cuda":
-        args = dict(zip((*_INPUTS, "kl"), (new_logp, old_logp, advantages, new_values, old_values, returns,
-                                           entropy, kl)))
-        _checks.check_devices(args, x, "new_logp")
-        if check:
-            for name, t in args.items():
+        named = _named(inputs)
+        _checks.check_devices(named, x, "new_logp")
+        if config.check:
+            for name, t in named.items():
                 if isinstance(t, torch.Tensor):
                     _checks.check_finite(t, name)
         n = x.shape[0] if x.dim() == 1 else 1  # a wrong shape is the binding's to reject
         workspace = x.new_empty(_core.ppo_loss_cuda_workspace(max(1, n)), dtype=torch.float64)
+        device_inputs = LossInputs(**{name: _checks.detached(t) for name, t in named.items()})
         with _backend.on_device(x.device):
-            _core.ppo_loss(*map(_checks.detached, args.values()), out, grads, clip_coef, vf_coef, ent_coef, vf_clip,
-                           normalize_advantages, kl_coef, False, workspace, torch.cuda.current_stream().cuda_stream)
+            _core.ppo_loss(**device_inputs._asdict(), out=out, grads=grads, **config._replace(check=False)._asdict(),
+                           workspace=workspace, stream=torch.cuda.current_stream().cuda_stream)
     else:
-        tensors = _check_args((new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns),
-                              (clip_coef, vf_coef, ent_coef, vf_clip, normalize_advantages, kl_coef, check))
+        inputs = _check_args(inputs, config)
         if backend == "numba":
             from fastppo.ops.ppo_loss_numba import ppo_loss_numba
 
-            ppo_loss_numba(*tensors, out, grads, clip_coef, vf_coef, ent_coef, vf_clip, normalize_advantages,
-                           kl_coef)
+            ppo_loss_numba(inputs, config, out, grads)
         else:  # the reference, for the custom op when "auto" finds no fused backend
-            _reference_fused(*tensors, out, grads, clip_coef, vf_coef, ent_coef, vf_clip,
-                             normalize_advantages, kl_coef)
+            _reference_fused(inputs, config, out, grads)
     return out, grads
 
 
-def _host_arrays(*tensors):
-    """CPU float tensors as zero-copy numpy views (cheaper than DLPack). Anything else (CUDA, another
-    dtype) goes as a detached tensor, for the binding to reject with a message naming the argument."""
-    try:
-        return [t.detach().numpy() if t.requires_grad else t.numpy() for t in tensors]
-    except (TypeError, RuntimeError, AttributeError):
-        return [t if not isinstance(t, torch.Tensor) else t.detach().numpy()
-                if t.device.type == "cpu" and t.dtype in _checks.FLOATS else t.detach() for t in tensors]
-
-
-def _reference_fused(new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns, out, grads,
-                     clip_coef, vf_coef, ent_coef, vf_clip, normalize_advantages, kl_coef):
+def _reference_fused(inputs: LossInputs, config: LossConfig, out, grads):
     with torch.enable_grad():
-        logp, values = new_logp.detach().requires_grad_(), new_values.detach().requires_grad_()
-        loss, stats = ppo_loss_reference(logp, old_logp, advantages, values, old_values, returns, entropy,
-                                         clip_coef=clip_coef, vf_coef=vf_coef, ent_coef=ent_coef,
-                                         vf_clip=vf_clip, normalize_advantages=normalize_advantages,
-                                         kl=kl, kl_coef=kl_coef)
+        logp, values = inputs.new_logp.detach().requires_grad_(), inputs.new_values.detach().requires_grad_()
+        loss, stats = ppo_loss_reference(logp, inputs.old_logp, inputs.advantages, values, inputs.old_values,
+                                         inputs.returns, inputs.entropy, clip_coef=config.clip_coef,
+                                         vf_coef=config.vf_coef, ent_coef=config.ent_coef, vf_clip=config.vf_clip,
+                                         normalize_advantages=config.normalize_advantages, kl=inputs.kl,
+                                         kl_coef=config.kl_coef)
         d_logp, d_values = torch.autograd.grad(loss, (logp, values))
     out.copy_(torch.stack((loss.detach(), *stats.values())))
-    n = new_logp.shape[0]
-    grads.copy_(torch.cat((d_logp, d_values, grads.new_tensor((-ent_coef / n, kl_coef / n)))))
+    n = inputs.new_logp.shape[0]
+    grads.copy_(torch.cat((d_logp, d_values, grads.new_tensor((-config.ent_coef / n, config.kl_coef / n)))))
 
 
-def _split_grads(scaled, needs):
-    """Gradients of (new_logp, new_values, entropy, kl) from the forward's buffer of per-sample ones,
-    already scaled by the incoming gradient (layout in csrc/ppo_loss.h); the entropy and kl gradients
-    are one value each, returned as stride-0 views."""
+def _split_grads(scaled, needs: dict) -> dict:
+    """Gradients by name of the inputs in ``_GRAD_FIELDS`` from the forward's buffer of per-sample ones,
+    already scaled by the incoming gradient (layout in csrc/ppo_loss.h), None where ``needs[name]`` is
+    false; the entropy and kl gradients are one value each, returned as stride-0 views."""
     n = (scaled.shape[0] - 2) // 2
     d_logp, d_values, d_entropy, d_kl = scaled.split_with_sizes((n, n, 1, 1))  # no Python wrapper, unlike split
-    return (d_logp if needs[0] else None, d_values if needs[1] else None,
-            d_entropy.expand(n) if needs[2] else None, d_kl.expand(n) if needs[3] else None)
+    grads = dict(new_logp=d_logp, new_values=d_values, entropy=d_entropy.expand(n), kl=d_kl.expand(n))
+    return {name: grads[name] if needs[name] else None for name in _GRAD_FIELDS}
 
 
 class _FusedLoss(torch.autograd.Function):
     """The eager path: a plain autograd.Function costs 3-5x less per call than the custom op's dispatch
-    (measured: docs/architecture.md). Outputs: the loss and the five stats (non-differentiable)."""
+    (measured: docs/architecture.md). Outputs: the loss and the five stats (non-differentiable).
+
+    Autograd tracks only tensors passed as arguments, so the four differentiable inputs travel flat
+    (in ``_GRAD_FIELDS`` order) next to the record, and are put back into it by name."""
 
     @staticmethod
-    def forward(ctx, new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns, config):
-        args = (new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns)
-        out, grads = _fused_forward(config[0], *args, *config[1:])
-        ctx.grads, ctx.args, ctx.config = grads, args, config
+    def forward(ctx, new_logp, new_values, entropy, kl, inputs: LossInputs, config: LossConfig, backend: str):
+        inputs = inputs._replace(new_logp=new_logp, new_values=new_values, entropy=entropy, kl=kl)
+        out, grads = _fused_forward(backend, inputs, config)
+        ctx.grads, ctx.inputs, ctx.config, ctx.backend = grads, inputs, config, backend
         ctx.set_materialize_grads(False)
         outputs = out.unbind()
         ctx.mark_non_differentiable(*outputs[1:])
@@ -254,50 +276,68 @@ class _FusedLoss(torch.autograd.Function):
     @once_differentiable  # the saved gradients are constants: a second derivative would be wrong
     def backward(ctx, g_loss, *_g_stats):
         if g_loss is None:  # only the (non-differentiable) stats reached the backward
-            return (None,) * 9
+            return (None,) * 7
         grads = ctx.grads
         if grads is None:  # a second backward (retain_graph) after the buffer was handed over: recompute
-            grads = _fused_forward(ctx.config[0], *ctx.args, *ctx.config[1:])[1]
+            grads = _fused_forward(ctx.backend, ctx.inputs, ctx.config)[1]
         if not g_loss.is_cuda and g_loss.item() == 1.0:
             # loss.backward() seeds 1: on the CPU reading that is cheaper than the multiply it saves. The
             # buffer is handed over (autograd may keep it as a leaf's .grad and add into it in place).
             ctx.grads, scaled = None, grads
         else:
             ctx.grads, scaled = grads, grads * g_loss
-        return (*_split_grads(scaled, ctx.needs_input_grad[:4]), None, None, None, None, None)
+        d = _split_grads(scaled, dict(zip(_GRAD_FIELDS, ctx.needs_input_grad)))
+        return d["new_logp"], d["new_values"], d["entropy"], d["kl"], None, None, None
 
 
-# Function.apply's Python wrapper (default-argument binding, functorch unwrapping) costs more than the
-# rest of a B=256 call; outside functorch transforms its C++ base does the same job.
-_fused_apply = super(torch.autograd.function._SingleLevelFunction, _FusedLoss).apply
+# --- the custom op, for torch.compile -----------------------------------------------------------------
+# A custom op's schema takes flat arguments: the records are spread into them by name here
+# (_call_op) and rebuilt by name inside (_ppo_loss_impl); nothing else sees the flat form.
+
+def _ppo_loss_impl(new_logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
+                   new_values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
+                   entropy: torch.Tensor, kl: torch.Tensor | None, backend: str, clip_coef: float,
+                   vf_coef: float, ent_coef: float, vf_clip: float | None, normalize_advantages: bool,
+                   kl_coef: float, check: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    inputs = LossInputs(new_logp=new_logp, old_logp=old_logp, advantages=advantages, new_values=new_values,
+                        old_values=old_values, returns=returns, entropy=entropy, kl=kl)
+    config = LossConfig(clip_coef=clip_coef, vf_coef=vf_coef, ent_coef=ent_coef, vf_clip=vf_clip,
+                        normalize_advantages=normalize_advantages, kl_coef=kl_coef, check=check)
+    return _fused_forward(_backend.resolve(backend, new_logp.is_cuda), inputs, config)
 
 
-@torch.library.custom_op("fastppo::ppo_loss", mutates_args=())
-def _ppo_loss_op(new_logp: torch.Tensor, new_values: torch.Tensor, entropy: torch.Tensor,
-                 kl: torch.Tensor | None, old_logp: torch.Tensor, advantages: torch.Tensor,
-                 old_values: torch.Tensor, returns: torch.Tensor, backend: str, clip_coef: float,
-                 vf_coef: float, ent_coef: float, vf_clip: float | None, normalize_advantages: bool,
-                 kl_coef: float, check: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    name = _backend.resolve(backend, new_logp.is_cuda)
-    return _fused_forward(name, new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns,
-                          clip_coef, vf_coef, ent_coef, vf_clip, normalize_advantages, kl_coef, check)
+_OP_ARGS = tuple(inspect.signature(_ppo_loss_impl).parameters)
+"""The custom op's argument names in schema order (setup_context and backward see them positionally)."""
+assert set(_OP_ARGS) == {*LossInputs._fields, "backend", *LossConfig._fields}
+
+_ppo_loss_op = torch.library.custom_op("fastppo::ppo_loss", mutates_args=())(_ppo_loss_impl)
+
+
+def _call_op(inputs: LossInputs, backend: str, config: LossConfig):
+    return _ppo_loss_op(new_logp=inputs.new_logp, old_logp=inputs.old_logp, advantages=inputs.advantages,
+                        new_values=inputs.new_values, old_values=inputs.old_values, returns=inputs.returns,
+                        entropy=inputs.entropy, kl=inputs.kl, backend=backend, clip_coef=config.clip_coef,
+                        vf_coef=config.vf_coef, ent_coef=config.ent_coef, vf_clip=config.vf_clip,
+                        normalize_advantages=config.normalize_advantages, kl_coef=config.kl_coef,
+                        check=config.check)
 
 
 @_ppo_loss_op.register_fake
-def _(new_logp, new_values, entropy, kl, old_logp, advantages, old_values, returns, backend, clip_coef, vf_coef,
-      ent_coef, vf_clip, normalize_advantages, kl_coef, check):
+def _(new_logp, *_args, **_kwargs):
     return new_logp.new_empty(6), new_logp.new_empty(2 * new_logp.shape[0] + 2)
 
 
 def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(output[1])
-    ctx.has_kl = inputs[3] is not None
+    ctx.has_kl = dict(zip(_OP_ARGS, inputs))["kl"] is not None
 
 
 def _op_backward(ctx, g_out, _g_grads):
     (grads,) = ctx.saved_tensors
-    needs = (*ctx.needs_input_grad[:3], ctx.has_kl and ctx.needs_input_grad[3])
-    return (*_split_grads(grads * g_out[0], needs), *[None] * 12)
+    needs = dict(zip(_OP_ARGS, ctx.needs_input_grad))
+    needs["kl"] = needs["kl"] and ctx.has_kl
+    by_name = dict.fromkeys(_OP_ARGS) | _split_grads(grads * g_out[0], needs)
+    return tuple(by_name.values())
 
 
 _ppo_loss_op.register_autograd(_op_backward, setup_context=_setup_context)
