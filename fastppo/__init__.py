@@ -15,8 +15,8 @@ from fastppo.ops import gae, ppo_loss
 from fastppo.algos import PPO, TRPO, Callback, CallbackList, EvalCallback, load
 from fastppo.evaluation import evaluate_policy
 from fastppo import presets
+from fastppo._version import __version__
 
-__version__ = "0.1.0"
 
 __all__ = ["PPO", "TRPO", "BackendStatus", "BackendUnavailableError", "Callback", "CallbackList", "EvalCallback",
            "backends", "evaluate_policy", "gae", "get_num_threads", "load", "make_vec_env", "ppo_loss", "presets",

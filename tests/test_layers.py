@@ -1,6 +1,11 @@
-"""The native layers' include rule (csrc/): includes point down only. core/ is used by every part and
-includes nothing outside itself; an op (ops/<op>/) includes core/ and itself, never another op, the
-envs or the trainer; the envs include core/ and envs/ only; train/ may include anything."""
+"""The layer rules, checked on every run.
+
+Native (csrc/): includes point down only. core/ is used by every part and includes nothing outside
+itself; an op (ops/<op>/) includes core/ and itself, never another op, the envs or the trainer; the
+envs include core/ and envs/ only; train/ may include anything.
+
+Python (fastppo/): import-linter's contracts in pyproject.toml (front > presets > algos > evaluation >
+envs | ops > _backend; theory stands alone)."""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-CSRC = Path(__file__).parents[1] / "csrc"
+ROOT = Path(__file__).parents[1]
+CSRC = ROOT / "csrc"
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
 
 
@@ -57,3 +63,13 @@ def test_the_rule_catches_each_kind_of_violation(tmp_path):
     (tmp_path / "train" / "ok.cpp").write_text('#include "envs/env_batch.h"\n#include "ops/ppo_loss/ppo_loss.h"\n')
     (tmp_path / "ops" / "gae" / "ok.h").write_text('#include "core/common.h"\n#include "ops/gae/gae_math.h"\n')
     assert len(_violations(tmp_path)) == len(cases)
+
+
+@pytest.mark.skipif(not (ROOT / "pyproject.toml").is_file(), reason="no pyproject.toml: not a source checkout")
+def test_python_imports_keep_the_layers(monkeypatch):
+    """lint-imports on the installed package, with the contracts of pyproject.toml."""
+    pytest.importorskip("importlinter")
+    from importlinter.cli import lint_imports
+
+    monkeypatch.chdir(ROOT)
+    assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True) == 0

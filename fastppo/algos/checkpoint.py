@@ -29,6 +29,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from fastppo._version import __version__
+
 if TYPE_CHECKING:
     from fastppo.algos.base import OnPolicyAlgorithm
 
@@ -39,8 +41,6 @@ _PICKLE_VERSION = 2
 
 def save(model: OnPolicyAlgorithm, path: str | os.PathLike) -> None:
     """Write ``model`` to ``path`` atomically."""
-    from fastppo import __version__
-
     last_obs = model._last_obs  # None before the first learn(): then there is no env state to resume
     env_state = model.env.snapshot() if hasattr(model.env, "snapshot") and last_obs is not None else None
     custom = model._custom_policy
