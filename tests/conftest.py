@@ -1,4 +1,6 @@
 import os
+import pathlib
+import runpy
 
 import pytest
 import torch
@@ -42,3 +44,11 @@ class RecordMetrics(fastppo.Callback):
     def on_iteration_end(self, metrics):
         self.seen.append(metrics)
         return True
+
+
+@pytest.fixture(scope="session")
+def numba_cartpole():
+    pytest.importorskip("numba")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    runpy.run_path(str(root / "examples" / "numba_cartpole.py"))  # registers NumbaCartPole-v1
+    return "NumbaCartPole-v1"

@@ -2,8 +2,10 @@
 stepping in place in preallocated buffers, gymnasium's SAME_STEP autoreset, RecordEpisodeStatistics'
 ``"episode"`` info, and argument checks. Subclasses supply only the batched step and reset.
 
-Returned arrays are views of the persistent buffers: the next ``step``/``reset`` overwrites them (as
-EnvPool's and gymnasium's numpy-vectorised envs do). Copy what you keep.
+What ``step``/``reset`` return belongs to the caller (``copy=True``, the default, as gymnasium's vector
+envs): fresh arrays every call. ``copy=False`` returns views of the persistent buffers instead, which the
+next ``step``/``reset`` overwrites: for callers that consume or copy each result before the next call
+(fastppo's trainer does). A closed env refuses every call but ``close``.
 """
 
 from __future__ import annotations
@@ -30,20 +32,24 @@ class BufferedVecEnv(VectorEnv):
     (``infos["_final_obs"]`` masks the envs that ended; other rows are stale). ``infos["episode"]`` holds
     ``{"r", "l", "t"}`` of the episodes that ended this step, 0 elsewhere, with mask ``infos["_episode"]``,
     exactly as :class:`gymnasium.wrappers.vector.RecordEpisodeStatistics` reports them. Rewards are
-    float32; episode returns are accumulated in float64.
+    float32; episode returns are accumulated in float64. With ``copy=True`` every returned array (infos
+    included) is the caller's; with ``copy=False`` they are views that the next call overwrites.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
 
     def __init__(self, *, env_id: str, num_envs: int, single_observation_space: gym.spaces.Box,
                  single_action_space: gym.Space, state_dim: int, max_episode_steps: int,
-                 reset_options: dict[str, float], seed: int | None, device: str = "cpu"):
+                 reset_options: dict[str, float], seed: int | None, device: str = "cpu", copy: bool = True):
         if isinstance(num_envs, bool) or not isinstance(num_envs, numbers.Integral):
             raise TypeError(f"num_envs must be an int, got {type(num_envs).__name__}")
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if not isinstance(copy, bool):
+            raise TypeError(f"copy must be a bool, got {type(copy).__name__}")
         self.num_envs = int(num_envs)
         self.env_id = env_id
+        self.copy = copy
         self.device = device
         self.max_episode_steps = int(max_episode_steps)
         self.single_observation_space = single_observation_space
@@ -64,12 +70,14 @@ class BufferedVecEnv(VectorEnv):
         if device == "cpu":
             self._buffers = {k: np.zeros(shape, dtype) for k, (shape, dtype) in specs.items()}
             self._logical_or = np.logical_or
+            self._own = np.copy if copy else _same
         else:
             import torch
 
             self._buffers = {k: torch.zeros(shape, dtype=getattr(torch, dtype), device=device)
                              for k, (shape, dtype) in specs.items()}
             self._logical_or = torch.logical_or
+            self._own = torch.clone if copy else _same
             self.device = str(self._buffers["obs"].device)  # "cuda" resolved: the env stays on that GPU
         b = self._buffers
         self._step_result = (b["obs"], b["rewards"], b["terminated"], b["truncated"])
@@ -97,6 +105,7 @@ class BufferedVecEnv(VectorEnv):
                 plus the env's initial-state bounds, as gymnasium's env takes them (``"low"``/``"high"``, or
                 ``"x_init"``/``"y_init"`` for Pendulum), used for this reset only.
         """
+        self._check_open()
         seed = _check_seed(seed, "seed")
         if seed is None and self._step_batch == self._step_before_reset:
             seed = self._pending_seed if self._pending_seed is not None else secrets.randbits(63)
@@ -119,7 +128,7 @@ class BufferedVecEnv(VectorEnv):
             super().reset(seed=seed)  # gymnasium's own np_random for the vector env, like its vector envs
         self._reset_batch(seed, mask, a, b)
         self._step_batch = self._batched_step()
-        return self._buffers["obs"], {}
+        return self._own(self._buffers["obs"]), {}
 
     def step(self, actions):
         """Step every env with ``actions`` (a numpy array, a torch tensor, or anything np.asarray takes).
@@ -129,29 +138,44 @@ class BufferedVecEnv(VectorEnv):
         them, NaN and infinities are rejected. Bad actions raise before any env is stepped.
         """
         ended = self._step_batch(actions)
-        return (*self._step_result, {} if ended == 0 else self._infos())
+        own = self._own
+        return (*map(own, self._step_result), {} if ended == 0 else self._infos())
 
     def _infos(self) -> dict:
         """The infos of a step in which episodes may have ended (see the class doc)."""
-        b, dones = self._buffers, self._dones
+        b, dones, own = self._buffers, self._dones, self._own
         self._logical_or(b["terminated"], b["truncated"], out=dones)
+        mask = own(dones)
         return {
-            "final_obs": b["final_obs"], "_final_obs": dones,
-            "final_info": {}, "_final_info": dones,
-            "episode": {"r": b["episode_r"], "l": b["episode_l"], "t": b["episode_t"]}, "_episode": dones,
+            "final_obs": own(b["final_obs"]), "_final_obs": mask,
+            "final_info": {}, "_final_info": mask,
+            "episode": {"r": own(b["episode_r"]), "l": own(b["episode_l"]), "t": own(b["episode_t"])},
+            "_episode": mask,
         }
 
     def _step_before_reset(self, actions) -> int:
+        self._check_open()
         raise RuntimeError(f"{self.env_id}: call reset() before step()")
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError(f"{self.env_id}: the env is closed")
+
+    def close_extras(self, **kwargs) -> None:
+        """After close(), every call but close() raises (close() again does nothing)."""
+        self.__dict__.pop("step", None)  # a native one-call step installed over the method
+        self._step_batch = self._step_before_reset
 
     # -- beyond gymnasium's API ----------------------------------------------------------------------
     def get_state(self):
         """A copy of every env's physics state, ``(num_envs, state_dim)`` float64 (for tests and debugging)."""
+        self._check_open()
         return self._buffers["state"].copy() if self.device == "cpu" else self._buffers["state"].clone()
 
     def set_state(self, state, elapsed=None) -> None:
         """Overwrite every env's physics state (and, if given, its steps since reset); see ``get_state``.
         The observations are not recomputed until the next step."""
+        self._check_open()
         buf = self._buffers["state"]
         if tuple(state.shape) != tuple(buf.shape):
             raise ValueError(f"state must have shape {tuple(buf.shape)}, got {tuple(state.shape)}")
@@ -165,12 +189,14 @@ class BufferedVecEnv(VectorEnv):
         """Everything that decides the envs' future — physics, random streams, step counters, running
         episode statistics, current observations — as CPU numpy copies: what a training checkpoint
         needs to resume exactly where it stopped (see :meth:`restore`)."""
+        self._check_open()
         copy = (lambda x: x.copy()) if self.device == "cpu" else (lambda x: x.cpu().numpy())
         return {"buffers": {k: copy(v) for k, v in self._buffers.items()},
                 "started": self._step_batch != self._step_before_reset}
 
     def restore(self, snapshot: dict) -> None:
         """Put the envs back in the state :meth:`snapshot` recorded (same env id and ``num_envs``)."""
+        self._check_open()
         for key, value in snapshot["buffers"].items():
             buf = self._buffers[key]
             if tuple(buf.shape) != value.shape:
@@ -190,3 +216,7 @@ def _check_seed(seed, name: str) -> int | None:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**64:
         raise TypeError(f"{name} must be None or an int in [0, 2**64), got {seed!r}")
     return int(seed)
+
+
+def _same(x):
+    return x

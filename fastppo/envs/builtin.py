@@ -49,13 +49,14 @@ class BuiltinVecEnv(BufferedVecEnv):
     """
 
     def __init__(self, env_id: str, num_envs: int, *, seed: int | None = None, device: str = "cpu",
-                 fast_math: bool = False):
+                 fast_math: bool = False, copy: bool = True):
         info = _core.env_info(env_id)
         obs_space, act_space, option_names = BUILTIN_SPACES[env_id]
         super().__init__(env_id=env_id, num_envs=num_envs, single_observation_space=obs_space,
                          single_action_space=act_space, state_dim=info["state_dim"],
                          max_episode_steps=info["max_episode_steps"],
-                         reset_options=dict(zip(option_names, info["reset_defaults"])), seed=seed, device=device)
+                         reset_options=dict(zip(option_names, info["reset_defaults"])), seed=seed, device=device,
+                         copy=copy)
         self._num_actions = info["num_actions"]
         to_array = functools.partial(_host_array, name="actions")
         with _backend.on_device(self.device):
@@ -64,6 +65,7 @@ class BuiltinVecEnv(BufferedVecEnv):
     def native_batch(self):
         """The ``fastppo._core.EnvBatch`` these envs step in, for a native loop that drives them (the
         trainer's rollout, ``fastppo._core.collect``): CPU only, after ``reset()``."""
+        self._check_open()
         if self._step_batch == self._step_before_reset:
             raise RuntimeError(f"{self.env_id}: call reset() before driving the envs natively")
         if self.device != "cpu":
@@ -76,8 +78,9 @@ class BuiltinVecEnv(BufferedVecEnv):
         # On the CPU the whole of step() is one native call, which shadows the method on this instance
         # (Python frames are most of a step at N = 1): EnvBatch.step_gym steps the envs (converting
         # non-numpy actions with _host_array) and returns step()'s tuple, calling back into _infos only
-        # on a step in which an episode ended. Not when a subclass overrides step().
-        if type(self).step is BufferedVecEnv.step:
+        # on a step in which an episode ended. Not when a subclass overrides step(), and not with copy=True
+        # (the caller gets fresh arrays, made in Python).
+        if type(self).step is BufferedVecEnv.step and not self.copy:
             self.step = functools.partial(self._batch.step_gym, self._step_result, self._infos)
         return self._batch.step
 

@@ -15,9 +15,11 @@ __all__ = ["GymnasiumVecEnv", "make_gymnasium_vec_env"]
 _SAME_STEP = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
 
-def make_gymnasium_vec_env(env_id: str, num_envs: int, *, seed: int | None, mode: str) -> GymnasiumVecEnv:
+def make_gymnasium_vec_env(env_id: str, num_envs: int, *, seed: int | None, mode: str,
+                           copy: bool = True) -> GymnasiumVecEnv:
     """gymnasium's vector env for `env_id`; mode: "gymnasium" (the vectorised entry point if it supports
-    SAME_STEP, else "sync"), "vector_entry_point", "sync" or "async"."""
+    SAME_STEP, else "sync"), "vector_entry_point", "sync" or "async". ``copy`` is gymnasium's (sync and
+    async envs; a vectorised entry point returns fresh arrays of its own)."""
     try:
         spec = gym.spec(env_id)
     except gym.error.Error as exc:
@@ -33,7 +35,7 @@ def make_gymnasium_vec_env(env_id: str, num_envs: int, *, seed: int | None, mode
         raise ValueError(f"backend 'vector_entry_point': {env_id} has no vectorised entry point")
     if env is None:
         vmode = "async" if mode == "async" else "sync"
-        env = gym.make_vec(env_id, num_envs, vectorization_mode=vmode, vector_kwargs=_SAME_STEP)
+        env = gym.make_vec(env_id, num_envs, vectorization_mode=vmode, vector_kwargs={**_SAME_STEP, "copy": copy})
     return GymnasiumVecEnv(RecordEpisodeStatistics(env), seed)
 
 
@@ -60,6 +62,7 @@ class GymnasiumVecEnv(VectorWrapper):
 
     def reset(self, *, seed=None, options=None):
         """Reset like gymnasium's vector env; the first reset without a seed uses make_vec_env's seed."""
+        self._check_open()
         if seed is None and self._pending_seed is not None:
             seed = self._pending_seed
         self._pending_seed = None
@@ -67,6 +70,7 @@ class GymnasiumVecEnv(VectorWrapper):
 
     def step(self, actions):
         """Step like gymnasium's vector env in SAME_STEP mode."""
+        self._check_open()
         obs, rewards, terminated, truncated, infos = self.env.step(actions)
         if self._dense_final_obs and "final_obs" in infos:
             dense = np.zeros_like(obs)
@@ -74,3 +78,7 @@ class GymnasiumVecEnv(VectorWrapper):
                 dense[i] = infos["final_obs"][i]
             infos["final_obs"] = dense
         return obs, rewards, terminated, truncated, infos
+
+    def _check_open(self) -> None:
+        if self.env.closed:
+            raise RuntimeError(f"{self.spec.id if self.spec else 'the env'}: the env is closed")

@@ -14,7 +14,7 @@ ENV_BACKENDS = ("auto", "cpp", "cuda", "numba", "gymnasium", "vector_entry_point
 
 
 def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device: str = "cpu",
-                 backend: str = "auto", fast_math: bool = False):
+                 backend: str = "auto", fast_math: bool = False, copy: bool = True):
     """``num_envs`` copies of ``env_id`` as one :class:`gymnasium.vector.VectorEnv` in SAME_STEP autoreset mode.
 
     Built-in ids (``CartPole-v1``, ``Acrobot-v1``, ``MountainCar-v0``, ``MountainCarContinuous-v0``,
@@ -22,8 +22,9 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
     :func:`fastppo.envs.register_numba_env` run as compiled Numba loops; any other id registered with
     gymnasium runs on gymnasium's own vector envs. All report finished episodes in
     ``infos["episode"]`` like :class:`gymnasium.wrappers.vector.RecordEpisodeStatistics` and the true
-    final observations in ``infos["final_obs"]`` (see :class:`fastppo.envs.BuiltinVecEnv`). The arrays
-    returned by fastppo's own envs are views overwritten by the next call.
+    final observations in ``infos["final_obs"]`` (see :class:`fastppo.envs.BuiltinVecEnv`). What
+    ``step``/``reset`` return belongs to the caller, as with gymnasium's vector envs (``copy``). After
+    ``close()`` every call but ``close`` raises.
 
     Args:
         env_id: a gymnasium-style id.
@@ -38,6 +39,10 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
         fast_math: trade gymnasium's bit-exact dynamics for speed where libm's scalar ``sin``/``cos``
             bound it: vectorised polynomials within 1 ulp of them instead (built-in CartPole-v1 on the
             CPU only; see :class:`fastppo.envs.BuiltinVecEnv`). Off by default.
+        copy: True (default, gymnasium's ``copy``): every array ``step``/``reset`` return (infos included)
+            is a fresh one, the caller's to keep. False: views of the env's buffers, overwritten by the
+            next call: for loops that consume or copy each result first (fastppo's trainer does), saving
+            the copies (bench/RESULTS.md, envs, measures them).
 
     Raises:
         TypeError / ValueError: a bad argument (named in the message), or an id nothing knows.
@@ -53,8 +58,9 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
         raise ValueError(f"backend must be one of {', '.join(map(repr, ENV_BACKENDS))}; got {backend!r}")
     if not isinstance(device, str) or not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:<index>', got {device!r}")
-    if not isinstance(fast_math, bool):
-        raise TypeError(f"fast_math must be a bool, got {type(fast_math).__name__}")
+    for name, flag in (("fast_math", fast_math), ("copy", copy)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
     on_cuda = device != "cpu"
     numba_module = sys.modules.get("fastppo.envs.numba_env")  # nothing is registered if it was never imported
     builtin = env_id in BUILTIN_SPACES
@@ -77,16 +83,16 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
             raise _backend.BackendUnavailableError(f"backend {backend!r} is unavailable: {why}")
         from fastppo.envs.builtin import BuiltinVecEnv
 
-        return BuiltinVecEnv(env_id, num_envs, seed=seed, device=device, fast_math=fast_math)
+        return BuiltinVecEnv(env_id, num_envs, seed=seed, device=device, fast_math=fast_math, copy=copy)
     if backend == "numba":
         if not numba_env:
             raise ValueError(f"env_id {env_id!r} is not a registered Numba env (see fastppo.envs.register_numba_env)")
         from fastppo.envs.numba_env import NumbaVecEnv
 
-        return NumbaVecEnv(env_id, num_envs, seed=seed)
+        return NumbaVecEnv(env_id, num_envs, seed=seed, copy=copy)
     from fastppo.envs.fallback import make_gymnasium_vec_env
 
-    return make_gymnasium_vec_env(env_id, num_envs, seed=seed, mode=backend)
+    return make_gymnasium_vec_env(env_id, num_envs, seed=seed, mode=backend, copy=copy)
 
 
 def as_vector_env(env, num_envs: int, *, seed: int | None = None, backend: str = "auto"):
@@ -96,6 +102,8 @@ def as_vector_env(env, num_envs: int, *, seed: int | None = None, backend: str =
     gymnasium Env becomes a one-env sync vector env. Envs that do not already report finished episodes
     in ``infos["episode"]`` are wrapped so that they do (gymnasium's RecordEpisodeStatistics).
     ``backend`` is a trainer's: "torch" (every hot path on its reference) steps envs on gymnasium's own.
+    An env made here from an id returns its buffers (``copy=False``): the trainer reads each result
+    before the next step and never hands them out.
     """
     import gymnasium as gym
     from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
@@ -105,7 +113,8 @@ def as_vector_env(env, num_envs: int, *, seed: int | None = None, backend: str =
     from fastppo.envs.fallback import GymnasiumVecEnv
 
     if isinstance(env, str):
-        return make_vec_env(env, num_envs, seed=seed, backend="gymnasium" if backend == "torch" else "auto"), env
+        return make_vec_env(env, num_envs, seed=seed, backend="gymnasium" if backend == "torch" else "auto",
+                            copy=False), env
     if isinstance(env, gym.Env):
         env = SyncVectorEnv([lambda: env], autoreset_mode=AutoresetMode.SAME_STEP)
     if not isinstance(env, VectorEnv):

@@ -159,11 +159,11 @@ def _compile(spec: NumbaEnvSpec):
 class NumbaVecEnv(BufferedVecEnv):
     """``num_envs`` copies of a registered Numba env, stepped by one compiled loop (single-threaded)."""
 
-    def __init__(self, env_id: str, num_envs: int, *, seed: int | None = None):
+    def __init__(self, env_id: str, num_envs: int, *, seed: int | None = None, copy: bool = True):
         spec = _REGISTRY[env_id]
         super().__init__(env_id=env_id, num_envs=num_envs, single_observation_space=spec.observation_space,
                          single_action_space=spec.action_space, state_dim=spec.state_dim,
-                         max_episode_steps=spec.max_episode_steps, reset_options={}, seed=seed)
+                         max_episode_steps=spec.max_episode_steps, reset_options={}, seed=seed, copy=copy)
         self._step_loop, self._reset_loop = _loops(env_id)
         b = self._buffers
         self._rng_u64 = b["rng"].view(np.uint64)
