@@ -1,7 +1,10 @@
 """Vector-env stepping speed: fastppo's built-in envs against gymnasium's SyncVectorEnv,
 AsyncVectorEnv, gymnasium's numpy-vectorised entry point, EnvPool (sync mode, if installed) and a raw
-single-env ``env.step`` loop, all in one run; for CartPole also fastppo's opt-in ``fast_math`` step
-(not bit-exact with gymnasium). A script rather than pytest-benchmark so that every peer lands in one
+single-env ``env.step`` loop, all in one run; fastppo with its default ``copy=True`` (every result a
+fresh array the caller owns, as gymnasium's) and with ``copy=False`` (its buffers, as the trainer uses
+them), so the cost of the copies is a measured number; for CartPole also fastppo's opt-in
+``fast_math`` step (not bit-exact with gymnasium). The "1 thread" and "fast_math" columns are
+``copy=False``, to compare with that column. A script rather than pytest-benchmark so that every peer lands in one
 table. Never run in CI.
 
     flock /tmp/fastppo-bench.lock python bench/bench_envs.py [--seconds 0.5] [--out FILE]
@@ -92,10 +95,12 @@ def peers(env_id, n, seconds, rounds):
     same_step = {"autoreset_mode": AutoresetMode.SAME_STEP}
     steppers, out = {}, {}
     steppers["fastppo"] = vector_env_stepper(fastppo.make_vec_env(env_id, n, seed=0), n)
+    steppers["fastppo copy=False"] = vector_env_stepper(fastppo.make_vec_env(env_id, n, seed=0, copy=False), n)
     if n >= 256:  # below twice fastppo's per-thread grain (128 envs, 256 for CartPole) the batch runs on one thread
-        steppers["fastppo 1 thread"] = vector_env_stepper(fastppo.make_vec_env(env_id, n, seed=0), n)
+        steppers["fastppo 1 thread"] = vector_env_stepper(fastppo.make_vec_env(env_id, n, seed=0, copy=False), n)
     if env_id == "CartPole-v1":  # the one env with an opt-in fast-math step (not bit-exact with gymnasium)
-        steppers["fastppo fast_math"] = vector_env_stepper(fastppo.make_vec_env(env_id, n, seed=0, fast_math=True), n)
+        steppers["fastppo fast_math"] = vector_env_stepper(
+            fastppo.make_vec_env(env_id, n, seed=0, fast_math=True, copy=False), n)
     else:
         out["fastppo fast_math"] = "n/a"
     steppers["gym sync"] = vector_env_stepper(
@@ -144,16 +149,17 @@ def main():
     args = parser.parse_args()
     lines = [f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, fastppo threads "
              f"{fastppo.get_num_threads()}, gymnasium {gym.__version__}, numpy {np.__version__}", ""]
-    cols = ["fastppo", "fastppo 1 thread", "fastppo fast_math", "gym env.step", "gym sync", "gym async",
+    cols = ["fastppo", "fastppo copy=False", "fastppo 1 thread", "fastppo fast_math", "gym env.step", "gym sync", "gym async",
             "gym numpy-vec", "envpool"]
-    ratios = ["fastppo / numpy-vec", "fastppo / envpool", "fastppo / env.step"]
+    ratios = ["fastppo / numpy-vec", "fastppo / envpool", "fastppo / env.step", "copy=False / fastppo"]
     lines.append("| env | N | " + " | ".join(cols + ratios) + " |")
-    lines.append("|---" * (len(cols) + 5) + "|")
+    lines.append("|---" * (len(cols) + len(ratios) + 2) + "|")
     for env_id in ENVS:
         for n in NUM_ENVS:
             r = peers(env_id, n, args.seconds, args.rounds)
             row = [env_id, str(n)] + [fmt(r.get(c, "-")) for c in cols]
-            row += [ratio(r, "gym numpy-vec"), ratio(r, "envpool"), ratio(r, "gym env.step")]
+            row += [ratio(r, "gym numpy-vec"), ratio(r, "envpool"), ratio(r, "gym env.step"),
+                    f"{r['fastppo copy=False'] / r['fastppo']:.2f}x"]
             lines.append("| " + " | ".join(row) + " |")
             print(lines[-1], flush=True)
     text = "\n".join(lines)
