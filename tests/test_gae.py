@@ -174,7 +174,7 @@ def non_finite_rollout(dtype, flag_dtype):
 @pytest.mark.parametrize("flag_dtype", ["bool", "float"])
 def test_non_finite_inputs_agree_bitwise_across_backends(dtype, flag_dtype):
     """Every backend does the same arithmetic (the flags pick a coefficient that multiplies, as in
-    csrc/gae_math.h and the reference), so NaN and inf at terminated and truncated steps come out the
+    csrc/ops/gae/gae_math.h and the reference), so NaN and inf at terminated and truncated steps come out the
     same, bit for bit, NaN where NaN. (The numba kernel used to select instead of multiplying, which
     dropped a NaN next value at a terminated step.)"""
     arrays = non_finite_rollout(dtype, dtype if flag_dtype == "float" else bool)

@@ -278,7 +278,7 @@ NON_FINITE = [  # (id, {input: {index: value}}): one defect per case, so the res
 @pytest.mark.parametrize("normalize", [False, True])
 @pytest.mark.parametrize("case", NON_FINITE, ids=[c[0] for c in NON_FINITE])
 def test_numba_matches_cpp_on_non_finite_inputs(case, normalize, vf_clip, dtype):
-    """The Numba kernel takes every select of csrc/ppo_loss_math.h as written, so NaN and inf go the
+    """The Numba kernel takes every select of csrc/ops/ppo_loss/ppo_loss_math.h as written, so NaN and inf go the
     same way as in the C++ kernel: NaN where it gives NaN, the same value elsewhere (loss, stats and
     per-sample gradients). Values agree to rounding, not bitwise: the C++ kernel sums in blocks (float32
     ones in float32, with its own expf) and scales gradients by 1/B, the Numba one divides."""

@@ -43,7 +43,7 @@ class FlatAdam:
     """Adam (torch.optim.Adam's formulas, no weight decay) over one :class:`FlatParameters` buffer, with
     optional gradient-norm clipping before the step.
 
-    These torch ops are the spec of the native step (``FlatAdam`` in csrc/mlp.h), which the native
+    These torch ops are the spec of the native step (``FlatAdam`` in csrc/train/mlp.h), which the native
     updates take on the same state tensors (numpy views). It is not torch.optim.Adam itself: creating or
     checkpointing a torch optimizer imports torch._dynamo, ~2 s on a small CPU, longer than a whole
     CartPole run.

@@ -4,7 +4,7 @@ SAME_STEP autoreset, episode statistics) around them and returns a :class:`Numba
 kind of VectorEnv as the built-in envs. A worked example: ``examples/numba_cartpole.py``.
 
 Randomness comes from :func:`uniform` on the per-env stream the loop hands to ``reset``: the same
-SplitMix64 streams as the native envs (csrc/envs/rng.h), so env i's draws depend only on the seed and i.
+SplitMix64 streams as the native envs (csrc/core/rng.h), so env i's draws depend only on the seed and i.
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def _now() -> float:
 
 
 def _checked_actions(actions, space: gym.Space, num_envs: int, env_id: str) -> np.ndarray:
-    """The checks the native binding makes (csrc/envs.cpp), worded the same, done with numpy."""
+    """The checks the native binding makes (csrc/envs/env_batch.cpp), worded the same, done with numpy."""
     if hasattr(actions, "detach") and hasattr(actions, "device"):  # a torch tensor
         if actions.device.type != "cpu":
             raise ValueError(f"actions must be on the cpu for an env on the cpu, got a tensor on {actions.device}")

@@ -1,5 +1,5 @@
 """Argument checks for the Python backends (torch, numba), worded like the native ones in
-csrc/array_arg.cpp so that every backend rejects bad input with the same message."""
+csrc/core/array_arg.cpp so that every backend rejects bad input with the same message."""
 
 from __future__ import annotations
 

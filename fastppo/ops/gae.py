@@ -100,7 +100,7 @@ def gae_reference(rewards, values, next_values, terminated, truncated, *, gamma:
 
 
 def _checked_inputs(rewards, values, next_values, terminated, truncated, out, gamma, lam):
-    """Validate for the Python backends exactly as csrc/gae.cpp does; return torch views of the inputs."""
+    """Validate for the Python backends exactly as csrc/ops/gae/gae.cpp does; return torch views of the inputs."""
     _checks.check_unit_interval(gamma, "gamma")
     _checks.check_unit_interval(lam, "lam")
     r = _checks.as_tensor(rewards, "rewards")

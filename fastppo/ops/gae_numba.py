@@ -11,7 +11,7 @@ import torch
 @numba.njit(cache=True, nogil=True)
 def _gae_kernel(rewards, values, next_values, terminated, truncated, gamma, gamma_lam, zero, advantages, returns):
     # Row by row backwards in time, envs innermost: time-major rows are contiguous. The arithmetic of
-    # gae_advantage in csrc/gae_math.h, in its order: the flags pick a coefficient that then multiplies
+    # gae_advantage in csrc/ops/gae/gae_math.h, in its order: the flags pick a coefficient that then multiplies
     # (never a select between values), so a NaN or inf in next_values at a terminated step, or in the
     # advantage after a cut, propagates exactly as in the C++ and torch backends. `zero` has the
     # arrays' dtype, so float32 stays float32 throughout.

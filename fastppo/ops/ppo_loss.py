@@ -173,7 +173,7 @@ def _named(inputs: LossInputs) -> dict:
 
 
 def _check_args(inputs: LossInputs, config: LossConfig) -> LossInputs:
-    """Validate for the Python backends exactly as csrc/ppo_loss.cpp does; return the inputs."""
+    """Validate for the Python backends exactly as csrc/ops/ppo_loss/ppo_loss.cpp does; return the inputs."""
     _checks.check_positive(config.clip_coef, "clip_coef")
     _checks.check_nonnegative(config.vf_coef, "vf_coef")
     _checks.check_nonnegative(config.ent_coef, "ent_coef")
@@ -247,7 +247,7 @@ def _reference_fused(inputs: LossInputs, config: LossConfig, out, grads):
 
 def _split_grads(scaled, needs: dict) -> dict:
     """Gradients by name of the inputs in ``_GRAD_FIELDS`` from the forward's buffer of per-sample ones,
-    already scaled by the incoming gradient (layout in csrc/ppo_loss.h), None where ``needs[name]`` is
+    already scaled by the incoming gradient (layout in csrc/ops/ppo_loss/ppo_loss.h), None where ``needs[name]`` is
     false; the entropy and kl gradients are one value each, returned as stride-0 views."""
     n = (scaled.shape[0] - 2) // 2
     d_logp, d_values, d_entropy, d_kl = scaled.split_with_sizes((n, n, 1, 1))  # no Python wrapper, unlike split

@@ -1,5 +1,5 @@
 """The fused PPO loss compiled by Numba: the CPU fallback when the native extension is missing, the
-same single pass as csrc/cpu/ppo_loss_cpu.cpp. Imported lazily (importing numba takes a while)."""
+same single pass as csrc/ops/ppo_loss/ppo_loss_cpu.cpp. Imported lazily (importing numba takes a while)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numba
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _clamp(x, lo, hi):
-    # ppo_clamp in csrc/ppo_loss_math.h (and torch.clamp): NaN passes through. Python's min/max in
+    # ppo_clamp in csrc/ops/ppo_loss/ppo_loss_math.h (and torch.clamp): NaN passes through. Python's min/max in
     # Numba order NaN differently from these selects, so every select below is spelled as in C++.
     return lo if x < lo else (hi if x > hi else x)
 
@@ -18,10 +18,10 @@ def _clamp(x, lo, hi):
 @numba.njit(cache=True, nogil=True)
 def _loss_kernel(new_logp, old_logp, advantages, new_values, old_values, returns, entropy, kl, has_kl, clip_coef,
                  vf_coef, ent_coef, vf_clip, clip_values, normalize, kl_coef, out, grads):
-    # ppo_sample in csrc/ppo_loss_math.h, select for select, so NaN and inf take the same branches.
+    # ppo_sample in csrc/ops/ppo_loss/ppo_loss_math.h, select for select, so NaN and inf take the same branches.
     n = new_logp.shape[0]
     mean, denom = 0.0, 1.0
-    if normalize:  # shifted sums, as ppo_adv_moments in csrc/ppo_loss_math.h
+    if normalize:  # shifted sums, as ppo_adv_moments in csrc/ops/ppo_loss/ppo_loss_math.h
         shift, s1, s2 = advantages[0], 0.0, 0.0
         for i in range(n):
             d = advantages[i] - shift
