@@ -11,6 +11,7 @@ import numpy as np
 from gymnasium import spaces
 
 from fastppo import _backend
+from fastppo._arrays import host_array
 from fastppo._backend import _core
 from fastppo.envs._buffered import BufferedVecEnv
 
@@ -58,7 +59,7 @@ class BuiltinVecEnv(BufferedVecEnv):
                          reset_options=dict(zip(option_names, info["reset_defaults"])), seed=seed, device=device,
                          copy=copy)
         self._num_actions = info["num_actions"]
-        to_array = functools.partial(_host_array, name="actions")
+        to_array = functools.partial(host_array, name="actions", require_cpu="an env on the cpu")
         with _backend.on_device(self.device):
             self._batch = _core.EnvBatch(env_id, self.num_envs, self._buffers, to_array, fast_math)
 
@@ -77,7 +78,7 @@ class BuiltinVecEnv(BufferedVecEnv):
             return self._step_cuda
         # On the CPU the whole of step() is one native call, which shadows the method on this instance
         # (Python frames are most of a step at N = 1): EnvBatch.step_gym steps the envs (converting
-        # non-numpy actions with _host_array) and returns step()'s tuple, calling back into _infos only
+        # non-numpy actions with host_array) and returns step()'s tuple, calling back into _infos only
         # on a step in which an episode ended. Not when a subclass overrides step(), and not with copy=True
         # (the caller gets fresh arrays, made in Python).
         if type(self).step is BufferedVecEnv.step and not self.copy:
@@ -94,7 +95,7 @@ class BuiltinVecEnv(BufferedVecEnv):
     def _reset_batch(self, seed, mask, a, b) -> None:
         if self.device == "cpu":
             if mask is not None and type(mask) is not np.ndarray:
-                mask = _host_array(mask, "options['reset_mask']")
+                mask = host_array(mask, "options['reset_mask']", require_cpu="an env on the cpu")
             self._batch.reset(seed, mask, a, b)
         else:
             import torch
@@ -124,12 +125,3 @@ class BuiltinVecEnv(BufferedVecEnv):
         elif self._num_actions == 0 and torch.is_floating_point(actions) and not bool(torch.isfinite(actions).all()):
             raise ValueError(f"actions must be finite for {self.env_id} (finite out-of-range ones are clipped)")
         return actions
-
-
-def _host_array(x, name: str):
-    """A numpy view of a CPU torch tensor (zero-copy), or np.asarray of anything else."""
-    if hasattr(x, "detach") and hasattr(x, "device"):
-        if x.device.type != "cpu":
-            raise ValueError(f"{name} must be on the cpu for an env on the cpu, got a tensor on {x.device}")
-        return x.detach().numpy()
-    return np.asarray(x)

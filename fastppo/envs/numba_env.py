@@ -16,6 +16,7 @@ import gymnasium as gym
 import numba
 import numpy as np
 
+from fastppo._arrays import host_array
 from fastppo.envs._buffered import BufferedVecEnv
 
 __all__ = ["NumbaEnvSpec", "NumbaVecEnv", "register_numba_env", "registered_numba_envs", "uniform"]
@@ -197,11 +198,7 @@ def _now() -> float:
 
 def _checked_actions(actions, space: gym.Space, num_envs: int, env_id: str) -> np.ndarray:
     """The checks the native binding makes (csrc/envs/env_batch.cpp), worded the same, done with numpy."""
-    if hasattr(actions, "detach") and hasattr(actions, "device"):  # a torch tensor
-        if actions.device.type != "cpu":
-            raise ValueError(f"actions must be on the cpu for an env on the cpu, got a tensor on {actions.device}")
-        actions = actions.detach().numpy()
-    actions = np.asarray(actions)
+    actions = np.asarray(host_array(actions, "actions", require_cpu="an env on the cpu"))
     if isinstance(space, gym.spaces.Discrete):
         n = int(space.n)
         if actions.dtype.kind not in "iu":

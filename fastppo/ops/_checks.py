@@ -25,29 +25,6 @@ def as_tensor(x, name: str) -> torch.Tensor:
     raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
 
 
-def host_array(x, name: str, *, require_cpu: str | None = None):
-    """An array argument as a native CPU call takes it: a CPU torch tensor becomes a zero-copy numpy
-    view (detached; cheaper than DLPack), a numpy array passes through.
-
-    With ``require_cpu=None`` (the ops) anything that cannot be viewed that way (a tensor on another
-    device or of a dtype numpy lacks, a list) goes through as it is, tensors detached, for the binding
-    to reject with its own message naming ``name``'s argument. With ``require_cpu`` set to what needs
-    the CPU (the envs: ``"an env on the cpu"``), a tensor elsewhere is a ValueError here
-    (``actions must be on the cpu for an env on the cpu, got a tensor on cuda:0``) and anything else
-    goes through ``np.asarray``."""
-    try:  # the common case first: a CPU float tensor
-        return x.detach().numpy() if x.requires_grad else x.numpy()
-    except (AttributeError, TypeError, RuntimeError):
-        pass
-    if isinstance(x, torch.Tensor):
-        if require_cpu is not None and x.device.type != "cpu":
-            raise ValueError(f"{name} must be on the cpu for {require_cpu}, got a tensor on {x.device}")
-        return x.detach()
-    if require_cpu is not None:
-        return np.asarray(x)
-    return x
-
-
 def check_output(out, name: str, like: torch.Tensor, like_name: str, inputs: dict) -> None:
     """`out` (numpy or torch) must match `like` and be writeable and disjoint from every input."""
     check_like(as_tensor(out, name), name, like, like_name)

@@ -17,6 +17,7 @@ import torch
 
 from fastppo import _backend
 from fastppo._backend import _core
+from fastppo._arrays import host_array
 from fastppo.ops import _checks
 
 __all__ = ["gae", "gae_reference"]
@@ -61,7 +62,7 @@ def gae(rewards, values, next_values, terminated, truncated, *, gamma: float, la
 
     if name == "cpp":
         if is_tensor:
-            host = _checks.host_array
+            host = host_array
             _core.gae(host(rewards, "rewards"), host(values, "values"), host(next_values, "next_values"),
                       host(terminated, "terminated"), host(truncated, "truncated"),
                       host(out[0], "out[0] (advantages)"), host(out[1], "out[1] (returns)"), gamma, lam)

@@ -28,6 +28,7 @@ from torch.autograd.function import once_differentiable
 
 from fastppo import _backend
 from fastppo._backend import _core
+from fastppo._arrays import host_array
 from fastppo.ops import _checks
 
 __all__ = ["STATS", "ppo_loss", "ppo_loss_reference"]
@@ -205,7 +206,7 @@ def _fused_forward(backend: str, inputs: LossInputs, config: LossConfig):
     out = x.new_empty(6)
     grads = x.new_empty(2 * x.shape[0] + 2 if x.dim() == 1 else 2)
     if backend == "cpp":
-        host = {name: _checks.host_array(t, name) for name, t in _named(inputs).items()}
+        host = {name: host_array(t, name) for name, t in _named(inputs).items()}
         _core.ppo_loss(**LossInputs(**host)._asdict(), out=out.numpy(), grads=grads.numpy(), **config._asdict())
     elif backend == "cuda":
         named = _named(inputs)
