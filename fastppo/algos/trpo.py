@@ -20,6 +20,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from fastppo.algos.base import OnPolicyAlgorithm
 from fastppo.algos.config import TRPOConfig, with_config_signature
 from fastppo.algos.optim import FlatAdam, FlatParameters
+from fastppo.ops.ppo_loss import normalize
 
 
 def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int,
@@ -100,7 +101,7 @@ class TRPO(OnPolicyAlgorithm):
         obs, actions, old_log_probs, old_params = data["obs"], data["actions"], data["log_probs"], data["dist_params"]
         adv = data["advantages"]
         if config.normalize_advantage and adv.numel() > 1:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            adv = normalize(adv)
 
         surrogate, dist = self.surrogate(obs, actions, old_log_probs, adv)
         grad = reduce(parameters_to_vector(torch.autograd.grad(surrogate, self.actor_params)))

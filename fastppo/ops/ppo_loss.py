@@ -130,6 +130,13 @@ def ppo_loss(new_logp, old_logp, advantages, new_values, old_values, returns, en
     return loss, dict(zip(STATS, stats))
 
 
+def normalize(advantages: torch.Tensor) -> torch.Tensor:
+    """``(A - mean(A)) / (std(A) + 1e-8)`` with torch's unbiased std (CleanRL's and SB3's convention); one
+    sample has std 0. The Python side's one advantage normalisation (the reference's, TRPO's)."""
+    std = advantages.std() if advantages.numel() > 1 else advantages.new_zeros(())
+    return (advantages - advantages.mean()) / (std + 1e-8)
+
+
 def ppo_loss_reference(new_logp, old_logp, advantages, new_values, old_values, returns, entropy, *,
                        clip_coef: float = 0.2, vf_coef: float = 0.5, ent_coef: float = 0.0,
                        vf_clip: float | None = None, normalize_advantages: bool = False, kl=None,
@@ -137,8 +144,7 @@ def ppo_loss_reference(new_logp, old_logp, advantages, new_values, old_values, r
     """The spec: the PPO loss as the equations read, in plain PyTorch (autograd gives the gradients).
     Torch tensors in; ``(loss, stats)`` out as :func:`ppo_loss` returns them. No argument checks."""
     if normalize_advantages:
-        std = advantages.std() if advantages.numel() > 1 else advantages.new_zeros(())
-        advantages = (advantages - advantages.mean()) / (std + 1e-8)
+        advantages = normalize(advantages)
     logratio = new_logp - old_logp
     ratio = logratio.exp()
     surr1 = ratio * advantages
