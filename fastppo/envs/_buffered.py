@@ -210,6 +210,39 @@ class BufferedVecEnv(VectorEnv):
         return f"{type(self).__name__}({self.env_id}, num_envs={self.num_envs}, device={self.device!r})"
 
 
+def check_actions(actions, space: gym.Space, num_envs: int, env_id: str) -> None:
+    """The native binding's action checks (csrc/envs/env_batch.cpp), worded the same, for the envs that step
+    elsewhere: numpy arrays (Numba envs) or torch tensors (CUDA envs, whose binding cannot read the values
+    without a sync). Discrete actions: an integer dtype, shape (num_envs,),
+    values in range; Box actions: float32/float64, shape (num_envs, *space.shape), finite (finite
+    out-of-range ones are clipped by the env). Raises naming the first bad action, before any env steps."""
+    dtype = str(actions.dtype).removeprefix("torch.")
+    discrete = isinstance(space, gym.spaces.Discrete)
+    shape = (num_envs,) if discrete else (num_envs, *space.shape)
+    if discrete and not dtype.startswith(("int", "uint")):
+        raise TypeError(f"actions must have an integer dtype (int32 or int64) for {env_id}'s "
+                        f"Discrete({int(space.n)}) actions, got {dtype}")
+    if not discrete and dtype not in ("float32", "float64"):
+        raise TypeError(f"actions must have dtype float32 or float64 for {env_id}'s Box actions, got {dtype}")
+    if tuple(actions.shape) != shape:
+        raise ValueError(f"actions must have shape {shape} for {env_id} with {num_envs} envs, "
+                         f"got {tuple(actions.shape)}")
+    if discrete:
+        bad = (actions < 0) | (actions >= int(space.n))
+    else:
+        finite = actions.isfinite() if hasattr(actions, "isfinite") else np.isfinite(actions)
+        bad = ~finite.reshape(num_envs, -1).all(1)
+    if bool(bad.any()):
+        host = np.asarray(bad.cpu() if hasattr(bad, "cpu") else bad).reshape(-1)
+        i = int(np.flatnonzero(host)[0])
+        value = actions[i].tolist()
+        if discrete:
+            raise ValueError(f"actions[{i}] = {value} is out of range: {env_id} takes actions in "
+                             f"{{0, ..., {int(space.n) - 1}}}")
+        raise ValueError(f"actions[{i}] = {value} is not finite; {env_id} needs finite actions (finite "
+                         f"out-of-range ones are clipped)")
+
+
 def _check_seed(seed, name: str) -> int | None:
     if seed is None:
         return None

@@ -13,7 +13,7 @@ from gymnasium import spaces
 from fastppo import _backend
 from fastppo._arrays import host_array
 from fastppo._backend import _core
-from fastppo.envs._buffered import BufferedVecEnv
+from fastppo.envs._buffered import BufferedVecEnv, check_actions
 
 __all__ = ["BUILTIN_SPACES", "BuiltinVecEnv"]
 
@@ -107,7 +107,7 @@ class BuiltinVecEnv(BufferedVecEnv):
                 self._batch.reset(seed, mask, a, b, torch.cuda.current_stream().cuda_stream)
 
     def _checked_cuda_actions(self, actions):
-        """Value checks the native step cannot do on the GPU without a sync; this one syncs once."""
+        """The checks the native step cannot do on the GPU without a sync (the values); this syncs once."""
         import torch
 
         if not isinstance(actions, torch.Tensor) or str(actions.device) != self.device:
@@ -116,12 +116,5 @@ class BuiltinVecEnv(BufferedVecEnv):
                      else f"a {type(actions).__name__}")
             raise ValueError(f"actions must be a CUDA tensor on {self.device} for an env there, got {where}")
         actions = actions.detach()
-        if self._num_actions > 0 and not torch.is_floating_point(actions) and actions.numel():
-            bad = (actions < 0) | (actions >= self._num_actions)
-            if bool(bad.any()):
-                i = int(bad.reshape(-1).nonzero()[0])
-                raise ValueError(f"actions[{i}] = {int(actions.reshape(-1)[i])} is out of range: {self.env_id} "
-                                 f"takes actions in {{0, ..., {self._num_actions - 1}}}")
-        elif self._num_actions == 0 and torch.is_floating_point(actions) and not bool(torch.isfinite(actions).all()):
-            raise ValueError(f"actions must be finite for {self.env_id} (finite out-of-range ones are clipped)")
+        check_actions(actions, self.single_action_space, self.num_envs, self.env_id)
         return actions

@@ -17,7 +17,7 @@ import numba
 import numpy as np
 
 from fastppo._arrays import host_array
-from fastppo.envs._buffered import BufferedVecEnv
+from fastppo.envs._buffered import BufferedVecEnv, check_actions
 
 __all__ = ["NumbaEnvSpec", "NumbaVecEnv", "register_numba_env", "registered_numba_envs", "uniform"]
 
@@ -197,28 +197,8 @@ def _now() -> float:
 
 
 def _checked_actions(actions, space: gym.Space, num_envs: int, env_id: str) -> np.ndarray:
-    """The checks the native binding makes (csrc/envs/env_batch.cpp), worded the same, done with numpy."""
+    """The actions as the compiled loop takes them (int64, or float32 rows), after the checks the native
+    binding makes (``check_actions``)."""
     actions = np.asarray(host_array(actions, "actions", require_cpu="an env on the cpu"))
-    if isinstance(space, gym.spaces.Discrete):
-        n = int(space.n)
-        if actions.dtype.kind not in "iu":
-            raise TypeError(f"actions must have an integer dtype (int32 or int64) for {env_id}'s Discrete({n}) "
-                            f"actions, got {actions.dtype}")
-        if actions.shape != (num_envs,):
-            raise ValueError(f"actions must have shape ({num_envs},) for {env_id} with {num_envs} envs, "
-                             f"got {actions.shape}")
-        bad = np.flatnonzero((actions < 0) | (actions >= n))
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(f"actions[{i}] = {actions[i]} is out of range: {env_id} takes actions in "
-                             f"{{0, ..., {n - 1}}}")
-        return actions.astype(np.int64, copy=False)
-    if actions.dtype not in (np.float32, np.float64):
-        raise TypeError(f"actions must have dtype float32 or float64 for {env_id}'s Box actions, got {actions.dtype}")
-    if actions.shape != (num_envs, *space.shape):
-        raise ValueError(f"actions must have shape {(num_envs, *space.shape)} for {env_id} with {num_envs} envs, "
-                         f"got {actions.shape}")
-    if not np.isfinite(actions).all():
-        i = int(np.flatnonzero(~np.isfinite(actions).reshape(num_envs, -1).all(axis=1))[0])
-        raise ValueError(f"actions[{i}] = {actions[i]} is not finite; {env_id} needs finite actions")
-    return actions.astype(np.float32, copy=False)
+    check_actions(actions, space, num_envs, env_id)
+    return actions.astype(np.int64 if isinstance(space, gym.spaces.Discrete) else np.float32, copy=False)
