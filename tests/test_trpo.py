@@ -8,6 +8,7 @@ from torch.func import functional_call
 
 import fastppo
 from conftest import RecordMetrics, assert_solves_cartpole, requires_cuda
+from fastppo.algos.base import Reducer
 from fastppo.algos.trpo import conjugate_gradient
 
 
@@ -121,3 +122,35 @@ def test_bad_hyperparameters(kwargs, message):
 
     with pytest.raises(ValueError, match=re.escape(message)):
         trpo(**kwargs)
+
+
+class _CountingReducer(Reducer):
+    """The data-parallel seam with one process standing for many: counts what passes, changes nothing."""
+
+    local = False
+
+    def __init__(self):
+        self.calls = {"gradients": 0, "mean": 0}
+
+    def gradients(self, flat_grad):
+        self.calls["gradients"] += 1
+
+    def mean(self, x):
+        self.calls["mean"] += 1
+        return x
+
+
+@pytest.mark.parametrize("line_search", [True, False])
+def test_the_data_parallel_seam_sees_every_reduced_quantity(line_search):
+    """TRPO's policy gradient, each Fisher-vector product, the line search's statistics and every critic
+    minibatch's gradient pass through the reducer, and an identity reducer changes no number."""
+    plain, seamed = (trpo(line_search=line_search, n_critic_updates=2, backend="torch") for _ in range(2))
+    seamed.reducer = _CountingReducer()
+    for model in (plain, seamed):
+        model.learn(1024, progress_bar=False)
+    calls = seamed.reducer.calls
+    minibatches = -(-seamed.rollout_size // seamed.config.batch_size)
+    assert calls["gradients"] == seamed.iteration * seamed.config.n_critic_updates * minibatches
+    assert calls["mean"] >= seamed.iteration * (seamed.config.cg_iters // 2 + 3)
+    for a, b in zip(plain.policy.parameters(), seamed.policy.parameters()):
+        assert torch.equal(a, b)
