@@ -160,10 +160,13 @@ def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="kl_coef needs old_dist_params"):
         update.epoch(np.arange(256), config, 0)
 
-    bad_actions = args["actions"].copy()
-    bad_actions[7] = 2
+    # the actions are the rollout's memory, rewritten every iteration: checked on every epoch, not once
+    config.kl_coef = -1.0
+    update.epoch(np.arange(256), config, 0)
+    args["actions"][7] = 2
     with pytest.raises(ValueError, match=r"actions\[7\] = 2 is outside \[0, 2\)"):
-        _core.PpoUpdate(**{**args, "actions": bad_actions})
+        update.epoch(np.arange(256), config, 0)
+    args["actions"][7] = 1
     # a gradient that is not a view of flat_grad: clipping and Adam would never see it
     with pytest.raises(ValueError, match="views of flat_param and flat_grad"):
         _core.PpoUpdate(**{**args, "critic_grads": [g.copy() for g in args["critic_grads"]]})

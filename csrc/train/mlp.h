@@ -51,6 +51,9 @@ class Mlp {
   // A forward-only copy whose weights and biases live in `storage` (which must outlive it).
   Mlp snapshot(std::vector<float>& storage) const;
 
+  // Copies `from`'s weights and biases into this Mlp's own (a snapshot of `from`): same layer sizes.
+  void copy_parameters(const Mlp& from) const;
+
   // Each layer's weight transposed to (in, out), which forward() reads; redo after the weights change.
   void transpose_weights(std::vector<std::vector<float>>& weight_t) const;
 

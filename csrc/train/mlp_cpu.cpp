@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "train/mlp.h"
@@ -159,6 +160,16 @@ Mlp Mlp::snapshot(std::vector<float>& storage) const {
     copies.push_back(C);
   }
   return Mlp(std::move(copies), act_);
+}
+
+void Mlp::copy_parameters(const Mlp& from) const {
+  if (from.layers_.size() != layers_.size()) throw std::invalid_argument("copy_parameters: the layers differ");
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const DenseLayer &S = from.layers_[l], &D = layers_[l];
+    if (S.in != D.in || S.out != D.out) throw std::invalid_argument("copy_parameters: the layer sizes differ");
+    std::copy(S.weight, S.weight + S.in * S.out, D.weight);
+    std::copy(S.bias, S.bias + S.out, D.bias);
+  }
 }
 
 void Mlp::transpose_weights(std::vector<std::vector<float>>& weight_t) const {

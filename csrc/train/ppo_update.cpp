@@ -74,14 +74,7 @@ class PpoUpdate {
       throw_value_error("actions must be a CPU " + std::string(gaussian_ ? "float32" : "int64") + " array of " +
                         std::to_string(size_) + " x " + std::to_string(per_action_) + " actions, got " + a.dtype_name +
                         " " + a.shape_str());
-    actions_ = a.data;
-    if (!gaussian_) {  // the backward indexes the logits by the action
-      const int64_t* act = static_cast<const int64_t*>(actions_);
-      for (int64_t i = 0; i < size_ * per_action_; ++i)
-        if (act[i] < 0 || act[i] >= nvec_[i % per_action_])
-          throw_value_error("actions[" + std::to_string(i / per_action_) + "] = " + std::to_string(act[i]) +
-                            " is outside [0, " + std::to_string(nvec_[i % per_action_]) + ")");
-    }
+    actions_ = a.data;  // categorical ones are checked by epoch(): the rollout changes between calls
     old_logp_ = column(old_log_probs, "old_log_probs");
     adv_ = column(advantages, "advantages");
     old_values_ = column(old_values, "old_values");
@@ -101,6 +94,7 @@ class PpoUpdate {
     const int64_t* idx = order_arg(ord, size_);
     if (c.batch_size < 1) throw_value_error("batch_size must be >= 1, got " + std::to_string(c.batch_size));
     if (c.kl_coef >= 0 && !old_params_) throw_value_error("kl_coef needs old_dist_params");
+    check_actions();
     std::array<double, 5> sums{};
     int64_t updates = 0;
     bool stopped = false;
@@ -127,6 +121,17 @@ class PpoUpdate {
       throw_value_error(std::string(a.name) + " must have shape " + shape_str(shape) + ", got " + a.shape_str());
     kept_.push_back(std::move(a));
     return kept_.back();
+  }
+
+  // Every categorical action within its head's range, as the rollout is now (the backward indexes the
+  // logits by the action). The actions array is the rollout's own memory, rewritten every iteration.
+  void check_actions() const {
+    if (gaussian_) return;
+    const int64_t* act = static_cast<const int64_t*>(actions_);
+    for (int64_t i = 0; i < size_ * per_action_; ++i)
+      if (act[i] < 0 || act[i] >= nvec_[i % per_action_])
+        throw_value_error("actions[" + std::to_string(i / per_action_) + "] = " + std::to_string(act[i]) +
+                          " is outside [0, " + std::to_string(nvec_[i % per_action_]) + ")");
   }
 
   const float* column(py::handle obj, const char* name) {

@@ -90,7 +90,9 @@ class OnPolicyAlgorithm:
         self.obs_normalizer = (ObsNormalizer(self.obs_spec.dim)
                                if config.normalize_obs and self.obs_spec.kind == "box" else None)
         self.reward_scaler = RewardScaler(self.num_envs, config.gamma) if config.normalize_reward else None
-        self._actor = NativeActor(self) if self.native else TorchActor(self)
+        # Built at the first rollout, once the subclass has seated the parameters in their flat buffers
+        # (FlatParameters): the native actor keeps views of that memory.
+        self._actor: TorchActor | NativeActor | None = None
         self._collectors: dict[bool, StepCollector | NativeCollector] = {}
         self.num_timesteps = 0
         self.iteration = 0
@@ -145,6 +147,8 @@ class OnPolicyAlgorithm:
         callback that runs per step), else the step loop; each built once."""
         from fastppo.envs.builtin import BuiltinVecEnv
 
+        if self._actor is None:
+            self._actor = NativeActor(self) if self.native else TorchActor(self)
         per_step = callback is not None and callback.per_step()
         if per_step not in self._collectors:
             whole = (self.native and not per_step and isinstance(self.env, BuiltinVecEnv)

@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.nn.utils import parameters_to_vector
 
 from fastppo.algos.base import OnPolicyAlgorithm
 from fastppo.algos.config import TRPOConfig, with_config_signature
@@ -39,6 +39,17 @@ def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.
         p = r + (rr_new / rr) * p
         rr = rr_new
     return x
+
+
+def _copy_to_parameters(vec: torch.Tensor, params: list[nn.Parameter]) -> None:
+    """torch's ``vector_to_parameters``, in place: that one re-seats every parameter (``p.data = `` a view
+    of ``vec``), which would leave the native rollout step's views of the parameters' memory stale."""
+    offset = 0
+    with torch.no_grad():
+        for p in params:
+            n = p.numel()
+            p.copy_(vec[offset:offset + n].view_as(p))
+            offset += n
 
 
 class TRPO(OnPolicyAlgorithm):
@@ -115,17 +126,17 @@ class TRPO(OnPolicyAlgorithm):
         with torch.no_grad():
             if config.line_search:
                 for steps in range(1, config.line_search_max_iter + 1):
-                    vector_to_parameters(old_theta + config.line_search_shrink ** (steps - 1) * step, self.actor_params)
+                    _copy_to_parameters(old_theta + config.line_search_shrink ** (steps - 1) * step, self.actor_params)
                     new_surrogate = reduce(self.surrogate(obs, actions, old_log_probs, adv)[0])
                     kl = reduce(self.mean_kl(obs, old_params))
                     if kl <= config.max_kl and new_surrogate > old_surrogate:
                         accepted = True
                         break
                 if not accepted:
-                    vector_to_parameters(old_theta, self.actor_params)
+                    _copy_to_parameters(old_theta, self.actor_params)
                     kl, new_surrogate = torch.tensor(0.0), old_surrogate
             else:  # the natural policy gradient: the step the quadratic model predicts reaches max_kl
-                vector_to_parameters(old_theta + step, self.actor_params)
+                _copy_to_parameters(old_theta + step, self.actor_params)
                 new_surrogate = reduce(self.surrogate(obs, actions, old_log_probs, adv)[0])
                 kl, accepted, steps = reduce(self.mean_kl(obs, old_params)), True, 1
 
