@@ -137,7 +137,8 @@ def _core_args(model):
     return dict(actor=params["actor"], actor_grads=grads["actor"], critic=params["critic"],
                 critic_grads=grads["critic"], activation="tanh", kind="categorical", nvec=[2], log_std=None,
                 log_std_grad=None, flat_param=model._flat.param.detach().numpy(), flat_grad=model._flat.grad.numpy(),
-                exp_avg=adam.exp_avg.numpy(), exp_avg_sq=adam.exp_avg_sq.numpy(), obs=data["obs"],
+                exp_avg=adam.exp_avg.numpy(), exp_avg_sq=adam.exp_avg_sq.numpy(), adam_steps=adam.step_count,
+                obs=data["obs"],
                 actions=data["actions"], old_log_probs=data["log_probs"], advantages=data["advantages"],
                 old_values=data["values"], returns=data["returns"], old_dist_params=None)
 
@@ -150,22 +151,23 @@ def test_bad_arguments_are_rejected():
     update = _core.PpoUpdate(**args)
     config = _core.PpoUpdateConfig()
     with pytest.raises(ValueError, match=r"order must be a CPU int64 array of shape \(256,\)"):
-        update.epoch(np.arange(10), config, 0)
+        update.epoch(np.arange(10), config)
     with pytest.raises(ValueError, match=r"order\[3\] = 256 is outside \[0, 256\)"):
-        update.epoch(np.array([0, 1, 2, 256] + list(range(4, 256))), config, 0)
+        update.epoch(np.array([0, 1, 2, 256] + list(range(4, 256))), config)
     config.batch_size = 0
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
-        update.epoch(np.arange(256), config, 0)
+        update.epoch(np.arange(256), config)
     config.batch_size, config.kl_coef = 32, 1.0
     with pytest.raises(ValueError, match="kl_coef needs old_dist_params"):
-        update.epoch(np.arange(256), config, 0)
+        update.epoch(np.arange(256), config)
 
     # the actions are the rollout's memory, rewritten every iteration: checked on every epoch, not once
     config.kl_coef = -1.0
-    update.epoch(np.arange(256), config, 0)
+    update.epoch(np.arange(256), config)
+    assert native.optimizer.steps == 256 // 32  # counted in the optimiser's own array
     args["actions"][7] = 2
     with pytest.raises(ValueError, match=r"actions\[7\] = 2 is outside \[0, 2\)"):
-        update.epoch(np.arange(256), config, 0)
+        update.epoch(np.arange(256), config)
     args["actions"][7] = 1
     # a gradient that is not a view of flat_grad: clipping and Adam would never see it
     with pytest.raises(ValueError, match="views of flat_param and flat_grad"):
@@ -176,6 +178,34 @@ def test_bad_arguments_are_rejected():
         _core.PpoUpdate(**{**args, "returns": args["returns"].astype(np.float64)})
     with pytest.raises(ValueError, match="activation must be 'tanh' or 'relu'"):
         _core.PpoUpdate(**{**args, "activation": "gelu"})
+    # Adam's step count: the optimiser's own one-element int64 array, incremented in place
+    steps = args["adam_steps"]
+    for bad in (np.zeros(1, np.int32), np.zeros(2, np.int64), np.zeros((), np.int64), steps[:].view()):
+        if bad.base is steps:
+            bad.flags.writeable = False
+        with pytest.raises(ValueError, match=r"adam_steps must be a writeable CPU int64 array of shape \(1,\)"):
+            _core.PpoUpdate(**{**args, "adam_steps": bad})
+
+
+@pytest.mark.parametrize("algo", [PPO, TRPO])
+def test_adam_step_count_is_one_array(algo):
+    """FlatAdam's step count lives in one int64 array that the native update increments in place, the torch
+    step too, and checkpoints read and write (as an int) without replacing it."""
+    native, _ = _twins("CartPole-v1", algo)
+    adam = native.optimizer if algo is PPO else native.critic_optimizer
+    count = adam.step_count
+    assert count.dtype == np.int64 and count.shape == (1,) and adam.steps == 0
+    native._update(1.0)
+    n = 3 * 256 // 32 if algo is PPO else native.config.n_critic_updates * -(-256 // native.config.batch_size)
+    assert adam.step_count is count and count[0] == adam.steps == n
+    state = adam.state_dict()
+    assert type(state["steps"]) is int and state["steps"] == n
+    adam.step()  # the torch path's step counts in the same array
+    assert count[0] == n + 1
+    adam.load_state_dict(state)
+    assert adam.step_count is count and count[0] == n
+    native._update(1.0)
+    assert count[0] == 2 * n
 
 
 def test_torch_path_where_native_does_not_apply():

@@ -17,10 +17,11 @@ namespace {
 class CriticFit {
  public:
   CriticFit(py::list critic, py::list critic_grads, const std::string& activation, py::object flat_param,
-            py::object flat_grad, py::object exp_avg, py::object exp_avg_sq, py::object obs, py::object returns) {
+            py::object flat_grad, py::object exp_avg, py::object exp_avg_sq, py::object adam_steps, py::object obs,
+            py::object returns) {
     critic_ = mlp_arg(critic, critic_grads, "critic", activation_arg(activation), kept_);
     if (critic_.out() != 1) throw_value_error("the critic's last layer must have one output");
-    adam_ = flat_adam_arg(flat_param, flat_grad, exp_avg, exp_avg_sq, mlp_spans(critic_), kept_);
+    adam_ = flat_adam_arg(flat_param, flat_grad, exp_avg, exp_avg_sq, adam_steps, mlp_spans(critic_), kept_);
     const ArrayArg o = float_array_arg(obs, "obs", false);
     check_ndim(o, 2, "(size, obs_dim)");
     if (o.shape[1] != critic_.in())
@@ -36,9 +37,8 @@ class CriticFit {
   }
 
   // One pass over `order` (a permutation of the rollout) in minibatches of batch_size, each followed by
-  // Adam's step. Returns (sum of the minibatch losses, Adam's step count after).
-  py::tuple epoch(py::handle order, int64_t batch_size, double lr, double beta1, double beta2, double eps,
-                  int64_t adam_steps) {
+  // Adam's step (counted in adam_steps). Returns the sum of the minibatch losses.
+  double epoch(py::handle order, int64_t batch_size, double lr, double beta1, double beta2, double eps) {
     const ArrayArg ord = array_arg(order, "order", py::none(), /*allow_int=*/true);
     const int64_t* idx = order_arg(ord, size_);
     if (batch_size < 1) throw_value_error("batch_size must be >= 1, got " + std::to_string(batch_size));
@@ -62,10 +62,10 @@ class CriticFit {
         loss_sum += 0.5 * loss / double(B);
         std::fill(adam_.grad, adam_.grad + adam_.n, 0.f);
         critic_.backward(X_.data(), B, acts_, d_values_.data(), scratch_);
-        adam_.step(++adam_steps, lr, beta1, beta2, eps, /*max_grad_norm=*/-1.0);
+        adam_.step(lr, beta1, beta2, eps, /*max_grad_norm=*/-1.0);
       }
     }
-    return py::make_tuple(loss_sum, adam_steps);
+    return loss_sum;
   }
 
  private:
@@ -83,11 +83,12 @@ class CriticFit {
 void bind_critic_fit(py::module_& m) {
   py::class_<CriticFit>(m, "CriticFit", "TRPO's critic regression for fastppo's MLP, natively (see fastppo/algos/trpo.py).")
       .def(py::init<py::list, py::list, const std::string&, py::object, py::object, py::object, py::object, py::object,
-                    py::object>(),
+                    py::object, py::object>(),
            py::arg("critic"), py::arg("critic_grads"), py::arg("activation"), py::arg("flat_param"),
-           py::arg("flat_grad"), py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("obs"), py::arg("returns"))
+           py::arg("flat_grad"), py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("adam_steps"), py::arg("obs"),
+           py::arg("returns"))
       .def("epoch", &CriticFit::epoch, py::arg("order"), py::arg("batch_size"), py::arg("lr"), py::arg("beta1"),
-           py::arg("beta2"), py::arg("eps"), py::arg("adam_steps"));
+           py::arg("beta2"), py::arg("eps"));
 }
 
 }  // namespace fastppo

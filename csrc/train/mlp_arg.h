@@ -30,9 +30,11 @@ std::vector<ParamSpan> mlp_spans(const Mlp& mlp);
 // The flat buffers of FlatAdam, checked: float32, contiguous, CPU, writeable, one size. The backward
 // writes through the per-parameter views, clipping and Adam read the flat buffers, so every span must
 // sit in flat_param at the offset its gradient sits in flat_grad, and the spans must tile the buffers
-// exactly (what fastppo.algos.base.FlatParameters builds). Arrays are appended to `keep`.
+// exactly (what fastppo.algos.optim.FlatParameters builds). adam_steps: the step count, a writeable CPU
+// int64 array of shape (1,) (FlatAdam.step_count), incremented in place by every step. Arrays are
+// appended to `keep`.
 FlatAdam flat_adam_arg(py::object flat_param, py::object flat_grad, py::object exp_avg, py::object exp_avg_sq,
-                       const std::vector<ParamSpan>& spans, std::vector<ArrayArg>& keep);
+                       py::object adam_steps, const std::vector<ParamSpan>& spans, std::vector<ArrayArg>& keep);
 
 // `order` checked as a CPU int64 array of shape (size,) with every entry in [0, size).
 const int64_t* order_arg(const ArrayArg& order, int64_t size);

@@ -216,13 +216,14 @@ void Mlp::backward(const float* X, int64_t B, const std::vector<std::vector<floa
   }
 }
 
-void FlatAdam::step(int64_t t, double lr, double beta1, double beta2, double eps, double max_grad_norm) const {
+void FlatAdam::step(double lr, double beta1, double beta2, double eps, double max_grad_norm) const {
   if (max_grad_norm >= 0) {
     const double norm = std::sqrt(sum_squares(grad, n));
     const double coef = max_grad_norm / (norm + 1e-6);
     if (coef < 1.0)
       for (int64_t i = 0; i < n; ++i) grad[i] *= float(coef);
   }
+  const int64_t t = ++*step_count;
   const double bc1 = 1.0 - std::pow(beta1, double(t)), bc2 = 1.0 - std::pow(beta2, double(t));
   adam_step(param, grad, exp_avg, exp_avg_sq, n, float(beta1), float(beta2), float(lr / bc1), float(std::sqrt(bc2)),
             float(eps));

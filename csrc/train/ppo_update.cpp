@@ -39,8 +39,8 @@ class PpoUpdate {
  public:
   PpoUpdate(py::list actor, py::list actor_grads, py::list critic, py::list critic_grads, const std::string& activation,
             const std::string& kind, std::vector<int64_t> nvec, py::object log_std, py::object log_std_grad,
-            py::object flat_param, py::object flat_grad, py::object exp_avg, py::object exp_avg_sq, py::object obs,
-            py::object actions, py::object old_log_probs, py::object advantages, py::object old_values,
+            py::object flat_param, py::object flat_grad, py::object exp_avg, py::object exp_avg_sq,
+            py::object adam_steps, py::object obs, py::object actions, py::object old_log_probs, py::object advantages, py::object old_values,
             py::object returns, py::object old_dist_params)
       : gaussian_(policy_kind_arg(kind)), nvec_(std::move(nvec)) {
     kept_.reserve(64);  // keep() hands out references into kept_
@@ -58,7 +58,7 @@ class PpoUpdate {
     std::vector<ParamSpan> spans = mlp_spans(actor_), critic_spans = mlp_spans(critic_);
     spans.insert(spans.end(), critic_spans.begin(), critic_spans.end());
     if (gaussian_) spans.push_back({log_std_, log_std_grad_, n_out_});
-    adam_ = flat_adam_arg(flat_param, flat_grad, exp_avg, exp_avg_sq, spans, kept_);
+    adam_ = flat_adam_arg(flat_param, flat_grad, exp_avg, exp_avg_sq, adam_steps, spans, kept_);
 
     const ArrayArg& o = keep(float_array_arg(obs, "obs", false), {});
     check_ndim(o, 2, "(size, obs_dim)");
@@ -86,10 +86,10 @@ class PpoUpdate {
 
   int64_t n_params() const { return gaussian_ ? 2 * n_out_ : n_out_; }
 
-  // One epoch: the minibatches of `order` (a permutation of the rollout) in turn. Returns
-  // (updates taken, stopped early by target_kl, Adam's step count after, the sums over the updates
-  // taken of (policy_loss, value_loss, entropy, approx_kl, clipfrac)).
-  py::tuple epoch(py::handle order, const PpoUpdateConfig& c, int64_t adam_steps) {
+  // One epoch: the minibatches of `order` (a permutation of the rollout) in turn, each Adam step
+  // counted in adam_steps. Returns (updates taken, stopped early by target_kl, the sums over the
+  // updates taken of (policy_loss, value_loss, entropy, approx_kl, clipfrac)).
+  py::tuple epoch(py::handle order, const PpoUpdateConfig& c) {
     const ArrayArg ord = array_arg(order, "order", py::none(), /*allow_int=*/true);
     const int64_t* idx = order_arg(ord, size_);
     if (c.batch_size < 1) throw_value_error("batch_size must be >= 1, got " + std::to_string(c.batch_size));
@@ -107,12 +107,12 @@ class PpoUpdate {
           stopped = true;
           break;
         }
-        adam_.step(++adam_steps, c.lr, c.beta1, c.beta2, c.eps, c.max_grad_norm);
+        adam_.step(c.lr, c.beta1, c.beta2, c.eps, c.max_grad_norm);
         for (int k = 0; k < 5; ++k) sums[k] += double(out[kOutPolicy + k]);
         ++updates;
       }
     }
-    return py::make_tuple(updates, stopped, adam_steps, py::make_tuple(sums[0], sums[1], sums[2], sums[3], sums[4]));
+    return py::make_tuple(updates, stopped, py::make_tuple(sums[0], sums[1], sums[2], sums[3], sums[4]));
   }
 
  private:
@@ -315,13 +315,13 @@ void bind_ppo_update(py::module_& m) {
                         "PPO's minibatch updates of fastppo's MLP ActorCritic, natively (see fastppo/algos/ppo.py).")
       .def(py::init<py::list, py::list, py::list, py::list, const std::string&, const std::string&,
                     std::vector<int64_t>, py::object, py::object, py::object, py::object, py::object, py::object,
-                    py::object, py::object, py::object, py::object, py::object, py::object, py::object>(),
+                    py::object, py::object, py::object, py::object, py::object, py::object, py::object, py::object>(),
            py::arg("actor"), py::arg("actor_grads"), py::arg("critic"), py::arg("critic_grads"), py::arg("activation"),
            py::arg("kind"), py::arg("nvec"), py::arg("log_std"), py::arg("log_std_grad"), py::arg("flat_param"),
-           py::arg("flat_grad"), py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("obs"), py::arg("actions"),
+           py::arg("flat_grad"), py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("adam_steps"), py::arg("obs"), py::arg("actions"),
            py::arg("old_log_probs"), py::arg("advantages"), py::arg("old_values"), py::arg("returns"),
            py::arg("old_dist_params"))
-      .def("epoch", &PpoUpdate::epoch, py::arg("order"), py::arg("config"), py::arg("adam_steps"));
+      .def("epoch", &PpoUpdate::epoch, py::arg("order"), py::arg("config"));
 }
 
 }  // namespace fastppo

@@ -192,7 +192,7 @@ class TorchCriticFit:
 
 class NativeCriticFit:
     """:class:`TorchCriticFit`'s pass in one native call (``fastppo._core.CriticFit``, built once over the
-    critic's, its gradients', Adam's and the rollout's own memory)."""
+    critic's, its gradients', Adam's (its moments and step count) and the rollout's own memory)."""
 
     def __init__(self, algo: TRPO):
         from fastppo._backend import _core
@@ -202,13 +202,11 @@ class NativeCriticFit:
         params, grads = algo.policy.native_arrays(), algo.policy.native_arrays(grads=True)
         self.native = _core.CriticFit(params["critic"], grads["critic"], algo.policy.activation,
                                       algo._critic_flat.param.detach().numpy(), algo._critic_flat.grad.numpy(),
-                                      adam.exp_avg.numpy(), adam.exp_avg_sq.numpy(), data["obs"].numpy(),
-                                      data["returns"].numpy())
+                                      adam.exp_avg.numpy(), adam.exp_avg_sq.numpy(), adam.step_count,
+                                      data["obs"].numpy(), data["returns"].numpy())
 
     def epoch(self, order: torch.Tensor) -> float:
         adam = self.algo.critic_optimizer
         if not self.algo.reducer.local:
             raise NotImplementedError("the native critic fit has no data-parallel seam yet")
-        loss_sum, adam.steps = self.native.epoch(order.numpy(), self.algo.config.batch_size, adam.lr, *adam.betas,
-                                                 adam.eps, adam.steps)
-        return loss_sum
+        return self.native.epoch(order.numpy(), self.algo.config.batch_size, adam.lr, *adam.betas, adam.eps)
