@@ -10,6 +10,7 @@ import torch
 
 import fastppo
 from fastppo import PPO, TRPO
+from fastppo.algos.base import Reducer
 from fastppo.algos.ppo import NativePpoUpdater, TorchPpoUpdater
 from fastppo.algos.trpo import NativeCriticFit, TorchCriticFit
 
@@ -111,9 +112,7 @@ def test_clamped_log_std_gets_no_gradient():
     assert native.policy.log_std.item() == -25.0  # zero gradient, zero Adam moments: not moved
 
 
-@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
-def test_native_critic_fit_matches_torch(env):
-    native, reference = _twins(env, TRPO, n_critic_updates=3, learning_rate=1e-3)
+def _assert_same_critic_fit(native, reference):
     assert isinstance(native.critic_updater, NativeCriticFit)
     assert isinstance(reference.critic_updater, TorchCriticFit)
     for _ in range(2):
@@ -127,6 +126,82 @@ def test_native_critic_fit_matches_torch(env):
         for name in ("exp_avg", "exp_avg_sq"):
             x, y = getattr(adam_a, name), getattr(adam_b, name)
             assert float((x - y).abs().max()) <= 1e-4 * float(y.abs().max()), name
+
+
+@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
+def test_native_critic_fit_matches_torch(env):
+    _assert_same_critic_fit(*_twins(env, TRPO, n_critic_updates=3, learning_rate=1e-3))
+
+
+class _ScalingReducer(Reducer):
+    """A stand-in for a multi-process reducer: counts the calls at the data-parallel seam and scales the
+    flat gradient in place (or raises)."""
+
+    local = False
+
+    def __init__(self, scale=1.0, fail=False):
+        self.scale, self.fail, self.calls = scale, fail, 0
+
+    def gradients(self, flat_grad):
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("all-reduce failed")
+        flat_grad.mul_(self.scale)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
+def test_native_update_calls_the_reducer_per_minibatch(env, scale):
+    """With a reducer that is not local, the native update calls its gradients() back once per minibatch,
+    between backward and clipping + Adam, on the flat gradient's memory: as the torch path does."""
+    native, reference = _twins(env)
+    native.reducer, reference.reducer = _ScalingReducer(scale), _ScalingReducer(scale)
+    _assert_same_update(native, reference)
+    assert native.reducer.calls == reference.reducer.calls == native.optimizer.steps == 2 * 3 * 256 // 32
+
+
+@pytest.mark.parametrize("algo", [PPO, TRPO])
+def test_reducer_changes_the_gradient_the_native_step_takes(algo):
+    """A reducer that zeroes the gradient: from fresh Adam moments no parameter moves, on both paths
+    (the scaling reaches the memory the native step reads, before the step)."""
+    for model in _twins("Pendulum-v1", algo):
+        model.reducer = _ScalingReducer(0.0)
+        flat = model._flat if algo is PPO else model._critic_flat
+        before = flat.param.detach().clone()
+        if algo is PPO:
+            model._update(1.0)
+        else:
+            model._fit_critic(1e-3)
+        assert model.reducer.calls > 0
+        assert torch.equal(flat.param.detach(), before)
+
+
+def test_native_critic_fit_calls_the_reducer_per_minibatch():
+    native, reference = _twins("Pendulum-v1", TRPO, n_critic_updates=3, learning_rate=1e-3)
+    native.reducer, reference.reducer = _ScalingReducer(0.5), _ScalingReducer(0.5)
+    _assert_same_critic_fit(native, reference)
+    assert native.reducer.calls == reference.reducer.calls == native.critic_optimizer.steps == 2 * 3 * 256 // 32
+
+
+@pytest.mark.parametrize("algo", [PPO, TRPO])
+def test_an_exception_from_the_reducer_propagates(algo):
+    """Raised at the seam of the first minibatch: out of the native loop as itself, before any step; the
+    model stays usable."""
+    native, _ = _twins("CartPole-v1", algo)
+    adam = native.optimizer if algo is PPO else native.critic_optimizer
+    native.reducer = _ScalingReducer(fail=True)
+    with pytest.raises(RuntimeError, match="all-reduce failed"):
+        native._update(1.0) if algo is PPO else native._fit_critic(1e-3)
+    assert native.reducer.calls == 1 and adam.steps == 0
+    native.reducer = Reducer()
+    native._update(1.0) if algo is PPO else native._fit_critic(1e-3)
+    assert adam.steps > 0
+    updater = native.updater if algo is PPO else native.critic_updater
+    with pytest.raises(TypeError, match="on_gradients must be callable or None, got int"):
+        if algo is PPO:
+            updater.native.epoch(np.arange(256), updater.settings, 1)
+        else:
+            updater.native.epoch(np.arange(256), 32, 1e-3, 0.9, 0.999, 1e-8, 1)
 
 
 def _core_args(model):

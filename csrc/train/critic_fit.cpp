@@ -37,31 +37,27 @@ class CriticFit {
   }
 
   // One pass over `order` (a permutation of the rollout) in minibatches of batch_size, each followed by
-  // Adam's step (counted in adam_steps). Returns the sum of the minibatch losses.
-  double epoch(py::handle order, int64_t batch_size, double lr, double beta1, double beta2, double eps) {
+  // Adam's step (counted in adam_steps); on_gradients (None or a callable) is called between each
+  // minibatch's backward and its step. Returns the sum of the minibatch losses. An exception from
+  // on_gradients propagates, with the steps before it taken and counted.
+  double epoch(py::handle order, int64_t batch_size, double lr, double beta1, double beta2, double eps,
+               py::object on_gradients) {
     const ArrayArg ord = array_arg(order, "order", py::none(), /*allow_int=*/true);
     const int64_t* idx = order_arg(ord, size_);
     if (batch_size < 1) throw_value_error("batch_size must be >= 1, got " + std::to_string(batch_size));
+    const py::object callback = on_gradients_arg(std::move(on_gradients));
+    const bool call_back = !callback.is_none();
     double loss_sum = 0.0;
     {
-      py::gil_scoped_release nogil;
-      const int64_t D = critic_.in();
+      ReleaseGilIf whole_pass(!call_back);
       for (int64_t start = 0; start < size_; start += batch_size) {
         const int64_t B = std::min(batch_size, size_ - start);
-        X_.resize(B * D);
-        d_values_.resize(B);
-        for (int64_t n = 0; n < B; ++n) std::memcpy(&X_[n * D], obs_ + idx[start + n] * D, sizeof(float) * D);
-        critic_.transpose_weights(weight_t_);
-        const float* values = critic_.forward(X_.data(), B, weight_t_, acts_);
-        double loss = 0.0;
-        for (int64_t n = 0; n < B; ++n) {
-          const float diff = values[n] - returns_[idx[start + n]];
-          loss += double(diff) * double(diff);
-          d_values_[n] = diff / float(B);  // d (0.5 * mean(diff^2)) / d value
+        {
+          ReleaseGilIf nogil(call_back);
+          loss_sum += minibatch(idx + start, B);
         }
-        loss_sum += 0.5 * loss / double(B);
-        std::fill(adam_.grad, adam_.grad + adam_.n, 0.f);
-        critic_.backward(X_.data(), B, acts_, d_values_.data(), scratch_);
+        if (call_back) callback();  // the GIL held: the gradients are in the flat buffer
+        ReleaseGilIf nogil(call_back);
         adam_.step(lr, beta1, beta2, eps, /*max_grad_norm=*/-1.0);
       }
     }
@@ -69,6 +65,25 @@ class CriticFit {
   }
 
  private:
+  // Forward, loss and gradients (into the flat gradient) of the minibatch idx[0..B); returns its loss.
+  double minibatch(const int64_t* idx, int64_t B) {
+    const int64_t D = critic_.in();
+    X_.resize(B * D);
+    d_values_.resize(B);
+    for (int64_t n = 0; n < B; ++n) std::memcpy(&X_[n * D], obs_ + idx[n] * D, sizeof(float) * D);
+    critic_.transpose_weights(weight_t_);
+    const float* values = critic_.forward(X_.data(), B, weight_t_, acts_);
+    double loss = 0.0;
+    for (int64_t n = 0; n < B; ++n) {
+      const float diff = values[n] - returns_[idx[n]];
+      loss += double(diff) * double(diff);
+      d_values_[n] = diff / float(B);  // d (0.5 * mean(diff^2)) / d value
+    }
+    std::fill(adam_.grad, adam_.grad + adam_.n, 0.f);
+    critic_.backward(X_.data(), B, acts_, d_values_.data(), scratch_);
+    return 0.5 * loss / double(B);
+  }
+
   Mlp critic_;
   FlatAdam adam_;
   std::vector<ArrayArg> kept_;  // every array (torch's memory) stays alive with this object
@@ -88,7 +103,7 @@ void bind_critic_fit(py::module_& m) {
            py::arg("flat_grad"), py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("adam_steps"), py::arg("obs"),
            py::arg("returns"))
       .def("epoch", &CriticFit::epoch, py::arg("order"), py::arg("batch_size"), py::arg("lr"), py::arg("beta1"),
-           py::arg("beta2"), py::arg("eps"));
+           py::arg("beta2"), py::arg("eps"), py::arg("on_gradients") = py::none());
 }
 
 }  // namespace fastppo

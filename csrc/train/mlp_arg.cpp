@@ -49,6 +49,12 @@ ArrayArg float_array_arg(py::handle obj, const char* name, bool writeable) {
   return a;
 }
 
+py::object on_gradients_arg(py::object on_gradients) {
+  if (!on_gradients.is_none() && !PyCallable_Check(on_gradients.ptr()))
+    throw_type_error("on_gradients must be callable or None, got " + std::string(py::str(py::type::handle_of(on_gradients).attr("__name__"))));
+  return on_gradients;
+}
+
 Mlp mlp_arg(py::list params, py::list grads, const std::string& name, Activation act, std::vector<ArrayArg>& keep) {
   if (params.size() == 0 || params.size() % 2)
     throw_value_error(name + " must list (weight, bias) pairs, got " + std::to_string(params.size()) + " arrays");

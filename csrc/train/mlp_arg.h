@@ -2,6 +2,7 @@
 // parameters' memory, not copies) checked and turned into an Mlp.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,5 +50,23 @@ void check_actor_critic(const Mlp& actor, const Mlp& critic, bool gaussian, cons
 
 // A float32, contiguous, CPU array (parameters, optimiser state, rollout columns), else ValueError.
 ArrayArg float_array_arg(py::handle obj, const char* name, bool writeable);
+
+// The native updates' on_gradients: None or a callable (called with no arguments, the GIL held, after
+// each minibatch's gradients are in the flat gradient buffer and before clipping and Adam's step: the
+// data-parallel seam, fastppo.algos.base.Reducer.gradients), else TypeError.
+py::object on_gradients_arg(py::object on_gradients);
+
+// The GIL released for this object's lifetime when `release` is true, else nothing: an update loop
+// without a callback runs without the GIL throughout, one with a callback releases it around each
+// piece of native work and holds it for the call.
+class ReleaseGilIf {
+ public:
+  explicit ReleaseGilIf(bool release) {
+    if (release) released_.emplace();
+  }
+
+ private:
+  std::optional<py::gil_scoped_release> released_;
+};
 
 }  // namespace fastppo

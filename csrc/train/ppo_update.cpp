@@ -87,27 +87,40 @@ class PpoUpdate {
   int64_t n_params() const { return gaussian_ ? 2 * n_out_ : n_out_; }
 
   // One epoch: the minibatches of `order` (a permutation of the rollout) in turn, each Adam step
-  // counted in adam_steps. Returns (updates taken, stopped early by target_kl, the sums over the
-  // updates taken of (policy_loss, value_loss, entropy, approx_kl, clipfrac)).
-  py::tuple epoch(py::handle order, const PpoUpdateConfig& c) {
+  // counted in adam_steps; on_gradients (None or a callable) is called between each minibatch's
+  // backward and its clipping and step. Returns (updates taken, stopped early by target_kl, the sums
+  // over the updates taken of (policy_loss, value_loss, entropy, approx_kl, clipfrac)). An exception
+  // from on_gradients propagates, with the steps before it taken and counted.
+  py::tuple epoch(py::handle order, const PpoUpdateConfig& c, py::object on_gradients) {
     const ArrayArg ord = array_arg(order, "order", py::none(), /*allow_int=*/true);
     const int64_t* idx = order_arg(ord, size_);
     if (c.batch_size < 1) throw_value_error("batch_size must be >= 1, got " + std::to_string(c.batch_size));
     if (c.kl_coef >= 0 && !old_params_) throw_value_error("kl_coef needs old_dist_params");
     check_actions();
+    const py::object callback = on_gradients_arg(std::move(on_gradients));
+    const bool call_back = !callback.is_none();
     std::array<double, 5> sums{};
     int64_t updates = 0;
     bool stopped = false;
     {
-      py::gil_scoped_release nogil;
+      ReleaseGilIf whole_epoch(!call_back);
       for (int64_t start = 0; start < size_; start += c.batch_size) {
         const int64_t B = std::min(c.batch_size, size_ - start);
         std::array<float, kNumOut> out;
-        if (!minibatch(idx + start, B, c, out.data())) {
+        bool step;
+        {
+          ReleaseGilIf nogil(call_back);
+          step = minibatch(idx + start, B, c, out.data());
+        }
+        if (!step) {
           stopped = true;
           break;
         }
-        adam_.step(c.lr, c.beta1, c.beta2, c.eps, c.max_grad_norm);
+        if (call_back) callback();  // the GIL held: the gradients are in the flat buffer, not yet clipped
+        {
+          ReleaseGilIf nogil(call_back);
+          adam_.step(c.lr, c.beta1, c.beta2, c.eps, c.max_grad_norm);
+        }
         for (int k = 0; k < 5; ++k) sums[k] += double(out[kOutPolicy + k]);
         ++updates;
       }
@@ -321,7 +334,7 @@ void bind_ppo_update(py::module_& m) {
            py::arg("flat_grad"), py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("adam_steps"), py::arg("obs"), py::arg("actions"),
            py::arg("old_log_probs"), py::arg("advantages"), py::arg("old_values"), py::arg("returns"),
            py::arg("old_dist_params"))
-      .def("epoch", &PpoUpdate::epoch, py::arg("order"), py::arg("config"));
+      .def("epoch", &PpoUpdate::epoch, py::arg("order"), py::arg("config"), py::arg("on_gradients") = py::none());
 }
 
 }  // namespace fastppo

@@ -42,7 +42,8 @@ class Reducer:
     included), and :meth:`mean` on the quantities TRPO's step is computed from (the policy gradient, each
     Fisher-vector product, the line search's surrogate and KL); an all-reduce over ranks goes there."""
 
-    local = True  # nothing to reduce: the native updaters then run whole epochs without calling back
+    local = True  # nothing to reduce: the native updaters then run whole epochs without calling back (a
+    # subclass that reduces sets it False, and the native loops call gradients() back per minibatch)
 
     def gradients(self, flat_grad: torch.Tensor) -> None:
         """Average ``flat_grad`` in place across processes."""

@@ -134,7 +134,8 @@ class TorchPpoUpdater:
 
 class NativePpoUpdater:
     """:class:`TorchPpoUpdater`'s epoch in one native call (``fastppo._core.PpoUpdate``, built once over the
-    policy's, the gradients', Adam's (its moments and step count) and the rollout's own memory)."""
+    policy's, the gradients', Adam's (its moments and step count) and the rollout's own memory), with
+    the same data-parallel seam (``Reducer.gradients``, called back from the native loop)."""
 
     def __init__(self, algo: PPO):
         from fastppo._backend import _core
@@ -165,9 +166,12 @@ class NativePpoUpdater:
         s.lr, (s.beta1, s.beta2), s.eps = adam.lr, adam.betas, adam.eps
 
     def epoch(self, order: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
-        if not self.algo.reducer.local:
-            raise NotImplementedError("the native PPO update has no data-parallel seam yet")
-        updates, stopped, sums = self.native.epoch(order.numpy(), self.settings)
+        reducer, grad = self.algo.reducer, self.algo._flat.grad
+        # The data-parallel seam: the native loop calls back (the GIL held) between each minibatch's
+        # backward and its clipping and step, and the reducer averages the flat gradient in place (the
+        # memory the native loop reads). In one process there is nothing to call.
+        on_gradients = None if reducer.local else (lambda: reducer.gradients(grad))
+        updates, stopped, sums = self.native.epoch(order.numpy(), self.settings, on_gradients)
         return torch.tensor(sums, dtype=torch.float64), updates, stopped
 
 

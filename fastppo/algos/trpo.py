@@ -192,7 +192,8 @@ class TorchCriticFit:
 
 class NativeCriticFit:
     """:class:`TorchCriticFit`'s pass in one native call (``fastppo._core.CriticFit``, built once over the
-    critic's, its gradients', Adam's (its moments and step count) and the rollout's own memory)."""
+    critic's, its gradients', Adam's (its moments and step count) and the rollout's own memory), with
+    the same data-parallel seam (``Reducer.gradients``, called back from the native loop)."""
 
     def __init__(self, algo: TRPO):
         from fastppo._backend import _core
@@ -206,7 +207,8 @@ class NativeCriticFit:
                                       data["obs"].numpy(), data["returns"].numpy())
 
     def epoch(self, order: torch.Tensor) -> float:
-        adam = self.algo.critic_optimizer
-        if not self.algo.reducer.local:
-            raise NotImplementedError("the native critic fit has no data-parallel seam yet")
-        return self.native.epoch(order.numpy(), self.algo.config.batch_size, adam.lr, *adam.betas, adam.eps)
+        adam, reducer, grad = self.algo.critic_optimizer, self.algo.reducer, self.algo._critic_flat.grad
+        # The data-parallel seam, as NativePpoUpdater's: called back between backward and Adam's step.
+        on_gradients = None if reducer.local else (lambda: reducer.gradients(grad))
+        return self.native.epoch(order.numpy(), self.algo.config.batch_size, adam.lr, *adam.betas, adam.eps,
+                                 on_gradients)
