@@ -10,6 +10,7 @@ import torch
 
 import fastppo
 from fastppo import PPO, TRPO
+from fastppo.algos.base import Reducer
 from fastppo.algos.ppo import NativePpoUpdater, TorchPpoUpdater
 from fastppo.algos.trpo import NativeCriticFit, TorchCriticFit
 
@@ -111,9 +112,7 @@ def test_clamped_log_std_gets_no_gradient():
     assert native.policy.log_std.item() == -25.0  # zero gradient, zero Adam moments: not moved
 
 
-@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
-def test_native_critic_fit_matches_torch(env):
-    native, reference = _twins(env, TRPO, n_critic_updates=3, learning_rate=1e-3)
+def _assert_same_critic_fit(native, reference):
     assert isinstance(native.critic_updater, NativeCriticFit)
     assert isinstance(reference.critic_updater, TorchCriticFit)
     for _ in range(2):
@@ -129,6 +128,82 @@ def test_native_critic_fit_matches_torch(env):
             assert float((x - y).abs().max()) <= 1e-4 * float(y.abs().max()), name
 
 
+@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
+def test_native_critic_fit_matches_torch(env):
+    _assert_same_critic_fit(*_twins(env, TRPO, n_critic_updates=3, learning_rate=1e-3))
+
+
+class _ScalingReducer(Reducer):
+    """A stand-in for a multi-process reducer: counts the calls at the data-parallel seam and scales the
+    flat gradient in place (or raises)."""
+
+    local = False
+
+    def __init__(self, scale=1.0, fail=False):
+        self.scale, self.fail, self.calls = scale, fail, 0
+
+    def gradients(self, flat_grad):
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("all-reduce failed")
+        flat_grad.mul_(self.scale)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
+def test_native_update_calls_the_reducer_per_minibatch(env, scale):
+    """With a reducer that is not local, the native update calls its gradients() back once per minibatch,
+    between backward and clipping + Adam, on the flat gradient's memory: as the torch path does."""
+    native, reference = _twins(env)
+    native.reducer, reference.reducer = _ScalingReducer(scale), _ScalingReducer(scale)
+    _assert_same_update(native, reference)
+    assert native.reducer.calls == reference.reducer.calls == native.optimizer.steps == 2 * 3 * 256 // 32
+
+
+@pytest.mark.parametrize("algo", [PPO, TRPO])
+def test_reducer_changes_the_gradient_the_native_step_takes(algo):
+    """A reducer that zeroes the gradient: from fresh Adam moments no parameter moves, on both paths
+    (the scaling reaches the memory the native step reads, before the step)."""
+    for model in _twins("Pendulum-v1", algo):
+        model.reducer = _ScalingReducer(0.0)
+        flat = model._flat if algo is PPO else model._critic_flat
+        before = flat.param.detach().clone()
+        if algo is PPO:
+            model._update(1.0)
+        else:
+            model._fit_critic(1e-3)
+        assert model.reducer.calls > 0
+        assert torch.equal(flat.param.detach(), before)
+
+
+def test_native_critic_fit_calls_the_reducer_per_minibatch():
+    native, reference = _twins("Pendulum-v1", TRPO, n_critic_updates=3, learning_rate=1e-3)
+    native.reducer, reference.reducer = _ScalingReducer(0.5), _ScalingReducer(0.5)
+    _assert_same_critic_fit(native, reference)
+    assert native.reducer.calls == reference.reducer.calls == native.critic_optimizer.steps == 2 * 3 * 256 // 32
+
+
+@pytest.mark.parametrize("algo", [PPO, TRPO])
+def test_an_exception_from_the_reducer_propagates(algo):
+    """Raised at the seam of the first minibatch: out of the native loop as itself, before any step; the
+    model stays usable."""
+    native, _ = _twins("CartPole-v1", algo)
+    adam = native.optimizer if algo is PPO else native.critic_optimizer
+    native.reducer = _ScalingReducer(fail=True)
+    with pytest.raises(RuntimeError, match="all-reduce failed"):
+        native._update(1.0) if algo is PPO else native._fit_critic(1e-3)
+    assert native.reducer.calls == 1 and adam.steps == 0
+    native.reducer = Reducer()
+    native._update(1.0) if algo is PPO else native._fit_critic(1e-3)
+    assert adam.steps > 0
+    updater = native.updater if algo is PPO else native.critic_updater
+    with pytest.raises(TypeError, match="on_gradients must be callable or None, got int"):
+        if algo is PPO:
+            updater.native.epoch(np.arange(256), updater.settings, 1)
+        else:
+            updater.native.epoch(np.arange(256), 32, 1e-3, 0.9, 0.999, 1e-8, 1)
+
+
 def _core_args(model):
     """The keyword arguments NativePpoUpdater passes to fastppo._core.PpoUpdate, for the checks below."""
     params, grads = model.policy.native_arrays(), model.policy.native_arrays(grads=True)
@@ -137,7 +212,8 @@ def _core_args(model):
     return dict(actor=params["actor"], actor_grads=grads["actor"], critic=params["critic"],
                 critic_grads=grads["critic"], activation="tanh", kind="categorical", nvec=[2], log_std=None,
                 log_std_grad=None, flat_param=model._flat.param.detach().numpy(), flat_grad=model._flat.grad.numpy(),
-                exp_avg=adam.exp_avg.numpy(), exp_avg_sq=adam.exp_avg_sq.numpy(), obs=data["obs"],
+                exp_avg=adam.exp_avg.numpy(), exp_avg_sq=adam.exp_avg_sq.numpy(), adam_steps=adam.step_count,
+                obs=data["obs"],
                 actions=data["actions"], old_log_probs=data["log_probs"], advantages=data["advantages"],
                 old_values=data["values"], returns=data["returns"], old_dist_params=None)
 
@@ -150,20 +226,24 @@ def test_bad_arguments_are_rejected():
     update = _core.PpoUpdate(**args)
     config = _core.PpoUpdateConfig()
     with pytest.raises(ValueError, match=r"order must be a CPU int64 array of shape \(256,\)"):
-        update.epoch(np.arange(10), config, 0)
+        update.epoch(np.arange(10), config)
     with pytest.raises(ValueError, match=r"order\[3\] = 256 is outside \[0, 256\)"):
-        update.epoch(np.array([0, 1, 2, 256] + list(range(4, 256))), config, 0)
+        update.epoch(np.array([0, 1, 2, 256] + list(range(4, 256))), config)
     config.batch_size = 0
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
-        update.epoch(np.arange(256), config, 0)
+        update.epoch(np.arange(256), config)
     config.batch_size, config.kl_coef = 32, 1.0
     with pytest.raises(ValueError, match="kl_coef needs old_dist_params"):
-        update.epoch(np.arange(256), config, 0)
+        update.epoch(np.arange(256), config)
 
-    bad_actions = args["actions"].copy()
-    bad_actions[7] = 2
+    # the actions are the rollout's memory, rewritten every iteration: checked on every epoch, not once
+    config.kl_coef = -1.0
+    update.epoch(np.arange(256), config)
+    assert native.optimizer.steps == 256 // 32  # counted in the optimiser's own array
+    args["actions"][7] = 2
     with pytest.raises(ValueError, match=r"actions\[7\] = 2 is outside \[0, 2\)"):
-        _core.PpoUpdate(**{**args, "actions": bad_actions})
+        update.epoch(np.arange(256), config)
+    args["actions"][7] = 1
     # a gradient that is not a view of flat_grad: clipping and Adam would never see it
     with pytest.raises(ValueError, match="views of flat_param and flat_grad"):
         _core.PpoUpdate(**{**args, "critic_grads": [g.copy() for g in args["critic_grads"]]})
@@ -173,6 +253,34 @@ def test_bad_arguments_are_rejected():
         _core.PpoUpdate(**{**args, "returns": args["returns"].astype(np.float64)})
     with pytest.raises(ValueError, match="activation must be 'tanh' or 'relu'"):
         _core.PpoUpdate(**{**args, "activation": "gelu"})
+    # Adam's step count: the optimiser's own one-element int64 array, incremented in place
+    steps = args["adam_steps"]
+    for bad in (np.zeros(1, np.int32), np.zeros(2, np.int64), np.zeros((), np.int64), steps[:].view()):
+        if bad.base is steps:
+            bad.flags.writeable = False
+        with pytest.raises(ValueError, match=r"adam_steps must be a writeable CPU int64 array of shape \(1,\)"):
+            _core.PpoUpdate(**{**args, "adam_steps": bad})
+
+
+@pytest.mark.parametrize("algo", [PPO, TRPO])
+def test_adam_step_count_is_one_array(algo):
+    """FlatAdam's step count lives in one int64 array that the native update increments in place, the torch
+    step too, and checkpoints read and write (as an int) without replacing it."""
+    native, _ = _twins("CartPole-v1", algo)
+    adam = native.optimizer if algo is PPO else native.critic_optimizer
+    count = adam.step_count
+    assert count.dtype == np.int64 and count.shape == (1,) and adam.steps == 0
+    native._update(1.0)
+    n = 3 * 256 // 32 if algo is PPO else native.config.n_critic_updates * -(-256 // native.config.batch_size)
+    assert adam.step_count is count and count[0] == adam.steps == n
+    state = adam.state_dict()
+    assert type(state["steps"]) is int and state["steps"] == n
+    adam.step()  # the torch path's step counts in the same array
+    assert count[0] == n + 1
+    adam.load_state_dict(state)
+    assert adam.step_count is count and count[0] == n
+    native._update(1.0)
+    assert count[0] == 2 * n
 
 
 def test_torch_path_where_native_does_not_apply():

@@ -89,3 +89,36 @@ def test_bad_buffers_are_rejected():
     with pytest.raises(ValueError, match=r"dist_params must be float32 of shape \(N, 2\)"):
         native.act(obs, np.zeros(4, np.int64), np.zeros(4, np.float32), np.zeros(4, np.float32),
                    np.zeros((4, 3), np.float32), 0, 0)
+
+
+@pytest.mark.parametrize("space", ["discrete", "box"])
+def test_refresh_takes_a_new_snapshot_of_the_same_memory(space):
+    """PolicyAct keeps views of the parameters it was built from: it acts with a snapshot (parameters
+    changed in place afterwards do not reach it) until refresh() takes a new one from the same memory."""
+    torch.manual_seed(0)
+    policy = ActorCritic(gym.spaces.Box(-5, 5, (4,), np.float32), SPACES[space], net_arch=(16, 8), log_std_init=-0.5)
+    obs = np.random.default_rng(2).standard_normal((50, 4)).astype(np.float32)
+    native = policy.native_act()
+
+    def act(native):
+        spec = policy.action_spec
+        out = (np.zeros((50, *spec.shape), np.float32 if spec.kind == "gaussian" else np.int64),
+               np.zeros(50, np.float32), np.zeros(50, np.float32), np.zeros((50, spec.n_params), np.float32))
+        native.act(obs, *out, 3, 0)
+        return out
+
+    before = act(native)
+    with torch.no_grad():  # an update, in place, as the trainers make it
+        for p in policy.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    for got, want in zip(act(native), before):  # still the snapshot
+        assert np.array_equal(got, want)
+    native.refresh()
+    after = act(native)
+    for got, want in zip(after, act(policy.native_act())):  # what a new one over the new parameters gives
+        assert np.array_equal(got, want)
+    assert not np.array_equal(after[3], before[3])
+    with torch.no_grad():
+        ref_params, ref_values = policy(torch.from_numpy(obs))
+    np.testing.assert_allclose(after[2], ref_values.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(after[3], ref_params.numpy(), rtol=1e-5, atol=1e-5)

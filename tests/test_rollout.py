@@ -123,3 +123,17 @@ def test_native_rollout_not_used_where_python_must_run():
     assert isinstance(model._collector(_OnStep()), StepCollector)
     model = PPO("MlpPolicy", gym.make("CartPole-v1"), n_steps=16, batch_size=16)  # a gymnasium env
     assert isinstance(model._collector(None), StepCollector)
+
+
+@pytest.mark.parametrize("algo", [fastppo.PPO, fastppo.TRPO])
+def test_the_native_actor_is_built_once(algo, monkeypatch):
+    """NativeActor builds its PolicyAct once per model and refreshes it before each rollout: the updates
+    (PPO's flat Adam, TRPO's line search) write the parameters in place, never re-seat them."""
+    model = algo("MlpPolicy", "CartPole-v1", n_steps=32, num_envs=2, batch_size=32, seed=0)
+    model.learn(64, progress_bar=False)
+    actor = model._actor
+    native = actor.native
+    built = []
+    monkeypatch.setattr(model.policy, "native_act", lambda: built.append(1))
+    model.learn(128, progress_bar=False)
+    assert model._actor is actor and actor.native is native and not built

@@ -51,6 +51,9 @@ class Mlp {
   // A forward-only copy whose weights and biases live in `storage` (which must outlive it).
   Mlp snapshot(std::vector<float>& storage) const;
 
+  // Copies `from`'s weights and biases into this Mlp's own (a snapshot of `from`): same layer sizes.
+  void copy_parameters(const Mlp& from) const;
+
   // Each layer's weight transposed to (in, out), which forward() reads; redo after the weights change.
   void transpose_weights(std::vector<std::vector<float>>& weight_t) const;
 
@@ -70,17 +73,19 @@ class Mlp {
 };
 
 // torch.optim.Adam (no weight decay, no amsgrad) over one flat buffer holding every parameter, with
-// torch.nn.utils.clip_grad_norm_ before it. The buffers are torch's own memory (numpy views).
+// torch.nn.utils.clip_grad_norm_ before it. The buffers, and the step count, are the Python optimiser's
+// own memory (numpy views of fastppo.algos.optim.FlatAdam's tensors and step_count).
 struct FlatAdam {
   float* param = nullptr;
   float* grad = nullptr;
   float* exp_avg = nullptr;
   float* exp_avg_sq = nullptr;
+  int64_t* step_count = nullptr;  // steps taken so far
   int64_t n = 0;
 
   // Scale the gradient by max_grad_norm / (norm + 1e-6) where that is below 1 (skipped when
-  // max_grad_norm < 0), then take Adam's step number t (1-based).
-  void step(int64_t t, double lr, double beta1, double beta2, double eps, double max_grad_norm) const;
+  // max_grad_norm < 0), then count the step and take it (Adam's step number *step_count, 1-based).
+  void step(double lr, double beta1, double beta2, double eps, double max_grad_norm) const;
 };
 
 }  // namespace fastppo

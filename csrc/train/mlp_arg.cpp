@@ -49,6 +49,12 @@ ArrayArg float_array_arg(py::handle obj, const char* name, bool writeable) {
   return a;
 }
 
+py::object on_gradients_arg(py::object on_gradients) {
+  if (!on_gradients.is_none() && !PyCallable_Check(on_gradients.ptr()))
+    throw_type_error("on_gradients must be callable or None, got " + std::string(py::str(py::type::handle_of(on_gradients).attr("__name__"))));
+  return on_gradients;
+}
+
 Mlp mlp_arg(py::list params, py::list grads, const std::string& name, Activation act, std::vector<ArrayArg>& keep) {
   if (params.size() == 0 || params.size() % 2)
     throw_value_error(name + " must list (weight, bias) pairs, got " + std::to_string(params.size()) + " arrays");
@@ -113,7 +119,7 @@ std::vector<ParamSpan> mlp_spans(const Mlp& mlp) {
 }
 
 FlatAdam flat_adam_arg(py::object flat_param, py::object flat_grad, py::object exp_avg, py::object exp_avg_sq,
-                       const std::vector<ParamSpan>& spans, std::vector<ArrayArg>& keep) {
+                       py::object adam_steps, const std::vector<ParamSpan>& spans, std::vector<ArrayArg>& keep) {
   const ArrayArg arrays[4] = {float_array_arg(flat_param, "flat_param", true),
                               float_array_arg(flat_grad, "flat_grad", true), float_array_arg(exp_avg, "exp_avg", true),
                               float_array_arg(exp_avg_sq, "exp_avg_sq", true)};
@@ -129,6 +135,14 @@ FlatAdam flat_adam_arg(py::object flat_param, py::object flat_grad, py::object e
   adam.exp_avg = static_cast<float*>(arrays[2].data);
   adam.exp_avg_sq = static_cast<float*>(arrays[3].data);
   adam.n = arrays[0].shape[0];
+  const ArrayArg steps = array_arg(adam_steps, "adam_steps", py::none(), /*allow_int=*/true);
+  if (steps.dtype != ScalarType::Int64 || steps.shape != std::vector<int64_t>{1} || steps.device != DeviceType::CPU ||
+      !steps.writeable)
+    throw_value_error("adam_steps must be a writeable CPU int64 array of shape (1,) (the step count), got " +
+                      steps.dtype_name + " " + steps.shape_str() + " on " + steps.device_str() +
+                      (steps.writeable ? "" : ", read-only"));
+  adam.step_count = static_cast<int64_t*>(steps.data);
+  keep.push_back(steps);
   std::vector<std::pair<int64_t, int64_t>> tiles;  // (offset, size)
   for (const ParamSpan& s : spans) {
     const int64_t off = s.param - adam.param;

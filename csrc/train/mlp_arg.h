@@ -2,6 +2,7 @@
 // parameters' memory, not copies) checked and turned into an Mlp.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,9 +31,11 @@ std::vector<ParamSpan> mlp_spans(const Mlp& mlp);
 // The flat buffers of FlatAdam, checked: float32, contiguous, CPU, writeable, one size. The backward
 // writes through the per-parameter views, clipping and Adam read the flat buffers, so every span must
 // sit in flat_param at the offset its gradient sits in flat_grad, and the spans must tile the buffers
-// exactly (what fastppo.algos.base.FlatParameters builds). Arrays are appended to `keep`.
+// exactly (what fastppo.algos.optim.FlatParameters builds). adam_steps: the step count, a writeable CPU
+// int64 array of shape (1,) (FlatAdam.step_count), incremented in place by every step. Arrays are
+// appended to `keep`.
 FlatAdam flat_adam_arg(py::object flat_param, py::object flat_grad, py::object exp_avg, py::object exp_avg_sq,
-                       const std::vector<ParamSpan>& spans, std::vector<ArrayArg>& keep);
+                       py::object adam_steps, const std::vector<ParamSpan>& spans, std::vector<ArrayArg>& keep);
 
 // `order` checked as a CPU int64 array of shape (size,) with every entry in [0, size).
 const int64_t* order_arg(const ArrayArg& order, int64_t size);
@@ -47,5 +50,23 @@ void check_actor_critic(const Mlp& actor, const Mlp& critic, bool gaussian, cons
 
 // A float32, contiguous, CPU array (parameters, optimiser state, rollout columns), else ValueError.
 ArrayArg float_array_arg(py::handle obj, const char* name, bool writeable);
+
+// The native updates' on_gradients: None or a callable (called with no arguments, the GIL held, after
+// each minibatch's gradients are in the flat gradient buffer and before clipping and Adam's step: the
+// data-parallel seam, fastppo.algos.base.Reducer.gradients), else TypeError.
+py::object on_gradients_arg(py::object on_gradients);
+
+// The GIL released for this object's lifetime when `release` is true, else nothing: an update loop
+// without a callback runs without the GIL throughout, one with a callback releases it around each
+// piece of native work and holds it for the call.
+class ReleaseGilIf {
+ public:
+  explicit ReleaseGilIf(bool release) {
+    if (release) released_.emplace();
+  }
+
+ private:
+  std::optional<py::gil_scoped_release> released_;
+};
 
 }  // namespace fastppo

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "train/mlp.h"
@@ -161,6 +162,16 @@ Mlp Mlp::snapshot(std::vector<float>& storage) const {
   return Mlp(std::move(copies), act_);
 }
 
+void Mlp::copy_parameters(const Mlp& from) const {
+  if (from.layers_.size() != layers_.size()) throw std::invalid_argument("copy_parameters: the layers differ");
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const DenseLayer &S = from.layers_[l], &D = layers_[l];
+    if (S.in != D.in || S.out != D.out) throw std::invalid_argument("copy_parameters: the layer sizes differ");
+    std::copy(S.weight, S.weight + S.in * S.out, D.weight);
+    std::copy(S.bias, S.bias + S.out, D.bias);
+  }
+}
+
 void Mlp::transpose_weights(std::vector<std::vector<float>>& weight_t) const {
   weight_t.resize(layers_.size());
   for (size_t l = 0; l < layers_.size(); ++l) {
@@ -205,13 +216,14 @@ void Mlp::backward(const float* X, int64_t B, const std::vector<std::vector<floa
   }
 }
 
-void FlatAdam::step(int64_t t, double lr, double beta1, double beta2, double eps, double max_grad_norm) const {
+void FlatAdam::step(double lr, double beta1, double beta2, double eps, double max_grad_norm) const {
   if (max_grad_norm >= 0) {
     const double norm = std::sqrt(sum_squares(grad, n));
     const double coef = max_grad_norm / (norm + 1e-6);
     if (coef < 1.0)
       for (int64_t i = 0; i < n; ++i) grad[i] *= float(coef);
   }
+  const int64_t t = ++*step_count;
   const double bc1 = 1.0 - std::pow(beta1, double(t)), bc2 = 1.0 - std::pow(beta2, double(t));
   adam_step(param, grad, exp_avg, exp_avg_sq, n, float(beta1), float(beta2), float(lr / bc1), float(std::sqrt(bc2)),
             float(eps));

@@ -2,8 +2,8 @@
 // value for every env, with no per-op framework overhead (torch pays ~10 us per op here and a step is
 // ~30 ops). The spec is fastppo/algos/policies.py (ActorCritic.forward) and distributions.py; the
 // tests compare the two. CPU only: a policy on a GPU keeps the torch path. It acts with a snapshot of
-// the parameters taken at construction (weights transposed once, not per step): build a new one after
-// an update.
+// the parameters (weights transposed once, not per step), taken at construction and again by refresh()
+// from the same parameter memory: the trainer builds one per model and refreshes it before each rollout.
 #include "train/policy_act.h"
 
 #include <pybind11/stl.h>
@@ -22,19 +22,29 @@ PolicyAct::PolicyAct(py::list actor, py::list critic, const std::string& activat
                    std::vector<int64_t> nvec, py::object log_std)
   : gaussian_(policy_kind_arg(kind)), nvec_(std::move(nvec)) {
   const Activation act = activation_arg(activation);
-  std::vector<ArrayArg> views;  // the parameters are copied (a snapshot), so they need not outlive this call
-  actor_ = mlp_arg(actor, py::list(), "actor", act, views).snapshot(actor_storage_);
-  critic_ = mlp_arg(critic, py::list(), "critic", act, views).snapshot(critic_storage_);
-  actor_.transpose_weights(actor_wt_);
-  critic_.transpose_weights(critic_wt_);
-  n_out_ = actor_.out();
+  actor_src_ = mlp_arg(actor, py::list(), "actor", act, views_);
+  critic_src_ = mlp_arg(critic, py::list(), "critic", act, views_);
   ArrayArg ls;
   if (gaussian_) ls = float_array_arg(log_std, "log_std", false);
-  check_actor_critic(actor_, critic_, gaussian_, nvec_, &ls);
+  check_actor_critic(actor_src_, critic_src_, gaussian_, nvec_, &ls);
+  n_out_ = actor_src_.out();
   if (gaussian_) {
-    const float* data = static_cast<const float*>(ls.data);
-    log_std_.assign(data, data + n_out_);
+    log_std_src_ = static_cast<const float*>(ls.data);
+    views_.push_back(std::move(ls));
+    log_std_.resize(n_out_);
   }
+  // The snapshot's storage, sized once; refresh() fills it (and the transposed weights) in place.
+  actor_ = actor_src_.snapshot(actor_storage_);
+  critic_ = critic_src_.snapshot(critic_storage_);
+  refresh();
+}
+
+void PolicyAct::refresh() {
+  actor_.copy_parameters(actor_src_);
+  critic_.copy_parameters(critic_src_);
+  actor_.transpose_weights(actor_wt_);
+  critic_.transpose_weights(critic_wt_);
+  if (gaussian_) std::copy(log_std_src_, log_std_src_ + n_out_, log_std_.begin());
 }
 
 ArrayArg PolicyAct::obs_arg(py::handle obs, const char* name) const {
@@ -153,6 +163,8 @@ void bind_policy_act(py::module_& m) {
       .def(py::init<py::list, py::list, const std::string&, const std::string&, std::vector<int64_t>, py::object>(),
            py::arg("actor"), py::arg("critic"), py::arg("activation"), py::arg("kind"), py::arg("nvec"),
            py::arg("log_std"))
+      .def("refresh", &PolicyAct::refresh,
+           "Re-take the snapshot from the parameter arrays given at construction (as they are now).")
       .def("act", &PolicyAct::act, py::arg("obs"), py::arg("actions"), py::arg("log_probs"), py::arg("values"),
            py::arg("dist_params"), py::arg("seed"), py::arg("step"))
       .def("value", &PolicyAct::value, py::arg("obs"), py::arg("values"), "V of each observation row, into values.");

@@ -17,9 +17,15 @@ namespace py = pybind11;
 
 class PolicyAct {
  public:
-  // actor, critic: [weight0, bias0, ...] arrays (copied: the object acts with a snapshot).
+  // actor, critic: [weight0, bias0, ...] arrays, log_std: an array (None if categorical), all checked
+  // and kept as views (torch's parameter memory, which persists). The object acts with a snapshot of
+  // them, taken here and again by refresh().
   PolicyAct(py::list actor, py::list critic, const std::string& activation, const std::string& kind,
             std::vector<int64_t> nvec, py::object log_std);
+
+  // Re-takes the snapshot from the views given at construction (the parameters as they are now) and
+  // re-transposes the weights, in the existing storage: nothing is reallocated.
+  void refresh();
 
   int64_t obs_dim() const { return actor_.in(); }
   int64_t n_params() const { return gaussian_ ? 2 * n_out_ : n_out_; }
@@ -45,7 +51,10 @@ class PolicyAct {
   ArrayArg obs_arg(py::handle obs, const char* name = "obs") const;
 
  private:
-  Mlp actor_, critic_;
+  std::vector<ArrayArg> views_;  // the parameters' own memory (kept alive with this object)
+  Mlp actor_src_, critic_src_;   // over views_
+  const float* log_std_src_ = nullptr;
+  Mlp actor_, critic_;           // over the snapshot's storage
   std::vector<float> actor_storage_, critic_storage_, log_std_;  // the snapshot's parameters
   std::vector<std::vector<float>> actor_wt_, critic_wt_;
   bool gaussian_;

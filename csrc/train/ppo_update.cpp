@@ -39,8 +39,8 @@ class PpoUpdate {
  public:
   PpoUpdate(py::list actor, py::list actor_grads, py::list critic, py::list critic_grads, const std::string& activation,
             const std::string& kind, std::vector<int64_t> nvec, py::object log_std, py::object log_std_grad,
-            py::object flat_param, py::object flat_grad, py::object exp_avg, py::object exp_avg_sq, py::object obs,
-            py::object actions, py::object old_log_probs, py::object advantages, py::object old_values,
+            py::object flat_param, py::object flat_grad, py::object exp_avg, py::object exp_avg_sq,
+            py::object adam_steps, py::object obs, py::object actions, py::object old_log_probs, py::object advantages, py::object old_values,
             py::object returns, py::object old_dist_params)
       : gaussian_(policy_kind_arg(kind)), nvec_(std::move(nvec)) {
     kept_.reserve(64);  // keep() hands out references into kept_
@@ -58,7 +58,7 @@ class PpoUpdate {
     std::vector<ParamSpan> spans = mlp_spans(actor_), critic_spans = mlp_spans(critic_);
     spans.insert(spans.end(), critic_spans.begin(), critic_spans.end());
     if (gaussian_) spans.push_back({log_std_, log_std_grad_, n_out_});
-    adam_ = flat_adam_arg(flat_param, flat_grad, exp_avg, exp_avg_sq, spans, kept_);
+    adam_ = flat_adam_arg(flat_param, flat_grad, exp_avg, exp_avg_sq, adam_steps, spans, kept_);
 
     const ArrayArg& o = keep(float_array_arg(obs, "obs", false), {});
     check_ndim(o, 2, "(size, obs_dim)");
@@ -74,14 +74,7 @@ class PpoUpdate {
       throw_value_error("actions must be a CPU " + std::string(gaussian_ ? "float32" : "int64") + " array of " +
                         std::to_string(size_) + " x " + std::to_string(per_action_) + " actions, got " + a.dtype_name +
                         " " + a.shape_str());
-    actions_ = a.data;
-    if (!gaussian_) {  // the backward indexes the logits by the action
-      const int64_t* act = static_cast<const int64_t*>(actions_);
-      for (int64_t i = 0; i < size_ * per_action_; ++i)
-        if (act[i] < 0 || act[i] >= nvec_[i % per_action_])
-          throw_value_error("actions[" + std::to_string(i / per_action_) + "] = " + std::to_string(act[i]) +
-                            " is outside [0, " + std::to_string(nvec_[i % per_action_]) + ")");
-    }
+    actions_ = a.data;  // categorical ones are checked by epoch(): the rollout changes between calls
     old_logp_ = column(old_log_probs, "old_log_probs");
     adv_ = column(advantages, "advantages");
     old_values_ = column(old_values, "old_values");
@@ -93,32 +86,46 @@ class PpoUpdate {
 
   int64_t n_params() const { return gaussian_ ? 2 * n_out_ : n_out_; }
 
-  // One epoch: the minibatches of `order` (a permutation of the rollout) in turn. Returns
-  // (updates taken, stopped early by target_kl, Adam's step count after, the sums over the updates
-  // taken of (policy_loss, value_loss, entropy, approx_kl, clipfrac)).
-  py::tuple epoch(py::handle order, const PpoUpdateConfig& c, int64_t adam_steps) {
+  // One epoch: the minibatches of `order` (a permutation of the rollout) in turn, each Adam step
+  // counted in adam_steps; on_gradients (None or a callable) is called between each minibatch's
+  // backward and its clipping and step. Returns (updates taken, stopped early by target_kl, the sums
+  // over the updates taken of (policy_loss, value_loss, entropy, approx_kl, clipfrac)). An exception
+  // from on_gradients propagates, with the steps before it taken and counted.
+  py::tuple epoch(py::handle order, const PpoUpdateConfig& c, py::object on_gradients) {
     const ArrayArg ord = array_arg(order, "order", py::none(), /*allow_int=*/true);
     const int64_t* idx = order_arg(ord, size_);
     if (c.batch_size < 1) throw_value_error("batch_size must be >= 1, got " + std::to_string(c.batch_size));
     if (c.kl_coef >= 0 && !old_params_) throw_value_error("kl_coef needs old_dist_params");
+    check_actions();
+    const py::object callback = on_gradients_arg(std::move(on_gradients));
+    const bool call_back = !callback.is_none();
     std::array<double, 5> sums{};
     int64_t updates = 0;
     bool stopped = false;
     {
-      py::gil_scoped_release nogil;
+      ReleaseGilIf whole_epoch(!call_back);
       for (int64_t start = 0; start < size_; start += c.batch_size) {
         const int64_t B = std::min(c.batch_size, size_ - start);
         std::array<float, kNumOut> out;
-        if (!minibatch(idx + start, B, c, out.data())) {
+        bool step;
+        {
+          ReleaseGilIf nogil(call_back);
+          step = minibatch(idx + start, B, c, out.data());
+        }
+        if (!step) {
           stopped = true;
           break;
         }
-        adam_.step(++adam_steps, c.lr, c.beta1, c.beta2, c.eps, c.max_grad_norm);
+        if (call_back) callback();  // the GIL held: the gradients are in the flat buffer, not yet clipped
+        {
+          ReleaseGilIf nogil(call_back);
+          adam_.step(c.lr, c.beta1, c.beta2, c.eps, c.max_grad_norm);
+        }
         for (int k = 0; k < 5; ++k) sums[k] += double(out[kOutPolicy + k]);
         ++updates;
       }
     }
-    return py::make_tuple(updates, stopped, adam_steps, py::make_tuple(sums[0], sums[1], sums[2], sums[3], sums[4]));
+    return py::make_tuple(updates, stopped, py::make_tuple(sums[0], sums[1], sums[2], sums[3], sums[4]));
   }
 
  private:
@@ -127,6 +134,17 @@ class PpoUpdate {
       throw_value_error(std::string(a.name) + " must have shape " + shape_str(shape) + ", got " + a.shape_str());
     kept_.push_back(std::move(a));
     return kept_.back();
+  }
+
+  // Every categorical action within its head's range, as the rollout is now (the backward indexes the
+  // logits by the action). The actions array is the rollout's own memory, rewritten every iteration.
+  void check_actions() const {
+    if (gaussian_) return;
+    const int64_t* act = static_cast<const int64_t*>(actions_);
+    for (int64_t i = 0; i < size_ * per_action_; ++i)
+      if (act[i] < 0 || act[i] >= nvec_[i % per_action_])
+        throw_value_error("actions[" + std::to_string(i / per_action_) + "] = " + std::to_string(act[i]) +
+                          " is outside [0, " + std::to_string(nvec_[i % per_action_]) + ")");
   }
 
   const float* column(py::handle obj, const char* name) {
@@ -310,13 +328,13 @@ void bind_ppo_update(py::module_& m) {
                         "PPO's minibatch updates of fastppo's MLP ActorCritic, natively (see fastppo/algos/ppo.py).")
       .def(py::init<py::list, py::list, py::list, py::list, const std::string&, const std::string&,
                     std::vector<int64_t>, py::object, py::object, py::object, py::object, py::object, py::object,
-                    py::object, py::object, py::object, py::object, py::object, py::object, py::object>(),
+                    py::object, py::object, py::object, py::object, py::object, py::object, py::object, py::object>(),
            py::arg("actor"), py::arg("actor_grads"), py::arg("critic"), py::arg("critic_grads"), py::arg("activation"),
            py::arg("kind"), py::arg("nvec"), py::arg("log_std"), py::arg("log_std_grad"), py::arg("flat_param"),
-           py::arg("flat_grad"), py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("obs"), py::arg("actions"),
+           py::arg("flat_grad"), py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("adam_steps"), py::arg("obs"), py::arg("actions"),
            py::arg("old_log_probs"), py::arg("advantages"), py::arg("old_values"), py::arg("returns"),
            py::arg("old_dist_params"))
-      .def("epoch", &PpoUpdate::epoch, py::arg("order"), py::arg("config"), py::arg("adam_steps"));
+      .def("epoch", &PpoUpdate::epoch, py::arg("order"), py::arg("config"), py::arg("on_gradients") = py::none());
 }
 
 }  // namespace fastppo

@@ -42,7 +42,8 @@ class Reducer:
     included), and :meth:`mean` on the quantities TRPO's step is computed from (the policy gradient, each
     Fisher-vector product, the line search's surrogate and KL); an all-reduce over ranks goes there."""
 
-    local = True  # nothing to reduce: the native updaters then run whole epochs without calling back
+    local = True  # nothing to reduce: the native updaters then run whole epochs without calling back (a
+    # subclass that reduces sets it False, and the native loops call gradients() back per minibatch)
 
     def gradients(self, flat_grad: torch.Tensor) -> None:
         """Average ``flat_grad`` in place across processes."""
@@ -90,7 +91,9 @@ class OnPolicyAlgorithm:
         self.obs_normalizer = (ObsNormalizer(self.obs_spec.dim)
                                if config.normalize_obs and self.obs_spec.kind == "box" else None)
         self.reward_scaler = RewardScaler(self.num_envs, config.gamma) if config.normalize_reward else None
-        self._actor = NativeActor(self) if self.native else TorchActor(self)
+        # Built at the first rollout, once the subclass has seated the parameters in their flat buffers
+        # (FlatParameters): the native actor keeps views of that memory.
+        self._actor: TorchActor | NativeActor | None = None
         self._collectors: dict[bool, StepCollector | NativeCollector] = {}
         self.num_timesteps = 0
         self.iteration = 0
@@ -145,6 +148,8 @@ class OnPolicyAlgorithm:
         callback that runs per step), else the step loop; each built once."""
         from fastppo.envs.builtin import BuiltinVecEnv
 
+        if self._actor is None:
+            self._actor = NativeActor(self) if self.native else TorchActor(self)
         per_step = callback is not None and callback.per_step()
         if per_step not in self._collectors:
             whole = (self.native and not per_step and isinstance(self.env, BuiltinVecEnv)

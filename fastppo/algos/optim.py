@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,16 +45,26 @@ class FlatAdam:
     optional gradient-norm clipping before the step.
 
     These torch ops are the spec of the native step (``FlatAdam`` in csrc/train/mlp.h), which the native
-    updates take on the same state tensors (numpy views). It is not torch.optim.Adam itself: creating or
-    checkpointing a torch optimizer imports torch._dynamo, ~2 s on a small CPU, longer than a whole
-    CartPole run.
+    updates take on the same state: numpy views of the moment tensors, and ``step_count``, the number of
+    steps taken, a one-element int64 array that both paths increment in place (``steps`` reads and sets
+    it as an int). It is not torch.optim.Adam itself: creating or checkpointing a torch optimizer imports
+    torch._dynamo, ~2 s on a small CPU, longer than a whole CartPole run.
     """
 
     def __init__(self, flat: FlatParameters, lr: float, eps: float, betas: tuple[float, float] = (0.9, 0.999)):
         self.flat, self.lr, self.eps, self.betas = flat, float(lr), float(eps), tuple(betas)
-        self.steps = 0
+        self.step_count = np.zeros(1, np.int64)  # in place only: the native updates hold a view of it
         self.exp_avg = torch.zeros_like(flat.param, requires_grad=False)
         self.exp_avg_sq = torch.zeros_like(flat.param, requires_grad=False)
+
+    @property
+    def steps(self) -> int:
+        """Adam's steps taken so far."""
+        return int(self.step_count[0])
+
+    @steps.setter
+    def steps(self, value: int) -> None:
+        self.step_count[0] = value
 
     @torch.no_grad()
     def step(self, max_grad_norm: float | None = None) -> None:

@@ -142,9 +142,11 @@ class ActorCritic(nn.Module):
                 "log_std": arrays([self.log_std])[0] if self.log_std is not None else None}
 
     def native_act(self):
-        """fastppo._core.PolicyAct over a snapshot of this module's parameters (build a new one after they
-        change): the same forward and sampling as ``forward`` + ``ActionSpec.distribution`` in one native
-        call per step, for CPU rollouts. None where it does not apply (see ``native_ok``)."""
+        """fastppo._core.PolicyAct over this module's parameter memory: the same forward and sampling as
+        ``forward`` + ``ActionSpec.distribution`` in one native call per step, for CPU rollouts. It acts
+        with a snapshot of the parameters taken now; its ``refresh()`` takes a new one from the same
+        memory (so the parameters must be updated in place, not re-seated). None where it does not apply
+        (see ``native_ok``)."""
         if not self.native_ok():
             return None
         from fastppo._backend import _core

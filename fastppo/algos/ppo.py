@@ -134,7 +134,8 @@ class TorchPpoUpdater:
 
 class NativePpoUpdater:
     """:class:`TorchPpoUpdater`'s epoch in one native call (``fastppo._core.PpoUpdate``, built once over the
-    policy's, the gradients', Adam's and the rollout's own memory)."""
+    policy's, the gradients', Adam's (its moments and step count) and the rollout's own memory), with
+    the same data-parallel seam (``Reducer.gradients``, called back from the native loop)."""
 
     def __init__(self, algo: PPO):
         from fastppo._backend import _core
@@ -146,7 +147,8 @@ class NativePpoUpdater:
         self.native = _core.PpoUpdate(
             params["actor"], grads["actor"], params["critic"], grads["critic"], policy.activation, spec.kind,
             list(spec.nvec), params["log_std"], grads["log_std"], algo._flat.param.detach().numpy(),
-            algo._flat.grad.numpy(), adam.exp_avg.numpy(), adam.exp_avg_sq.numpy(), data["obs"], data["actions"],
+            algo._flat.grad.numpy(), adam.exp_avg.numpy(), adam.exp_avg_sq.numpy(), adam.step_count, data["obs"],
+            data["actions"],
             data["log_probs"], data["advantages"], data["values"], data["returns"],
             data["dist_params"] if config.variant == "kl" else None)
         self.settings = _core.PpoUpdateConfig()
@@ -164,10 +166,12 @@ class NativePpoUpdater:
         s.lr, (s.beta1, s.beta2), s.eps = adam.lr, adam.betas, adam.eps
 
     def epoch(self, order: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
-        adam = self.algo.optimizer
-        if not self.algo.reducer.local:
-            raise NotImplementedError("the native PPO update has no data-parallel seam yet")
-        updates, stopped, adam.steps, sums = self.native.epoch(order.numpy(), self.settings, adam.steps)
+        reducer, grad = self.algo.reducer, self.algo._flat.grad
+        # The data-parallel seam: the native loop calls back (the GIL held) between each minibatch's
+        # backward and its clipping and step, and the reducer averages the flat gradient in place (the
+        # memory the native loop reads). In one process there is nothing to call.
+        on_gradients = None if reducer.local else (lambda: reducer.gradients(grad))
+        updates, stopped, sums = self.native.epoch(order.numpy(), self.settings, on_gradients)
         return torch.tensor(sums, dtype=torch.float64), updates, stopped
 
 

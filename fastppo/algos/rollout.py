@@ -116,16 +116,28 @@ def _check_policy_output(params: torch.Tensor, value: torch.Tensor, n: int, n_pa
 class NativeActor:
     """The built-in MLP's vector step in one native call (``fastppo._core.PolicyAct``, tested against
     :class:`TorchActor`). Its random numbers come from a stream keyed by one draw from the algorithm's
-    generator per rollout, so runs stay reproducible and resumable."""
+    generator per rollout, so runs stay reproducible and resumable.
+
+    The PolicyAct is built once, over the parameters' own memory (the trainers update it in place), and
+    refreshed at each rollout's start: the rollout acts with the parameters as they were then."""
 
     def __init__(self, algo: OnPolicyAlgorithm):
         self.algo = algo
-        self.native = None
+        self.native = algo.policy.native_act()
+        self._memory = self._addresses()
         self.seed = 0
 
+    def _addresses(self) -> list[int]:
+        return [p.data_ptr() for p in self.algo.policy.parameters()]
+
     def begin(self) -> None:
-        # A snapshot of the parameters for this rollout (they change only in the update).
-        self.native = self.algo.policy.native_act()
+        # A snapshot of the parameters for this rollout (they change only in the update). Should something
+        # have re-seated a parameter (``p.data = ...``), the views would be stale: build it anew then.
+        addresses = self._addresses()
+        if addresses != self._memory:
+            self.native, self._memory = self.algo.policy.native_act(), addresses
+        else:
+            self.native.refresh()
         self.seed = int(torch.randint(2**62, (), generator=self.algo._generator))
 
     def act(self, t: int, obs: torch.Tensor, rows: dict[str, np.ndarray]):

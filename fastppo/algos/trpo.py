@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.nn.utils import parameters_to_vector
 
 from fastppo.algos.base import OnPolicyAlgorithm
 from fastppo.algos.config import TRPOConfig, with_config_signature
@@ -40,6 +40,17 @@ def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.
         p = r + (rr_new / rr) * p
         rr = rr_new
     return x
+
+
+def _copy_to_parameters(vec: torch.Tensor, params: list[nn.Parameter]) -> None:
+    """torch's ``vector_to_parameters``, in place: that one re-seats every parameter (``p.data = `` a view
+    of ``vec``), which would leave the native rollout step's views of the parameters' memory stale."""
+    offset = 0
+    with torch.no_grad():
+        for p in params:
+            n = p.numel()
+            p.copy_(vec[offset:offset + n].view_as(p))
+            offset += n
 
 
 class TRPO(OnPolicyAlgorithm):
@@ -116,17 +127,17 @@ class TRPO(OnPolicyAlgorithm):
         with torch.no_grad():
             if config.line_search:
                 for steps in range(1, config.line_search_max_iter + 1):
-                    vector_to_parameters(old_theta + config.line_search_shrink ** (steps - 1) * step, self.actor_params)
+                    _copy_to_parameters(old_theta + config.line_search_shrink ** (steps - 1) * step, self.actor_params)
                     new_surrogate = reduce(self.surrogate(obs, actions, old_log_probs, adv)[0])
                     kl = reduce(self.mean_kl(obs, old_params))
                     if kl <= config.max_kl and new_surrogate > old_surrogate:
                         accepted = True
                         break
                 if not accepted:
-                    vector_to_parameters(old_theta, self.actor_params)
+                    _copy_to_parameters(old_theta, self.actor_params)
                     kl, new_surrogate = torch.tensor(0.0), old_surrogate
             else:  # the natural policy gradient: the step the quadratic model predicts reaches max_kl
-                vector_to_parameters(old_theta + step, self.actor_params)
+                _copy_to_parameters(old_theta + step, self.actor_params)
                 new_surrogate = reduce(self.surrogate(obs, actions, old_log_probs, adv)[0])
                 kl, accepted, steps = reduce(self.mean_kl(obs, old_params)), True, 1
 
@@ -182,7 +193,8 @@ class TorchCriticFit:
 
 class NativeCriticFit:
     """:class:`TorchCriticFit`'s pass in one native call (``fastppo._core.CriticFit``, built once over the
-    critic's, its gradients', Adam's and the rollout's own memory)."""
+    critic's, its gradients', Adam's (its moments and step count) and the rollout's own memory), with
+    the same data-parallel seam (``Reducer.gradients``, called back from the native loop)."""
 
     def __init__(self, algo: TRPO):
         from fastppo._backend import _core
@@ -192,13 +204,12 @@ class NativeCriticFit:
         params, grads = algo.policy.native_arrays(), algo.policy.native_arrays(grads=True)
         self.native = _core.CriticFit(params["critic"], grads["critic"], algo.policy.activation,
                                       algo._critic_flat.param.detach().numpy(), algo._critic_flat.grad.numpy(),
-                                      adam.exp_avg.numpy(), adam.exp_avg_sq.numpy(), data["obs"].numpy(),
-                                      data["returns"].numpy())
+                                      adam.exp_avg.numpy(), adam.exp_avg_sq.numpy(), adam.step_count,
+                                      data["obs"].numpy(), data["returns"].numpy())
 
     def epoch(self, order: torch.Tensor) -> float:
-        adam = self.algo.critic_optimizer
-        if not self.algo.reducer.local:
-            raise NotImplementedError("the native critic fit has no data-parallel seam yet")
-        loss_sum, adam.steps = self.native.epoch(order.numpy(), self.algo.config.batch_size, adam.lr, *adam.betas,
-                                                 adam.eps, adam.steps)
-        return loss_sum
+        adam, reducer, grad = self.algo.critic_optimizer, self.algo.reducer, self.algo._critic_flat.grad
+        # The data-parallel seam, as NativePpoUpdater's: called back between backward and Adam's step.
+        on_gradients = None if reducer.local else (lambda: reducer.gradients(grad))
+        return self.native.epoch(order.numpy(), self.algo.config.batch_size, adam.lr, *adam.betas, adam.eps,
+                                 on_gradients)
