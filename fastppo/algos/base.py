@@ -160,11 +160,12 @@ class OnPolicyAlgorithm:
     @torch.inference_mode()
     def _collect(self, callback: Callback | None) -> bool:
         """COLLECT: one rollout, then V(s_{t+1}) for GAE; False when a callback stopped training."""
-        if not self._collector(callback).collect(callback):
+        collector = self._collector(callback)
+        if not collector.collect(callback):
             return False
         r = self.rollout
         r.next_values[:-1] = r.values[1:]
-        r.next_values[-1] = self.policy.value(self._last_obs)
+        r.next_values[-1] = collector.last_values()
         torch.where(r.truncated & ~r.terminated, r.final_values, r.next_values, out=r.next_values)
         return True
 

@@ -1,7 +1,8 @@
 """COLLECT: the rollout storage and the collectors that fill it.
 
 Two collectors implement one interface, ``collect(callback) -> bool`` (False: a callback stopped
-training), and write the same :class:`Rollout`:
+training) and ``last_values()`` (V of the observation after the rollout, from the policy that acted), and
+write the same :class:`Rollout`:
 
 - :class:`StepCollector`, the spec: a Python loop of vector steps. The policy acts through an actor:
   :class:`TorchActor` (torch ops; any module, any device, gSDE) or :class:`NativeActor` (the built-in MLP
@@ -199,6 +200,10 @@ class StepCollector:
         algo._last_obs = algo._last_obs.clone()  # detach from the reused numpy buffer
         return True
 
+    def last_values(self) -> torch.Tensor:
+        """V(the observation after the rollout), by the actor that computed every other value."""
+        return self.actor.values(self.algo._last_obs).to(self.algo.device)
+
 
 class NativeCollector:
     """:class:`StepCollector`'s loop with a :class:`NativeActor` in one native call (``fastppo._core.collect``,
@@ -230,3 +235,7 @@ class NativeCollector:
         algo.episode_lengths.extend(self._lengths[:ended].tolist())
         algo._last_obs = torch.from_numpy(self._last_obs).clone()  # the native loop's own normalised rows
         return True
+
+    def last_values(self) -> torch.Tensor:
+        """V(the observation after the rollout), computed by the native loop with the rest."""
+        return torch.from_numpy(self._last_values)
