@@ -26,5 +26,8 @@ def host_array(x, name: str, *, require_cpu: str | None = None):
             raise ValueError(f"{name} must be on the cpu for {require_cpu}, got a tensor on {x.device}")
         return x.detach()
     if require_cpu is not None:
-        return np.asarray(x)
+        try:
+            return np.asarray(x)
+        except (ValueError, TypeError) as e:  # a ragged list, say: numpy's message does not say which argument
+            raise type(e)(f"{name} could not be read as an array: {e}") from e
     return x

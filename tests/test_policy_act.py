@@ -83,7 +83,7 @@ def test_bad_buffers_are_rejected():
     with pytest.raises(ValueError, match=r"obs must be float32 of shape \(N, 3\)"):
         native.act(np.zeros((4, 2), np.float32), np.zeros(4, np.int64), np.zeros(4, np.float32),
                    np.zeros(4, np.float32), np.zeros((4, 2), np.float32), 0, 0)
-    with pytest.raises(ValueError, match="actions has the wrong dtype or shape"):
+    with pytest.raises(ValueError, match=r"actions must be int64 of shape \(4,\)"):
         native.act(obs, np.zeros(4, np.float32), np.zeros(4, np.float32), np.zeros(4, np.float32),
                    np.zeros((4, 2), np.float32), 0, 0)
     with pytest.raises(ValueError, match=r"dist_params must be float32 of shape \(N, 2\)"):

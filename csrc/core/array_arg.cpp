@@ -80,6 +80,11 @@ ArrayArg from_numpy(const py::array& arr, const char* name, bool allow_int) {
 }
 
 ArrayArg from_dlpack(py::handle obj, const char* name, py::handle stream, bool allow_int) {
+  // torch exports a tensor with the negative bit set (x.conj().imag, a lazily negated view) as its
+  // memory, which holds -x: the kernels would read the wrong sign.
+  if (py::hasattr(obj, "is_neg") && obj.attr("is_neg")().cast<bool>())
+    throw_type_error(std::string(name) + " is a tensor with the negative bit set (a lazily negated view), which "
+                     "DLPack cannot export; pass x.resolve_neg()");
   py::object capsule;
   try {
     py::tuple dev = obj.attr("__dlpack_device__")();
@@ -267,6 +272,7 @@ void check_nonnegative(double x, const char* name) {
 }
 
 void check_contiguous(const ArrayArg& a) {
+  if (a.numel() == 0) return;  // nothing to address: numpy gives empty arrays arbitrary strides
   int64_t compact = 1;
   for (int d = int(a.shape.size()) - 1; d >= 0; --d) {
     if (a.shape[d] > 1 && a.strides[d] != compact)

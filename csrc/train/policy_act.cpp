@@ -58,11 +58,12 @@ ArrayArg PolicyAct::obs_arg(py::handle obs, const char* name) const {
 
 namespace {
 
-// An output the binding writes: on the CPU, contiguous, writeable, and not overlapping obs.
-void check_output(const ArrayArg& x, const ArrayArg& obs) {
+// An output the binding writes: on the CPU, contiguous, writeable, and not overlapping obs or the
+// outputs written before it (`others`).
+void check_output(const ArrayArg& x, const std::vector<const ArrayArg*>& others) {
   if (x.device != DeviceType::CPU) throw_value_error(std::string(x.name) + " must be on the CPU");
   check_contiguous(x);
-  check_writeable_output(x, {&obs});
+  check_writeable_output(x, others);
 }
 
 }  // namespace
@@ -77,15 +78,19 @@ void PolicyAct::act(py::handle obs, py::handle actions, py::handle log_probs, py
   const ArrayArg dp = array_arg(dist_params, "dist_params", py::none());
   const bool scalar_action = !gaussian_ && nvec_.size() == 1;
   const ScalarType want = gaussian_ ? ScalarType::Float32 : ScalarType::Int64;
-  if (a.dtype != want || a.numel() != N * action_width() ||
-      (scalar_action ? a.shape.size() != 1 : a.shape.size() != 2))
-    throw_value_error("actions has the wrong dtype or shape for this policy");
+  const std::vector<int64_t> want_shape = scalar_action ? std::vector<int64_t>{N} : std::vector<int64_t>{N, action_width()};
+  if (a.dtype != want || a.shape != want_shape)
+    throw_value_error(std::string("actions must be ") + (gaussian_ ? "float32" : "int64") + " of shape " +
+                      shape_str(want_shape) + " for this policy, got " + a.dtype_name + " " + a.shape_str());
   for (const ArrayArg* x : {&lp, &v})
     if (x->dtype != ScalarType::Float32 || x->shape != std::vector<int64_t>{N})
       throw_value_error(std::string(x->name) + " must be float32 of shape (N,)");
   if (dp.dtype != ScalarType::Float32 || dp.shape != std::vector<int64_t>{N, n_params()})
     throw_value_error("dist_params must be float32 of shape (N, " + std::to_string(n_params()) + ")");
-  for (const ArrayArg* x : {&a, &lp, &v, &dp}) check_output(*x, o);
+  check_output(a, {&o});
+  check_output(lp, {&o, &a});
+  check_output(v, {&o, &a, &lp});
+  check_output(dp, {&o, &a, &lp, &v});
   const float* X = static_cast<const float*>(o.data);
   void* A = a.data;
   float* LP = static_cast<float*>(lp.data);
@@ -100,7 +105,7 @@ void PolicyAct::value(py::handle obs, py::handle values) const {
   const ArrayArg v = array_arg(values, "values", py::none());
   if (v.dtype != ScalarType::Float32 || v.shape != std::vector<int64_t>{o.shape[0]})
     throw_value_error("values must be float32 of shape (N,)");
-  check_output(v, o);
+  check_output(v, {&o});
   const float* X = static_cast<const float*>(o.data);
   float* V = static_cast<float*>(v.data);
   py::gil_scoped_release nogil;

@@ -238,6 +238,7 @@ int64_t collect(EnvBatch& envs, const PolicyAct& policy, py::handle first_obs, p
   r.truncated = static_cast<uint8_t*>(take("truncated", ScalarType::Bool, "bool", {}));
   r.final_values = static_cast<float*>(take("final_values", ScalarType::Float32, "float32", {}));
   r.T = T;
+  const size_t first_obs_index = arrays.size();
   arrays.push_back(policy.obs_arg(first_obs, "first_obs"));
   if (arrays.back().shape[0] != N)
     throw_value_error("first_obs must hold one row per env (" + std::to_string(N) + "), got " +
@@ -249,11 +250,18 @@ int64_t collect(EnvBatch& envs, const PolicyAct& policy, py::handle first_obs, p
   r.ep_lengths = static_cast<int64_t*>(arrays.back().data);
   std::optional<ObsNormalizer> o_norm;
   std::optional<RewardScaler> r_norm;
-  const size_t first_norm = arrays.size();
   if (!obs_norm.is_none()) o_norm = obs_norm_arg(obs_norm, obs_dim, &arrays);
   if (!reward_norm.is_none()) r_norm = reward_norm_arg(reward_norm, N, &arrays);
-  for (size_t i = first_norm; i < arrays.size(); ++i)  // the normalisers' state: updated in place, apart
-    for (size_t j = 0; j < i; ++j) check_writeable_output(arrays[i], {&arrays[j]});
+  // Everything the loop writes (the rollout's arrays, the episode buffers, the normalisers' state) apart
+  // from each other and from the envs' buffers; first_obs is only read, before the first write.
+  for (size_t i = 0; i < arrays.size(); ++i) {
+    if (i == first_obs_index) continue;
+    std::vector<const ArrayArg*> others;
+    for (size_t j = 0; j < i; ++j)
+      if (j != first_obs_index) others.push_back(&arrays[j]);
+    for (const ArrayArg& b : envs.buffers()) others.push_back(&b);
+    check_writeable_output(arrays[i], others);
+  }
   const ArrayArg out_obs = cpu_out_arg(last_obs, "last_obs", ScalarType::Float32, "float32", {N, obs_dim});
   const ArrayArg out_values = cpu_out_arg(last_values, "last_values", ScalarType::Float32, "float32", {N});
   std::vector<const ArrayArg*> others;

@@ -173,17 +173,40 @@ class BufferedVecEnv(VectorEnv):
         return self._buffers["state"].copy() if self.device == "cpu" else self._buffers["state"].clone()
 
     def set_state(self, state, elapsed=None) -> None:
-        """Overwrite every env's physics state (and, if given, its steps since reset); see ``get_state``.
-        The observations are not recomputed until the next step."""
+        """Overwrite every env's physics state (and, if given, its steps since reset: an int or an integer
+        array of shape ``(num_envs,)``, in ``[0, max_episode_steps]``); see ``get_state``. ``state`` is a
+        numpy array or a tensor of real numbers. The observations are not recomputed until the next step."""
         self._check_open()
         buf = self._buffers["state"]
+        state = _real_array(state, "state")
         if tuple(state.shape) != tuple(buf.shape):
             raise ValueError(f"state must have shape {tuple(buf.shape)}, got {tuple(state.shape)}")
         if not bool((state.isfinite() if hasattr(state, "isfinite") else np.isfinite(state)).all()):
             raise ValueError("state must be finite (no env reaches inf or NaN), got a non-finite value")
+        if elapsed is not None:
+            elapsed = self._checked_elapsed(elapsed)
         buf[...] = state
         if elapsed is not None:
-            self._buffers["elapsed"][...] = elapsed
+            el = self._buffers["elapsed"]
+            el[...] = elapsed if self.device == "cpu" else el.new_tensor(elapsed)
+
+    def _checked_elapsed(self, elapsed) -> np.ndarray:
+        if isinstance(elapsed, (bool, np.bool_)) or not isinstance(elapsed, (numbers.Integral, np.ndarray, list, tuple)) \
+                and not hasattr(elapsed, "detach"):
+            raise TypeError(f"elapsed must be an int or an integer array, got {type(elapsed).__name__}")
+        if hasattr(elapsed, "detach"):  # a torch tensor
+            elapsed = elapsed.detach().cpu().numpy()
+        try:
+            values = np.asarray(elapsed)
+        except ValueError as e:
+            raise ValueError(f"elapsed could not be read as an array: {e}") from e
+        if values.dtype.kind not in "iu":
+            raise TypeError(f"elapsed must be an int or an integer array, got dtype {values.dtype}")
+        if values.shape not in ((), (self.num_envs,)):
+            raise ValueError(f"elapsed must be an int or have shape ({self.num_envs},), got {values.shape}")
+        if values.size and not (0 <= values.min() and values.max() <= self.max_episode_steps):
+            raise ValueError(f"elapsed must be in [0, {self.max_episode_steps}] (steps since reset), got {values}")
+        return values.astype(np.int64)
 
     def snapshot(self) -> dict:
         """Everything that decides the envs' future — physics, random streams, step counters, running
@@ -195,13 +218,32 @@ class BufferedVecEnv(VectorEnv):
                 "started": self._step_batch != self._step_before_reset}
 
     def restore(self, snapshot: dict) -> None:
-        """Put the envs back in the state :meth:`snapshot` recorded (same env id and ``num_envs``)."""
+        """Put the envs back in the state :meth:`snapshot` recorded (same env id and ``num_envs``). The
+        snapshot is checked whole (every buffer, numpy arrays of a dtype that casts to the buffer's within
+        its kind, the shapes, a finite state) before anything is written."""
         self._check_open()
-        for key, value in snapshot["buffers"].items():
-            buf = self._buffers[key]
+        if not isinstance(snapshot, dict) or not isinstance(snapshot.get("buffers"), dict) or "started" not in snapshot:
+            raise TypeError("snapshot must be a dict {'buffers': {name: array}, 'started': bool} as snapshot() "
+                            f"returns it, got {type(snapshot).__name__}")
+        given = snapshot["buffers"]
+        missing, unknown = sorted(self._buffers.keys() - given.keys()), sorted(given.keys() - self._buffers.keys())
+        if missing or unknown:
+            raise ValueError(f"snapshot['buffers'] must hold exactly this env's buffers: missing {missing}, "
+                             f"unknown {unknown}")
+        for key, value in given.items():
+            buf, name = self._buffers[key], f"snapshot[{key!r}]"
+            if not isinstance(value, np.ndarray):
+                raise TypeError(f"{name} must be a numpy array (as snapshot() makes it), got {type(value).__name__}")
+            dtype = buf.dtype if self.device == "cpu" else np.dtype(str(buf.dtype).removeprefix("torch."))
+            if not np.can_cast(value.dtype, dtype, "same_kind"):
+                raise TypeError(f"{name} must have dtype {dtype}, got {value.dtype}")
             if tuple(buf.shape) != value.shape:
                 raise ValueError(f"snapshot[{key!r}] has shape {value.shape}, this env's is {tuple(buf.shape)} "
                                  f"(a different env or num_envs)")
+            if key == "state" and not np.isfinite(value).all():
+                raise ValueError(f"{name} must be finite (no env reaches inf or NaN), got a non-finite value")
+        for key, value in given.items():
+            buf = self._buffers[key]
             buf[...] = value if self.device == "cpu" else buf.new_tensor(value)
         if snapshot["started"]:
             self._step_batch = self._batched_step()
@@ -241,6 +283,23 @@ def check_actions(actions, space: gym.Space, num_envs: int, env_id: str) -> None
                              f"{{0, ..., {int(space.n) - 1}}}")
         raise ValueError(f"actions[{i}] = {value} is not finite; {env_id} needs finite actions (finite "
                          f"out-of-range ones are clipped)")
+
+
+def _real_array(x, name: str):
+    """A numpy array or a torch tensor of real numbers (bool, integers, floats), as it can be written into a
+    buffer: a tensor detached, its lazy negation resolved. Anything else is a TypeError naming ``name``."""
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
+        return x
+    if type(x).__module__.startswith("torch") and hasattr(x, "is_complex"):
+        if x.is_complex() or not (x.is_floating_point() or str(x.dtype) in _TORCH_INTS):
+            raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
+        return x.detach().resolve_neg()
+    raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
+
+
+_TORCH_INTS = {f"torch.{t}" for t in ("bool", "uint8", "int8", "int16", "int32", "int64")}
 
 
 def _check_seed(seed, name: str) -> int | None:

@@ -30,7 +30,8 @@ def gae(rewards, values, next_values, terminated, truncated, *, gamma: float, la
     Args:
         rewards, values, next_values: float32 or float64 arrays of shape ``(T, N)`` (numpy arrays or
             torch tensors, all of one dtype and device). Any strides are accepted.
-        terminated: ``(T, N)`` bool (or the same float dtype): the episode ended at step t; its
+        terminated: ``(T, N)`` bool (or the same float dtype, where any non-zero value, NaN included, is
+            set): the episode ended at step t; its
             ``next_values`` entry is not used (no bootstrap).
         truncated: ``(T, N)`` bool (or the same dtype as ``terminated``): the episode was cut at step t
             (a time limit); the trace stops but ``next_values[t]`` is bootstrapped from.
@@ -92,8 +93,9 @@ def gae_reference(rewards, values, next_values, terminated, truncated, *, gamma:
     advantages = torch.zeros_like(rewards)
     next_advantage = torch.zeros_like(rewards[0:1].sum(0))  # A_T = 0 (a row of zeros, also when T = 0)
     for t in reversed(range(rewards.shape[0])):
-        not_terminated = 1.0 - terminated[t].to(rewards.dtype)
-        not_truncated = 1.0 - truncated[t].to(rewards.dtype)
+        # a flag is set when non-zero (bool, uint8 or float, NaN included), as the kernels read it (as_flag)
+        not_terminated = 1.0 - (terminated[t] != 0).to(rewards.dtype)
+        not_truncated = 1.0 - (truncated[t] != 0).to(rewards.dtype)
         delta = rewards[t] + gamma * not_terminated * next_values[t] - values[t]
         next_advantage = delta + gamma * lam * not_terminated * not_truncated * next_advantage
         advantages[t] = next_advantage

@@ -212,6 +212,8 @@ def _fused_forward(backend: str, inputs: LossInputs, config: LossConfig):
     out = x.new_empty(6)
     grads = x.new_empty(2 * x.shape[0] + 2 if x.dim() == 1 else 2)
     if backend == "cpp":
+        if x.dtype not in _checks.FLOATS:  # before x.new_empty(...).numpy(), which fails for dtypes numpy lacks
+            _checks.check_float(x, "new_logp")
         host = {name: host_array(t, name) for name, t in _named(inputs).items()}
         _core.ppo_loss(**LossInputs(**host)._asdict(), out=out.numpy(), grads=grads.numpy(), **config._asdict())
     elif backend == "cuda":

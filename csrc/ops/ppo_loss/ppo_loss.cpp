@@ -22,7 +22,14 @@ static void ppo_loss_op(py::handle new_logp, py::handle old_logp, py::handle adv
   check_nonnegative(vf_coef, "vf_coef");
   check_nonnegative(ent_coef, "ent_coef");
   check_nonnegative(kl_coef, "kl_coef");
-  if (!vf_clip.is_none()) check_positive(vf_clip.cast<double>(), "vf_clip");
+  double vf_clip_value = 0.0;
+  if (!vf_clip.is_none()) {
+    if (!(py::isinstance<py::float_>(vf_clip) || py::isinstance<py::int_>(vf_clip) || py::hasattr(vf_clip, "__float__")))
+      throw_type_error("vf_clip must be None or a number, got " +
+                       py::str(py::type::of(vf_clip).attr("__name__")).cast<std::string>());
+    vf_clip_value = vf_clip.cast<double>();
+    check_positive(vf_clip_value, "vf_clip");
+  }
   const ArrayArg lp = array_arg(new_logp, "new_logp", stream);
   check_ndim(lp, 1, "per-sample (B,)");
   check_float(lp);
@@ -68,7 +75,7 @@ static void ppo_loss_op(py::handle new_logp, py::handle old_logp, py::handle adv
   p.out = o.data, p.grads = g.data, p.n = n;
   p.clip_coef = clip_coef, p.vf_coef = vf_coef, p.ent_coef = ent_coef, p.kl_coef = kl_coef;
   p.clip_values = !vf_clip.is_none();
-  p.vf_clip = p.clip_values ? vf_clip.cast<double>() : 0.0;
+  p.vf_clip = vf_clip_value;
   p.normalize_advantages = normalize_advantages;
   p.dtype = lp.dtype;
   p.unit_stride = true;
