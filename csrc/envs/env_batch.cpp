@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include <chrono>
+#include <cstring>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -145,10 +146,24 @@ int64_t EnvBatch::step(py::handle actions, py::handle stream) {
       stream, [&] { return envs_step_cpu(p_, a); }, [&](void* s) { ENVS_CUDA(envs_step_cuda(p_, a, s)); });
 }
 
-py::tuple EnvBatch::step_gym(py::tuple result, py::handle infos_fn, py::handle actions) {
+namespace {
+
+// A fresh numpy array with the contents of `buffer` (one of the env's own: contiguous, on the CPU).
+py::array fresh_copy(py::handle buffer) {
+  const py::array src = py::reinterpret_borrow<py::array>(buffer);
+  py::array out(src.dtype(), std::vector<py::ssize_t>(src.shape(), src.shape() + src.ndim()));
+  std::memcpy(out.mutable_data(), src.data(), size_t(src.nbytes()));
+  return out;
+}
+
+}  // namespace
+
+py::tuple EnvBatch::step_gym(py::tuple result, py::handle infos_fn, py::handle actions, bool copy) {
   const int64_t ended = step(actions, py::none());
   py::object infos = ended == 0 ? py::dict() : infos_fn();
-  return py::make_tuple(result[0], result[1], result[2], result[3], std::move(infos));
+  if (!copy) return py::make_tuple(result[0], result[1], result[2], result[3], std::move(infos));
+  return py::make_tuple(fresh_copy(result[0]), fresh_copy(result[1]), fresh_copy(result[2]), fresh_copy(result[3]),
+                        std::move(infos));
 }
 
 void EnvBatch::reset(std::optional<uint64_t> seed, py::handle mask, double a, double b, py::handle stream) {
@@ -258,7 +273,8 @@ void bind_envs(py::module_& m) {
       .def("step", &EnvBatch::step, py::arg("actions"), py::arg("stream") = py::none(),
            "Step all envs (SAME_STEP autoreset); returns the number of episodes that ended (-1 on CUDA).")
       .def("step_gym", &EnvBatch::step_gym, py::arg("result"), py::arg("infos_fn"), py::arg("actions"),
-           "step() of the VectorEnv (CPU): step, then (*result, {} or infos_fn()).")
+           py::arg("copy"),
+           "step() of the VectorEnv (CPU): step, then (*result, {} or infos_fn()), result copied if copy.")
       .def("reset", &EnvBatch::reset, py::arg("seed"), py::arg("mask"), py::arg("a"), py::arg("b"),
            py::arg("stream") = py::none(), "Reset the envs in mask (None: all), reseeding them if seed is given.");
 }

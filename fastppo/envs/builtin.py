@@ -79,10 +79,10 @@ class BuiltinVecEnv(BufferedVecEnv):
         # On the CPU the whole of step() is one native call, which shadows the method on this instance
         # (Python frames are most of a step at N = 1): EnvBatch.step_gym steps the envs (converting
         # non-numpy actions with host_array) and returns step()'s tuple, calling back into _infos only
-        # on a step in which an episode ended. Not when a subclass overrides step(), and not with copy=True
-        # (the caller gets fresh arrays, made in Python).
-        if type(self).step is BufferedVecEnv.step and not self.copy:
-            self.step = functools.partial(self._batch.step_gym, self._step_result, self._infos)
+        # on a step in which an episode ended (copying the results there with copy=True: fresh arrays made
+        # natively cost a fraction of Python's). Not when a subclass overrides step().
+        if type(self).step is BufferedVecEnv.step:
+            self.step = functools.partial(self._batch.step_gym, self._step_result, self._infos, copy=self.copy)
         return self._batch.step
 
     def _step_cuda(self, actions) -> int:
