@@ -28,7 +28,7 @@ class EnvBatch {
   // A gymnasium VectorEnv's step() in one call (CPU): (*result, infos), where result is the env's
   // (obs, rewards, terminated, truncated) buffers and infos is {} unless an episode ended, then
   // infos_fn() (BufferedVecEnv._infos, the one place those are built).
-  py::tuple step_gym(py::tuple result, py::handle infos_fn, py::handle actions, bool copy);
+  py::tuple step_gym(py::tuple result, py::handle infos_fn, bool copy, py::handle actions);
   // Resets the envs in `mask` (None: all), reseeding their streams from `seed` when one is given.
   void reset(std::optional<uint64_t> seed, py::handle mask, double a, double b, py::handle stream);
 

@@ -82,7 +82,8 @@ class BuiltinVecEnv(BufferedVecEnv):
         # on a step in which an episode ended (copying the results there with copy=True: fresh arrays made
         # natively cost a fraction of Python's). Not when a subclass overrides step().
         if type(self).step is BufferedVecEnv.step:
-            self.step = functools.partial(self._batch.step_gym, self._step_result, self._infos, copy=self.copy)
+            # (all positional: pybind11 parses keyword arguments far more slowly)
+            self.step = functools.partial(self._batch.step_gym, self._step_result, self._infos, self.copy)
         return self._batch.step
 
     def _step_cuda(self, actions) -> int:
