@@ -90,19 +90,21 @@ def cmd_sps(args):
     sys.path.insert(0, "bench")
     from cleanrl_style_ppo import Args, train
 
-    rows = {"fastppo": [], "SB3": [], "CleanRL-style": []}
+    rows = {name: [] for name in ["fastppo", *args.peers]}
     for seed in range(args.seeds):
         m = fastppo.PPO("MlpPolicy", "CartPole-v1", seed=seed, **CLEANRL)
         t = time.perf_counter()
         m.learn(args.timesteps, progress_bar=False)
         rows["fastppo"].append(m.num_timesteps / (time.perf_counter() - t))
-        kw = {k: v for k, v in CLEANRL.items() if k != "num_envs"}
-        kw["learning_rate"] = _lin(2.5e-4)
-        s = sb3_ppo("CartPole-v1", 4, seed, policy_kwargs=dict(net_arch=[64, 64]), **kw)
-        t = time.perf_counter()
-        s.learn(args.timesteps)
-        rows["SB3"].append(s.num_timesteps / (time.perf_counter() - t))
-        rows["CleanRL-style"].append(train(Args(total_timesteps=args.timesteps, seed=seed))["sps"])
+        if "SB3" in rows:
+            kw = {k: v for k, v in CLEANRL.items() if k != "num_envs"}
+            kw["learning_rate"] = _lin(2.5e-4)
+            s = sb3_ppo("CartPole-v1", 4, seed, policy_kwargs=dict(net_arch=[64, 64]), **kw)
+            t = time.perf_counter()
+            s.learn(args.timesteps)
+            rows["SB3"].append(s.num_timesteps / (time.perf_counter() - t))
+        if "CleanRL-style" in rows:
+            rows["CleanRL-style"].append(train(Args(total_timesteps=args.timesteps, seed=seed))["sps"])
     base = statistics.median(rows["fastppo"])
     print(f"\nCartPole-v1, CleanRL's defaults (4 envs x 128 steps, 4 epochs x 4 minibatches, 64-64 tanh), "
           f"{args.timesteps} steps, {args.seeds} seeds, torch threads {torch.get_num_threads()}:\n")
@@ -265,6 +267,8 @@ def main():
     p.add_argument("what", choices=["sps", "solve", "budget", "trpo", "parts"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--timesteps", type=int, default=20_480, help="sps: steps per run")
+    p.add_argument("--peers", nargs="*", default=["SB3", "CleanRL-style"], choices=["SB3", "CleanRL-style"],
+                   help="sps: the trainers measured beside fastppo (none: fastppo alone)")
     p.add_argument("--chunk", type=int, default=2_048, help="solve: steps between evaluations")
     p.add_argument("--envs", nargs="*", help="budget: only these env ids")
     p.add_argument("--repeats", type=int, default=20, help="parts: iterations timed per part")
