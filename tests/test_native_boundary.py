@@ -8,8 +8,11 @@ non-contiguous, zero, empty dims), dtypes, aliasing, containers and values. The 
 
 Never a crash, another exception type, or a silently wrong result. Entry points: ``fastppo.gae`` and
 ``fastppo.ppo_loss`` with ``backend="cpp"``, ``_core.EnvBatch`` through ``make_vec_env(..., backend="cpp")``
-(step, reset, set_state, restore), ``_core.PolicyAct`` (act, value) and ``_core.collect``.
-``_core.PpoUpdate`` / ``_core.CriticFit`` are not fuzzed here (their signatures are changing).
+(step, reset, set_state, restore), ``_core.PolicyAct`` (act, value), ``_core.collect``, and the native
+updaters ``_core.PpoUpdate`` (constructor, ``PpoUpdateConfig``, ``epoch``) and ``_core.CriticFit``
+(constructor, ``epoch``), whose property also covers what they write: the parameters, gradients, Adam
+moments and step count are bit for bit those of the same calls on clean copies, and untouched when a call
+is refused.
 
 Each example changes one argument (the others are clean), so the message must name that one. The
 example budgets are fixed and derandomised (``_SETTINGS``): the file runs in well under a minute on
@@ -873,3 +876,645 @@ def test_collect_outputs_must_not_overlap():
     args["episode_returns"] = args["rollout"]["obs"].reshape(-1).view(np.float64)[:6]
     with pytest.raises(ValueError, match="episode_returns must not overlap obs"):
         _core.collect(*args.values())
+
+
+# --- PpoUpdate / CriticFit ----------------------------------------------------------------------------------
+# The native updaters are built over the policy's, its gradients', Adam's and the rollout's own memory, and
+# an epoch writes the parameters, the gradients, Adam's moments and its step count in place. Per example one
+# argument is odd (a variant of an array, a list entry, a string, a config field, order, on_gradients, or two
+# arguments sharing memory); the property: the constructor and the epoch either succeed and leave exactly
+# what the same calls on clean copies of the arguments leave (the five buffers an update writes and the
+# returned sums, bit for bit), or one of them raises naming the argument, and then nothing was written.
+
+ADAM_STATE = ("flat_param", "flat_grad", "exp_avg", "exp_avg_sq", "adam_steps")
+PPO_INPUTS = ("obs", "actions", "old_log_probs", "advantages", "old_values", "returns", "old_dist_params")
+PPO_LISTS = ("actor", "actor_grads", "critic", "critic_grads")
+
+
+def _readonly_view(a):
+    b = a.view()
+    b.flags.writeable = False
+    return b
+
+
+# Variants that keep the caller's memory (the only ones a parameter, gradient or Adam buffer can take, since
+# the update must write where the policy and FlatAdam read).
+VIEW_VARIANTS = {"view": lambda a: a.view(), "tensor_view": torch.from_numpy, "readonly_view": _readonly_view}
+UPDATE_VARIANT_NAMES = VARIANT_NAMES + sorted(VIEW_VARIANTS)
+
+
+def vary_update(variant, a):
+    return VIEW_VARIANTS[variant](a) if variant in VIEW_VARIANTS else vary(variant, a)
+
+
+def _adam_state(parameters, seed):
+    """FlatParameters + FlatAdam over `parameters`, mid-run (moments, a step count, a stale gradient), as
+    the five arrays the native updaters take."""
+    from fastppo.algos.optim import FlatAdam, FlatParameters
+
+    flat = FlatParameters(parameters)
+    adam = FlatAdam(flat, lr=1e-2, eps=1e-5)
+    rng = np.random.default_rng(seed)
+    n = flat.param.numel()
+    with torch.no_grad():
+        flat.grad.copy_(torch.from_numpy(rng.standard_normal(n, dtype=np.float32)))
+        adam.exp_avg.copy_(torch.from_numpy(rng.standard_normal(n, dtype=np.float32) * 1e-2))
+        adam.exp_avg_sq.copy_(torch.from_numpy(rng.random(n, dtype=np.float32) * 1e-4))
+    adam.steps = int(rng.integers(0, 4))
+    return dict(flat_param=flat.param.detach().numpy(), flat_grad=flat.grad.numpy(), exp_avg=adam.exp_avg.numpy(),
+                exp_avg_sq=adam.exp_avg_sq.numpy(), adam_steps=adam.step_count)
+
+
+def _ppo_args(kind, size, seed):
+    """PpoUpdate's keyword arguments as NativePpoUpdater passes them, for a small policy and a random rollout
+    (the same arrays, in fresh memory, for the same kind, size and seed)."""
+    policy = _policy(kind)
+    state = _adam_state(policy.parameters(), seed)
+    spec = policy.action_spec
+    params, grads = policy.native_arrays(), policy.native_arrays(grads=True)
+    rng = np.random.default_rng(seed + 1)
+    col = lambda: rng.standard_normal(size, dtype=np.float32)  # noqa: E731
+    if spec.kind == "gaussian":
+        actions = rng.standard_normal((size, *spec.shape), dtype=np.float32)
+    else:
+        nvec = np.array(spec.nvec)
+        actions = np.floor(rng.random((size, len(nvec))) * nvec).astype(np.int64).reshape((size, *spec.shape))
+    return dict(actor=params["actor"], actor_grads=grads["actor"], critic=params["critic"],
+                critic_grads=grads["critic"], activation=policy.activation, kind=spec.kind, nvec=list(spec.nvec),
+                log_std=params["log_std"], log_std_grad=grads["log_std"], **state,
+                obs=rng.standard_normal((size, 3), dtype=np.float32), actions=actions, old_log_probs=col() - 1,
+                advantages=col(), old_values=col(), returns=col(),
+                old_dist_params=rng.standard_normal((size, spec.n_params), dtype=np.float32))
+
+
+def _critic_args(size, seed):
+    """CriticFit's arguments as NativeCriticFit passes them (the critic on its own flat buffers)."""
+    policy = _policy("discrete")
+    state = _adam_state(policy.critic.parameters(), seed)
+    params, grads = policy.native_arrays(), policy.native_arrays(grads=True)
+    rng = np.random.default_rng(seed + 1)
+    return dict(critic=params["critic"], critic_grads=grads["critic"], activation=policy.activation, **state,
+                obs=rng.standard_normal((size, 3), dtype=np.float32), returns=rng.standard_normal(size, dtype=np.float32))
+
+
+CONFIG_FIELDS = ("batch_size", "clip_coef", "vf_coef", "ent_coef", "vf_clip", "normalize_advantages", "kl_coef",
+                 "target_kl", "max_grad_norm", "lr", "beta1", "beta2", "eps")
+
+
+def _ppo_config(cfg):
+    """A valid PpoUpdateConfig, its options drawn from `cfg`."""
+    from fastppo._backend import _core
+
+    rng = np.random.default_rng(cfg)
+    c = _core.PpoUpdateConfig()
+    c.batch_size = int(rng.choice([1, 3, 4, 64]))
+    c.clip_coef, c.vf_coef, c.ent_coef = 0.2, 0.5, float(rng.choice([0.0, 0.01]))
+    c.vf_clip, c.kl_coef = float(rng.choice([-1.0, 0.2])), float(rng.choice([-1.0, 0.5]))
+    c.target_kl, c.max_grad_norm = float(rng.choice([-1.0, -1.0, 0.05])), float(rng.choice([-1.0, 0.5]))
+    c.normalize_advantages = bool(rng.integers(2))
+    c.lr, c.beta1, c.beta2, c.eps = 1e-2, 0.9, 0.999, 1e-5
+    return c
+
+
+def _copy_config(c):
+    from fastppo._backend import _core
+
+    copy = _core.PpoUpdateConfig()
+    for field in CONFIG_FIELDS:
+        setattr(copy, field, getattr(c, field))
+    return copy
+
+
+def _written(args):
+    """The values of the five buffers an update writes, as passed (None for what is not an array)."""
+    return {k: clean(args[k]) for k in ADAM_STATE}
+
+
+def _assert_written(got, want, what):
+    for k in ADAM_STATE:
+        if got[k] is not None and want[k] is not None:
+            assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape, (what, k)
+            np.testing.assert_array_equal(got[k], want[k], err_msg=f"{what}: {k}")
+
+
+def _assert_refused_cleanly(model, before, args, passed_before):
+    """A refused call wrote nothing: not the model's own buffers, nor what was passed instead."""
+    _assert_written(_written(model), before, "the model's buffers after a refused call")
+    _assert_written(_written(args), passed_before, "the passed buffers after a refused call")
+
+
+def _clean_copies(ref, args, changed):
+    """The reference call's arguments: ref (the same values in fresh memory) with clean copies of what was
+    passed for each changed argument (buffers that are written are overwritten in place, values only)."""
+    for k in changed:
+        v = args[k]
+        if k in ADAM_STATE:
+            c = clean(v)
+            if c is not None and c.shape == ref[k].shape and c.dtype == ref[k].dtype:
+                ref[k][...] = c
+        elif isinstance(v, (np.ndarray, torch.Tensor)):
+            ref[k] = np.ascontiguousarray(clean(v))
+        else:
+            ref[k] = v
+
+
+def _same_result(got, want):
+    if isinstance(got, tuple):  # PpoUpdate.epoch: (updates, stopped, sums)
+        assert got[:2] == want[:2], (got, want)
+        np.testing.assert_array_equal(np.array(got[2]), np.array(want[2]))
+    else:  # CriticFit.epoch: the loss sum
+        np.testing.assert_array_equal(np.float64(got), np.float64(want))
+
+
+def _ppo_alias(args, alias, size):
+    """Makes one argument (a view of) another one's memory; returns the names the refusal may give and the
+    arguments that changed, or None where the alias does not apply to these shapes."""
+    dst, _, src = alias.partition("=")
+    n = args["flat_param"].size
+    if alias == "grads=params":
+        for g, p in (("actor_grads", "actor"), ("critic_grads", "critic"), ("log_std_grad", "log_std"),
+                     ("flat_grad", "flat_param")):
+            if g in args:
+                args[g] = args[p]
+        return ("flat_grad", "flat_param"), ["flat_grad"]
+    if alias == "exp_avg~exp_avg_sq":  # one element shared
+        base = np.zeros(2 * n - 1, np.float32)
+        base[n - 1:] = args["exp_avg_sq"]
+        base[:n] = args["exp_avg"]
+        args["exp_avg"], args["exp_avg_sq"] = base[:n], base[n - 1:]
+        return ("exp_avg", "exp_avg_sq"), ["exp_avg", "exp_avg_sq"]
+    if alias == "critic[0]=actor[0]":
+        if "actor" not in args or args["critic"][0].shape != args["actor"][0].shape:
+            return None
+        args["critic"] = [args["actor"][0], *args["critic"][1:]]
+        return ("critic", "actor"), []
+    if alias in ("actor=actor_grads", "actor_grads=critic_grads"):
+        if dst not in args:
+            return None
+        args[dst] = list(args[src])
+        return (dst, src), []
+    if dst not in args or src not in args:
+        return None
+    d, s = args[dst], args[src]
+    if d is None or s is None or d.size == 0:  # nothing to share
+        return None
+    flat_s = s.reshape(-1)
+    if dst == "adam_steps":  # 8 bytes of a float32 buffer
+        args[dst] = flat_s[-2:].view(np.int64) if "=flat_param" not in alias else flat_s[:2].view(np.int64)
+    elif src == "adam_steps":
+        if d.size > 2 or d.dtype != np.float32:
+            return None
+        args[dst] = flat_s.view(np.float32)[:d.size].reshape(d.shape)
+    elif d.nbytes > s.nbytes:
+        return None
+    elif d.dtype == s.dtype:
+        args[dst] = flat_s[-d.size:].reshape(d.shape)
+    else:
+        args[dst] = flat_s.view(np.uint8)[:d.nbytes].view(d.dtype).reshape(d.shape)
+    return (dst, src), [dst]
+
+
+PPO_ALIASES = ["flat_grad=flat_param", "grads=params", "exp_avg=flat_param", "exp_avg_sq=exp_avg",
+               "exp_avg_sq=flat_grad", "exp_avg=flat_grad", "exp_avg~exp_avg_sq", "adam_steps=flat_param",
+               "adam_steps=exp_avg_sq", "obs=flat_param", "obs=exp_avg", "old_log_probs=flat_grad",
+               "advantages=exp_avg_sq", "returns=flat_param", "old_values=exp_avg", "old_dist_params=flat_grad",
+               "actions=flat_param", "old_log_probs=adam_steps", "returns=old_values", "advantages=old_log_probs",
+               "obs=old_dist_params", "critic[0]=actor[0]", "actor=actor_grads", "actor_grads=critic_grads"]
+# Two arguments that are only read may share memory; these must be accepted.
+READ_ONLY_ALIASES = {"returns=old_values", "advantages=old_log_probs", "obs=old_dist_params", "returns=obs"}
+PPO_TARGETS = [*ADAM_STATE, *PPO_INPUTS, *PPO_LISTS, "log_std", "log_std_grad", "order", "alias", "activation",
+               "kind", "nvec"]
+STRING_VALUES = ["tanh", "relu", "gelu", "gaussian", "categorical", "", None, 1, b"tanh", ["tanh"]]
+NVEC_VALUES = [[3], [2, 3], [1, 2], [3, 0], [-1, 4], [], [2**62, 2**62], [1.5], "3", None, np.array([2, 3])]
+ORDER_KINDS = ["variant", "duplicates", "out_of_range", "negative", "short", "long", "huge"]
+
+
+def _odd_order(kind, order, variant, rng):
+    size = order.size
+    if kind == "variant":
+        return vary_update(variant, order)
+    if kind == "duplicates":  # in range but (mostly) not a permutation
+        return rng.integers(0, max(size, 1), size)
+    order = order.copy()
+    if kind in ("out_of_range", "negative", "huge") and size:
+        order[rng.integers(size)] = {"out_of_range": size, "negative": -1, "huge": 2**62}[kind]
+    elif kind == "short":
+        order = order[:-1]
+    elif kind == "long":
+        order = np.append(order, 0)
+    return order
+
+
+@_settings(350)
+@given(seed=SEEDS, kind=st.sampled_from(["discrete", "multidiscrete", "box"]), size=st.integers(0, 9),
+       target=st.sampled_from(PPO_TARGETS), variant=st.sampled_from(UPDATE_VARIANT_NAMES), index=st.integers(0, 3),
+       alias=st.sampled_from(PPO_ALIASES), order_kind=st.sampled_from(ORDER_KINDS),
+       string=st.sampled_from(STRING_VALUES), nvec=st.sampled_from(NVEC_VALUES), cfg=st.integers(0, 2**16))
+def test_ppo_update(seed, kind, size, target, variant, index, alias, order_kind, string, nvec, cfg):
+    from fastppo._backend import _core
+
+    args, ref = _ppo_args(kind, size, seed), _ppo_args(kind, size, seed)
+    model = dict(args)  # the model's own memory, whatever is passed instead
+    rng = np.random.default_rng(seed)
+    order, config = rng.permutation(size), _ppo_config(cfg)
+    names, changed = (target,), [target]
+    if target == "order":
+        order = _odd_order(order_kind, order, variant, rng)
+        changed = []
+    elif target in PPO_LISTS:
+        entries = list(args[target])
+        entries[index % len(entries)] = vary_update(variant, entries[index % len(entries)])
+        args[target], changed = entries, []
+    elif target in ("activation", "kind"):
+        args[target] = string
+    elif target == "nvec":
+        args[target] = nvec
+        names = ("nvec", "actions", "sum(nvec)")  # the actions' shape follows len(nvec)
+    elif target == "alias":
+        applied = _ppo_alias(args, alias, size)
+        if applied is None:
+            return
+        names, changed = applied
+    elif target in ("log_std", "log_std_grad"):  # views of the flat buffers, as the list entries
+        if args[target] is None:  # a categorical policy
+            return
+        args[target], changed = vary_update(variant, args[target]), []
+    else:
+        args[target] = vary_update(variant, args[target])
+    if target == "kind":
+        names = ("kind", "nvec", "log_std", "actions")  # what the other kind needs
+    before, passed_before = _written(model), _written(args)
+    inputs_before = {k: clean(args[k]) for k in PPO_INPUTS}
+    _clean_copies(ref, args, changed)  # the values passed, before the call writes any
+    ok, update = outcome(lambda: _core.PpoUpdate(**args), *names)
+    if ok:
+        ok, res = outcome(lambda: update.epoch(order, config), *names)
+    if not ok:
+        _assert_refused_cleanly(model, before, args, passed_before)
+        return
+    assert target != "alias" or alias in READ_ONLY_ALIASES, f"accepted {alias}"
+    unchanged(inputs_before, args)  # the rollout is only read
+    ref_order = np.ascontiguousarray(clean(order)) if isinstance(order, (np.ndarray, torch.Tensor)) else order
+    assert np.asarray(ref_order).dtype == np.int64, f"accepted a {type(order).__name__} order"
+    assert np.array_equal(np.sort(ref_order), np.arange(size)), f"accepted order {ref_order}"
+    _same_result(res, _core.PpoUpdate(**ref).epoch(ref_order, _copy_config(config)))
+    _assert_written(_written(args), _written(ref), "after the epoch")
+
+
+CONFIG_VALUES = [0, -1, 1, 3, 2**62, 2**63 - 1, 2**70, True, 0.0, -0.0, 0.3, 1.0, 1.5, -0.5, 1e300, float("nan"),
+                 float("inf"), -float("inf"), "0.1", None, np.float32(2.5), np.int64(3), np.float64(0.1), [0.1]]
+
+
+def _meaningful(field, v):
+    """Whether an accepted value of a config field (or CriticFit.epoch's argument) means something."""
+    if field == "batch_size":
+        return isinstance(v, (int, np.integer)) and v >= 1
+    if field == "normalize_advantages":
+        return isinstance(v, bool)
+    if field == "clip_coef":
+        return 0 < v < float("inf")
+    if field in ("vf_coef", "ent_coef", "lr", "eps"):
+        return 0 <= v < float("inf")
+    if field == "vf_clip":
+        return v < 0 or 0 < v < float("inf")
+    if field == "kl_coef":
+        return v < 0 or 0 <= v < float("inf")
+    if field in ("target_kl", "max_grad_norm"):
+        return not np.isnan(v)
+    if field in ("beta1", "beta2"):
+        return 0 <= v < 1
+    raise AssertionError(field)
+
+
+@_settings(250)
+@given(seed=SEEDS, kind=st.sampled_from(["discrete", "box"]), size=st.integers(1, 8),
+       field=st.sampled_from(CONFIG_FIELDS), value=st.sampled_from(CONFIG_VALUES), cfg=st.integers(0, 2**16),
+       with_old=st.booleans())
+def test_ppo_update_config(seed, kind, size, field, value, cfg, with_old):
+    """One config field set to an odd value: refused (by the setter or the epoch) naming the field, or
+    accepted with a meaningful value and the numbers of the same call."""
+    from fastppo._backend import _core
+
+    args, ref = _ppo_args(kind, size, seed), _ppo_args(kind, size, seed)
+    if not with_old:
+        args["old_dist_params"] = ref["old_dist_params"] = None
+    order, config = np.random.default_rng(seed).permutation(size), _ppo_config(cfg)
+    if not with_old:
+        config.kl_coef = -1.0
+    before = _written(args)
+    ok, _ = outcome(lambda: setattr(config, field, value), field)
+    if not ok:
+        return
+    update = _core.PpoUpdate(**args)
+    ok, res = outcome(lambda: update.epoch(order, config), field, "kl_coef needs old_dist_params")
+    if not ok:
+        _assert_written(_written(args), before, "after a refused epoch")
+        return
+    accepted = getattr(config, field)
+    assert _meaningful(field, accepted), f"accepted {field}={accepted!r} (set as {value!r})"
+    _same_result(res, _core.PpoUpdate(**ref).epoch(order.copy(), _copy_config(config)))
+    _assert_written(_written(args), _written(ref), "after the epoch")
+
+
+class _Recorder:
+    """An on_gradients that records the written buffers at each call (before that minibatch's step)."""
+
+    def __init__(self, args):
+        self.args, self.seen = args, []
+
+    def __call__(self):
+        self.seen.append(_written(self.args))
+
+
+CALLBACK_KINDS = ["none", "noop", "int", "str", "raise_1", "raise_2", "rewrite_order", "rewrite_config",
+                  "rewrite_actions", "reenter_refused"]
+
+
+def _check_on_gradients(kind, args, run, ref_run, order, extra):
+    """One epoch with an odd on_gradients: run(order, on_gradients) on args, ref_run(order, recorder) on a
+    twin. extra: rewrites the callback may make of the call's other inputs."""
+    recorder = _Recorder(extra["ref_args"])
+    want = ref_run(order.copy(), recorder)
+    calls = []
+    raised = KeyError("raised by on_gradients")
+
+    def callback():
+        calls.append(1)
+        if kind.startswith("raise_") and len(calls) == int(kind[-1]):
+            raise raised
+        if kind == "rewrite_order":
+            order[:] = 2**62  # read once at the start: the epoch goes on with the order it was given
+        if kind == "rewrite_config" and "config" in extra:
+            extra["config"].batch_size, extra["config"].lr = -5, float("nan")
+        if kind == "rewrite_actions" and args.get("actions") is not None and args["actions"].dtype == np.int64:
+            args["actions"].reshape(-1)[0] = 2**40
+        if kind == "reenter_refused":  # a nested call with a bad order raises; the outer epoch goes on
+            with pytest.raises(ValueError, match="order"):
+                run(np.full(order.size, 2**62), None)
+
+    on_gradients = {"none": None, "int": 1, "str": "reducer"}.get(kind, callback)
+    before = _written(args)
+    try:
+        ok, got = outcome(lambda: run(order, on_gradients), "on_gradients", "actions")
+    except KeyError as e:
+        assert e is raised and kind.startswith("raise_")
+        k = int(kind[-1])
+        # the steps before the raising call were taken and counted, the gradient of its minibatch is there
+        _assert_written(_written(args), recorder.seen[k - 1], f"after on_gradients raised at call {k}")
+        return
+    if not ok:
+        if kind in ("int", "str"):
+            _assert_written(_written(args), before, "after a refused epoch")
+        else:  # rewritten actions: refused after the first minibatch's backward, before its step
+            assert kind == "rewrite_actions" and calls
+            _assert_written(_written(args), recorder.seen[0], "after actions were rewritten mid-epoch")
+        return
+    assert kind not in ("int", "str"), f"accepted on_gradients={on_gradients!r}"
+    assert not (kind.startswith("raise_") and len(calls) >= int(kind[-1]))
+    _same_result(got, want)
+    _assert_written(_written(args), _written(extra["ref_args"]), "after the epoch")
+
+
+@_settings(120)
+@given(seed=SEEDS, kind=st.sampled_from(["discrete", "multidiscrete", "box"]), size=st.integers(0, 8),
+       callback=st.sampled_from(CALLBACK_KINDS), cfg=st.integers(0, 2**16))
+def test_ppo_update_on_gradients(seed, kind, size, callback, cfg):
+    from fastppo._backend import _core
+
+    args, ref = _ppo_args(kind, size, seed), _ppo_args(kind, size, seed)
+    config = _ppo_config(cfg)
+    update, ref_update = _core.PpoUpdate(**args), _core.PpoUpdate(**ref)
+    _check_on_gradients(callback, args, lambda o, cb: update.epoch(o, config, cb),
+                        lambda o, cb: ref_update.epoch(o, _copy_config(config), cb),
+                        np.random.default_rng(seed).permutation(size), {"ref_args": ref, "config": config})
+
+
+CRITIC_TARGETS = [*ADAM_STATE, "obs", "returns", "critic", "critic_grads", "activation", "order", "alias",
+                  "batch_size", "lr", "beta1", "beta2", "eps"]
+CRITIC_ALIASES = ["flat_grad=flat_param", "grads=params", "exp_avg=flat_param", "exp_avg_sq=exp_avg",
+                  "exp_avg~exp_avg_sq", "adam_steps=flat_grad", "adam_steps=exp_avg", "obs=flat_param",
+                  "obs=exp_avg_sq", "returns=exp_avg", "returns=flat_grad", "returns=adam_steps", "returns=obs"]
+
+
+@_settings(250)
+@given(seed=SEEDS, size=st.integers(0, 9), target=st.sampled_from(CRITIC_TARGETS),
+       variant=st.sampled_from(UPDATE_VARIANT_NAMES), index=st.integers(0, 3), alias=st.sampled_from(CRITIC_ALIASES),
+       order_kind=st.sampled_from(ORDER_KINDS), string=st.sampled_from(STRING_VALUES),
+       value=st.sampled_from(CONFIG_VALUES), batch_size=st.sampled_from([1, 3, 4, 64]))
+def test_critic_fit(seed, size, target, variant, index, alias, order_kind, string, value, batch_size):
+    from fastppo._backend import _core
+
+    args, ref = _critic_args(size, seed), _critic_args(size, seed)
+    model = dict(args)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(size)
+    hyper = dict(batch_size=batch_size, lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-5)
+    names, changed = (target,), [target]
+    if target == "order":
+        order, changed = _odd_order(order_kind, order, variant, rng), []
+    elif target in hyper:
+        hyper[target], changed = value, []
+    elif target in ("critic", "critic_grads"):
+        entries = list(args[target])
+        entries[index % len(entries)] = vary_update(variant, entries[index % len(entries)])
+        args[target], changed = entries, []
+    elif target == "activation":
+        args[target] = string
+    elif target == "alias":
+        applied = _ppo_alias(args, alias, size)
+        if applied is None:
+            return
+        names, changed = applied
+    else:
+        args[target] = vary_update(variant, args[target])
+    before, passed_before = _written(model), _written(args)
+    inputs_before = {k: clean(args[k]) for k in ("obs", "returns")}
+    _clean_copies(ref, args, changed)  # the values passed, before the call writes any
+    ok, fit = outcome(lambda: _core.CriticFit(**args), *names)
+    if ok:
+        ok, res = outcome(lambda: fit.epoch(order, *hyper.values()), *names)
+    if not ok:
+        _assert_refused_cleanly(model, before, args, passed_before)
+        return
+    assert target != "alias" or alias in READ_ONLY_ALIASES, f"accepted {alias}"
+    if target in hyper:
+        assert _meaningful(target, value), f"accepted {target}={value!r}"
+    unchanged(inputs_before, args)
+    ref_order = np.ascontiguousarray(clean(order)) if isinstance(order, (np.ndarray, torch.Tensor)) else order
+    assert np.array_equal(np.sort(ref_order), np.arange(size)), f"accepted order {ref_order}"
+    _same_result(res, _core.CriticFit(**ref).epoch(ref_order, *hyper.values()))
+    _assert_written(_written(args), _written(ref), "after the epoch")
+
+
+@_settings(60)
+@given(seed=SEEDS, size=st.integers(0, 8), callback=st.sampled_from(CALLBACK_KINDS),
+       batch_size=st.sampled_from([1, 3, 64]))
+def test_critic_fit_on_gradients(seed, size, callback, batch_size):
+    from fastppo._backend import _core
+
+    args, ref = _critic_args(size, seed), _critic_args(size, seed)
+    fit, ref_fit = _core.CriticFit(**args), _core.CriticFit(**ref)
+    hyper = (batch_size, 1e-2, 0.9, 0.999, 1e-5)
+    _check_on_gradients(callback, args, lambda o, cb: fit.epoch(o, *hyper, cb),
+                        lambda o, cb: ref_fit.epoch(o, *hyper, cb), np.random.default_rng(seed).permutation(size),
+                        {"ref_args": ref})
+
+
+def _run_both(ppo_args, critic_args, order=None):
+    from fastppo._backend import _core
+
+    _core.PpoUpdate(**ppo_args).epoch(np.arange(len(ppo_args["obs"])) if order is None else order,
+                                      _ppo_config(0))
+    _core.CriticFit(**critic_args).epoch(np.arange(len(critic_args["obs"])), 4, 1e-2, 0.9, 0.999, 1e-5)
+
+
+def test_updater_buffers_must_not_share_memory():
+    """Regression: the five buffers an update writes (flat_param, flat_grad, exp_avg, exp_avg_sq, adam_steps)
+    were checked for shape only: one array passed as both moments, the gradients passed as the parameters
+    (with flat_grad = flat_param), or the step count inside a moment buffer were accepted, and the step read
+    what it had just written."""
+    from fastppo._backend import _core
+
+    for make in (lambda: _ppo_args("box", 4, 0), lambda: _critic_args(4, 0)):
+        args = make()
+        before = _written(args)
+        factory = _core.PpoUpdate if "actor" in args else _core.CriticFit
+        with pytest.raises(ValueError, match="exp_avg_sq must not overlap exp_avg"):
+            factory(**{**args, "exp_avg_sq": args["exp_avg"]})
+        bad = dict(args)
+        _ppo_alias(bad, "grads=params", 4)
+        with pytest.raises(ValueError, match="flat_grad must not overlap flat_param"):
+            factory(**bad)
+        with pytest.raises(ValueError, match="adam_steps must not overlap exp_avg"):
+            factory(**{**args, "adam_steps": args["exp_avg"][:2].view(np.int64)})
+        _assert_written(_written(args), before, "after refused constructors")
+
+
+def test_updater_rollout_must_not_share_written_memory():
+    """Regression: the rollout arrays (read throughout the epoch) were not checked against the buffers the
+    epoch writes: obs in the parameters' memory was accepted and changed under the update."""
+    from fastppo._backend import _core
+
+    args = _ppo_args("discrete", 4, 0)
+    with pytest.raises(ValueError, match="obs must not overlap flat_param"):
+        _core.PpoUpdate(**{**args, "obs": args["flat_param"][:12].reshape(4, 3)})
+    with pytest.raises(ValueError, match="old_dist_params must not overlap exp_avg_sq"):
+        _core.PpoUpdate(**{**args, "old_dist_params": args["exp_avg_sq"][:12].reshape(4, 3)})
+    args = _critic_args(4, 0)
+    with pytest.raises(ValueError, match="returns must not overlap flat_grad"):
+        _core.CriticFit(**{**args, "returns": args["flat_grad"][:4]})
+    _core.CriticFit(**{**args, "returns": args["obs"].reshape(-1)[:4]})  # arrays only read may share memory
+
+
+def test_updater_step_count_and_hyperparameters_checked():
+    """Regression: a negative step count made Adam's bias correction divide by zero, and NaN or out-of-range
+    hyperparameters (clip_coef, betas, lr, ...) ran, writing NaN into the parameters; the epoch refuses them
+    (as fastppo.ppo_loss and torch.optim.Adam do) before writing anything."""
+    from fastppo._backend import _core
+
+    ppo, critic = _ppo_args("discrete", 4, 0), _critic_args(4, 0)
+    update, fit = _core.PpoUpdate(**ppo), _core.CriticFit(**critic)
+    written = lambda: {f"{name} {k}": v for name, args in (("ppo", ppo), ("critic", critic))  # noqa: E731
+                       for k, v in _written(args).items()}
+    before = written()
+    for args in (ppo, critic):
+        args["adam_steps"][0] = -1
+    with pytest.raises(ValueError, match=r"adam_steps\[0\] must be a step count"):
+        update.epoch(np.arange(4), _ppo_config(0))
+    with pytest.raises(ValueError, match=r"adam_steps\[0\] must be a step count"):
+        fit.epoch(np.arange(4), 4, 1e-2, 0.9, 0.999, 1e-5)
+    for args, name in ((ppo, "ppo"), (critic, "critic")):
+        args["adam_steps"][0] = before[f"{name} adam_steps"][0]
+    for field, value in (("clip_coef", float("nan")), ("vf_clip", float("nan")), ("target_kl", float("nan")),
+                         ("max_grad_norm", float("nan")), ("ent_coef", -0.1), ("kl_coef", float("inf")),
+                         ("beta1", 1.0), ("beta2", -0.5), ("lr", float("nan")), ("eps", -1e-8)):
+        config = _ppo_config(0)
+        setattr(config, field, value)
+        with pytest.raises(ValueError, match=field):
+            update.epoch(np.arange(4), config)
+    for i, value in enumerate((float("nan"), 1.0, 1.0, -1.0)):
+        hyper = [1e-2, 0.9, 0.999, 1e-5]
+        hyper[i] = value
+        with pytest.raises(ValueError, match=("lr", "beta1", "beta2", "eps")[i]):
+            fit.epoch(np.arange(4), 4, *hyper)
+    after = written()
+    for k, v in before.items():
+        np.testing.assert_array_equal(after[k], v, err_msg=k)
+
+
+def test_updater_int_arguments_named_and_not_truncated():
+    """Regression: PpoUpdateConfig's setters raised pybind11's "incompatible function arguments", which names
+    no field, and batch_size=np.float32(2.5) was truncated to 2 (CriticFit.epoch)."""
+    from fastppo._backend import _core
+
+    config = _core.PpoUpdateConfig()
+    for field, value in (("batch_size", 1.5), ("batch_size", np.float32(2.5)), ("batch_size", 2**70),
+                         ("lr", "0.1"), ("clip_coef", None)):
+        with pytest.raises(TypeError, match=field):
+            setattr(config, field, value)
+    config.batch_size = np.int64(3)
+    assert config.batch_size == 3
+    fit = _core.CriticFit(**_critic_args(4, 0))
+    with pytest.raises(TypeError, match="batch_size must be an int"):
+        fit.epoch(np.arange(4), np.float32(2.5), 1e-2, 0.9, 0.999, 1e-5)
+
+
+def test_updater_parameter_lists_named():
+    """Regression: a bad parameter array was named "weight" / "bias" / "grad_weight" (which list, which
+    entry?), and a span outside the flat buffers did not say which parameter."""
+    from fastppo._backend import _core
+
+    args = _ppo_args("box", 4, 0)
+    with pytest.raises(TypeError, match=r"actor\[2\] must have dtype float32"):
+        _core.PpoUpdate(**{**args, "actor": [*args["actor"][:2], args["actor"][2].astype(np.float64),
+                                             args["actor"][3]]})
+    with pytest.raises(ValueError, match=r"critic\[1\] and critic_grads\[1\]: .*views of flat_param"):
+        _core.PpoUpdate(**{**args, "critic": [args["critic"][0], args["critic"][1].copy(), *args["critic"][2:]]})
+    with pytest.raises(ValueError, match=r"critic_grads\[0\] is missing"):
+        _core.CriticFit(**{**_critic_args(4, 0), "critic_grads": []})
+    with pytest.raises(ValueError, match="kind 'gaussian' needs log_std"):
+        _core.PpoUpdate(**{**_ppo_args("discrete", 4, 0), "kind": "gaussian"})
+
+
+def test_on_gradients_cannot_unsettle_the_epoch():
+    """Regression: epoch() read `order` and the config from the caller's objects between minibatches, and
+    checked the actions once: an on_gradients (Python code, run mid-epoch) that rewrote them sent the
+    native loop out of bounds (order entries, a negative batch_size, an action beyond its head)."""
+    from fastppo._backend import _core
+
+    for kind in ("order", "config", "actions", "nested"):
+        args, ref = _ppo_args("discrete", 8, 1), _ppo_args("discrete", 8, 1)
+        update, config, order = _core.PpoUpdate(**args), _ppo_config(3), np.arange(8)
+        config.batch_size, config.target_kl = 2, -1.0
+        want = _core.PpoUpdate(**ref).epoch(order.copy(), _copy_config(config))
+
+        def rewrite():
+            if kind == "order":
+                order[:] = 2**62
+            elif kind == "config":
+                config.batch_size = -5
+            elif kind == "actions":
+                args["actions"][3] = 2**40
+            else:  # re-entered with an order it refuses: refused before it copies or reads anything
+                with pytest.raises(ValueError, match="order"):
+                    update.epoch(np.full(8, 2**62), config)
+
+        if kind == "actions":
+            with pytest.raises(ValueError, match=r"actions\[3\] = 1099511627776 is outside"):
+                update.epoch(order, config, rewrite)
+            assert args["adam_steps"][0] == ref["adam_steps"][0] - 4  # the first minibatch's step not taken
+            continue
+        _same_result(update.epoch(order, config, rewrite), want)
+        _assert_written(_written(args), _written(ref), kind)
+
+
+def test_order_must_be_a_permutation():
+    """Regression: epoch() checked only that each order entry was in range (docs/architecture.md says a
+    permutation): an order with repeats trained on some rows twice and never on others."""
+    from fastppo._backend import _core
+
+    update, fit = _core.PpoUpdate(**_ppo_args("discrete", 4, 0)), _core.CriticFit(**_critic_args(4, 0))
+    with pytest.raises(ValueError, match=r"order must be a permutation of range\(4\), but order\[2\] = 1 repeats"):
+        update.epoch(np.array([0, 1, 1, 3]), _ppo_config(0))
+    with pytest.raises(ValueError, match="order must be a permutation"):
+        fit.epoch(np.zeros(4, np.int64), 4, 1e-2, 0.9, 0.999, 1e-5)

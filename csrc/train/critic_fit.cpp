@@ -21,14 +21,19 @@ class CriticFit {
             py::object returns) {
     critic_ = mlp_arg(critic, critic_grads, "critic", activation_arg(activation), kept_);
     if (critic_.out() != 1) throw_value_error("the critic's last layer must have one output");
-    adam_ = flat_adam_arg(flat_param, flat_grad, exp_avg, exp_avg_sq, adam_steps, mlp_spans(critic_), kept_);
+    adam_ = flat_adam_arg(flat_param, flat_grad, exp_avg, exp_avg_sq, adam_steps, mlp_spans(critic_, "critic"),
+                          kept_);
+    // Read throughout the pass while the parameters, gradients, moments and step count are written.
     const ArrayArg o = float_array_arg(obs, "obs", false);
     check_ndim(o, 2, "(size, obs_dim)");
+    check_apart_from_adam(o, adam_);
     if (o.shape[1] != critic_.in())
       throw_value_error("obs must have " + std::to_string(critic_.in()) + " features, got " + o.shape_str());
     const ArrayArg r = float_array_arg(returns, "returns", false);
     if (r.shape != std::vector<int64_t>{o.shape[0]})
-      throw_value_error("returns must have shape (" + std::to_string(o.shape[0]) + ",), got " + r.shape_str());
+      throw_value_error("returns must have shape (" + std::to_string(o.shape[0]) + ",) (one per row of obs), got " +
+                        r.shape_str());
+    check_apart_from_adam(r, adam_);
     size_ = o.shape[0];
     obs_ = static_cast<const float*>(o.data);
     returns_ = static_cast<const float*>(r.data);
@@ -40,11 +45,14 @@ class CriticFit {
   // Adam's step (counted in adam_steps); on_gradients (None or a callable) is called between each
   // minibatch's backward and its step. Returns the sum of the minibatch losses. An exception from
   // on_gradients propagates, with the steps before it taken and counted.
-  double epoch(py::handle order, int64_t batch_size, double lr, double beta1, double beta2, double eps,
+  double epoch(py::handle order, py::handle batch_size_arg, double lr, double beta1, double beta2, double eps,
                py::object on_gradients) {
     const ArrayArg ord = array_arg(order, "order", py::none(), /*allow_int=*/true);
-    const int64_t* idx = order_arg(ord, size_);
+    std::vector<int64_t> order_copy;  // on_gradients may rewrite the caller's array (or call epoch() again)
+    const int64_t* idx = order_arg(ord, size_, order_copy);
+    const int64_t batch_size = int_arg(batch_size_arg, "batch_size");
     if (batch_size < 1) throw_value_error("batch_size must be >= 1, got " + std::to_string(batch_size));
+    check_adam_call(adam_, lr, beta1, beta2, eps);
     const py::object callback = on_gradients_arg(std::move(on_gradients));
     const bool call_back = !callback.is_none();
     double loss_sum = 0.0;

@@ -16,29 +16,45 @@ Activation activation_arg(const std::string& activation);
 
 // params: [weight0, bias0, weight1, bias1, ...] as nn.Linear stores them: float32, contiguous, CPU,
 // chained sizes. grads: the same layout (written by backward) or an empty list (forward only). The
-// arrays are appended to `keep`, which must outlive the Mlp. `name` prefixes error messages.
+// arrays are appended to `keep`, which must outlive the Mlp. `name` names the list in error messages
+// ("actor[2]", "actor_grads[2]"; the gradient list is name + "_grads").
 Mlp mlp_arg(py::list params, py::list grads, const std::string& name, Activation act, std::vector<ArrayArg>& keep);
 
 // One parameter tensor as a (parameter, gradient, size) span, for flat_adam_arg's layout check.
 struct ParamSpan {
   const float* param;
-  const float* grad;
+  const float* grad;  // nullptr: the Mlp was built without gradients
   int64_t n;
+  std::string name, grad_name;  // for messages: "actor[2]", "actor_grads[2]"
 };
-// The weight and bias spans of every layer of `mlp` (built with gradients).
-std::vector<ParamSpan> mlp_spans(const Mlp& mlp);
+// The weight and bias spans of every layer of `mlp`, named as mlp_arg names them.
+std::vector<ParamSpan> mlp_spans(const Mlp& mlp, const std::string& name);
 
 // The flat buffers of FlatAdam, checked: float32, contiguous, CPU, writeable, one size. The backward
 // writes through the per-parameter views, clipping and Adam read the flat buffers, so every span must
 // sit in flat_param at the offset its gradient sits in flat_grad, and the spans must tile the buffers
 // exactly (what fastppo.algos.optim.FlatParameters builds). adam_steps: the step count, a writeable CPU
-// int64 array of shape (1,) (FlatAdam.step_count), incremented in place by every step. Arrays are
-// appended to `keep`.
+// int64 array of shape (1,) (FlatAdam.step_count), incremented in place by every step. The five
+// buffers the step writes must not share memory. Arrays are appended to `keep`.
 FlatAdam flat_adam_arg(py::object flat_param, py::object flat_grad, py::object exp_avg, py::object exp_avg_sq,
                        py::object adam_steps, const std::vector<ParamSpan>& spans, std::vector<ArrayArg>& keep);
 
-// `order` checked as a CPU int64 array of shape (size,) with every entry in [0, size).
-const int64_t* order_arg(const ArrayArg& order, int64_t size);
+// An array the update only reads (obs, returns, ...) must not share memory with what it writes: the
+// parameters, gradients and Adam moments (all inside adam's flat buffers) and the step count.
+void check_apart_from_adam(const ArrayArg& input, const FlatAdam& adam);
+
+// What an update call checks before its first step: the step count adam_steps[0] in [0, 2**62] (a
+// negative one makes Adam's bias correction divide by zero), and Adam's hyperparameters as
+// torch.optim.Adam checks them (lr >= 0, betas in [0, 1), eps >= 0, all finite).
+void check_adam_call(const FlatAdam& adam, double lr, double beta1, double beta2, double eps);
+
+// An int argument as operator.index takes it (not 2.5, nor numpy's float32(2.5), which pybind11's int
+// conversion truncates), else TypeError naming it.
+int64_t int_arg(py::handle obj, const char* name);
+
+// `order` checked as a CPU int64 array of shape (size,), a permutation of range(size), and copied
+// (into `copy`): on_gradients runs Python code mid-epoch, which may rewrite the caller's array.
+const int64_t* order_arg(const ArrayArg& order, int64_t size, std::vector<int64_t>& copy);
 
 // fastppo's ActorCritic as the native rollout step (PolicyAct) and update (PpoUpdate) both check it.
 // kind: "gaussian" (returns true) or "categorical" (false), else ValueError.

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "train/distributions.h"
@@ -49,39 +50,48 @@ class PpoUpdate {
     critic_ = mlp_arg(critic, critic_grads, "critic", act, kept_);
     n_out_ = actor_.out();
     const ArrayArg* ls = nullptr;
+    if (gaussian_ && (log_std.is_none() || log_std_grad.is_none()))
+      throw_value_error("kind 'gaussian' needs log_std and log_std_grad, got None");
     if (gaussian_) ls = &keep(float_array_arg(log_std, "log_std", true), {});
     check_actor_critic(actor_, critic_, gaussian_, nvec_, ls);
     if (gaussian_) {
       log_std_ = static_cast<float*>(ls->data);
       log_std_grad_ = static_cast<float*>(keep(float_array_arg(log_std_grad, "log_std_grad", true), {n_out_}).data);
     }
-    std::vector<ParamSpan> spans = mlp_spans(actor_), critic_spans = mlp_spans(critic_);
+    std::vector<ParamSpan> spans = mlp_spans(actor_, "actor"), critic_spans = mlp_spans(critic_, "critic");
     spans.insert(spans.end(), critic_spans.begin(), critic_spans.end());
-    if (gaussian_) spans.push_back({log_std_, log_std_grad_, n_out_});
+    if (gaussian_) spans.push_back({log_std_, log_std_grad_, n_out_, "log_std", "log_std_grad"});
     adam_ = flat_adam_arg(flat_param, flat_grad, exp_avg, exp_avg_sq, adam_steps, spans, kept_);
 
+    // The rollout's arrays are read throughout the epoch while the parameters, gradients, moments and
+    // step count are written: none of them may share memory with those.
     const ArrayArg& o = keep(float_array_arg(obs, "obs", false), {});
     check_ndim(o, 2, "(size, obs_dim)");
+    check_apart_from_adam(o, adam_);
     size_ = o.shape[0];
     if (o.shape[1] != actor_.in())
       throw_value_error("obs must have " + std::to_string(actor_.in()) + " features, got " + o.shape_str());
     obs_ = static_cast<const float*>(o.data);
     const ArrayArg& a = keep(array_arg(actions, "actions", py::none(), /*allow_int=*/true), {});
     check_contiguous(a);
+    check_apart_from_adam(a, adam_);
     per_action_ = gaussian_ ? n_out_ : int64_t(nvec_.size());
     if (a.dtype != (gaussian_ ? ScalarType::Float32 : ScalarType::Int64) || a.numel() != size_ * per_action_ ||
         a.shape[0] != size_ || a.device != DeviceType::CPU)
       throw_value_error("actions must be a CPU " + std::string(gaussian_ ? "float32" : "int64") + " array of " +
-                        std::to_string(size_) + " x " + std::to_string(per_action_) + " actions, got " + a.dtype_name +
-                        " " + a.shape_str());
+                        std::to_string(size_) + " x " + std::to_string(per_action_) + " actions (one per row of obs, " +
+                        (gaussian_ ? "the actor's output size" : "len(nvec)") + " per row), got " + a.dtype_name + " " +
+                        a.shape_str());
     actions_ = a.data;  // categorical ones are checked by epoch(): the rollout changes between calls
     old_logp_ = column(old_log_probs, "old_log_probs");
     adv_ = column(advantages, "advantages");
     old_values_ = column(old_values, "old_values");
     returns_ = column(returns, "returns");
-    if (!old_dist_params.is_none())
-      old_params_ = static_cast<const float*>(
-          keep(float_array_arg(old_dist_params, "old_dist_params", false), {size_, n_params()}).data);
+    if (!old_dist_params.is_none()) {
+      const ArrayArg& d = keep(float_array_arg(old_dist_params, "old_dist_params", false), {size_, n_params()});
+      check_apart_from_adam(d, adam_);
+      old_params_ = static_cast<const float*>(d.data);
+    }
   }
 
   int64_t n_params() const { return gaussian_ ? 2 * n_out_ : n_out_; }
@@ -91,11 +101,14 @@ class PpoUpdate {
   // backward and its clipping and step. Returns (updates taken, stopped early by target_kl, the sums
   // over the updates taken of (policy_loss, value_loss, entropy, approx_kl, clipfrac)). An exception
   // from on_gradients propagates, with the steps before it taken and counted.
-  py::tuple epoch(py::handle order, const PpoUpdateConfig& c, py::object on_gradients) {
+  py::tuple epoch(py::handle order, const PpoUpdateConfig& config, py::object on_gradients) {
+    const PpoUpdateConfig c = config;  // a copy: on_gradients runs Python code, which may change `config`
     const ArrayArg ord = array_arg(order, "order", py::none(), /*allow_int=*/true);
-    const int64_t* idx = order_arg(ord, size_);
-    if (c.batch_size < 1) throw_value_error("batch_size must be >= 1, got " + std::to_string(c.batch_size));
+    std::vector<int64_t> order_copy;  // local: a nested epoch() from on_gradients must not rewrite it
+    const int64_t* idx = order_arg(ord, size_, order_copy);
+    check_config(c);
     if (c.kl_coef >= 0 && !old_params_) throw_value_error("kl_coef needs old_dist_params");
+    check_adam_call(adam_, c.lr, c.beta1, c.beta2, c.eps);
     check_actions();
     const py::object callback = on_gradients_arg(std::move(on_gradients));
     const bool call_back = !callback.is_none();
@@ -116,7 +129,10 @@ class PpoUpdate {
           stopped = true;
           break;
         }
-        if (call_back) callback();  // the GIL held: the gradients are in the flat buffer, not yet clipped
+        if (call_back) {
+          callback();  // the GIL held: the gradients are in the flat buffer, not yet clipped
+          check_actions();  // Python code ran: the next minibatches index the logits by these
+        }
         {
           ReleaseGilIf nogil(call_back);
           adam_.step(c.lr, c.beta1, c.beta2, c.eps, c.max_grad_norm);
@@ -129,6 +145,19 @@ class PpoUpdate {
   }
 
  private:
+  // Every field as the op and torch.optim.Adam check it (fastppo.ppo_loss, FlatAdam); a negative
+  // vf_clip, kl_coef, target_kl or max_grad_norm is "off", NaN never is.
+  static void check_config(const PpoUpdateConfig& c) {
+    if (c.batch_size < 1) throw_value_error("batch_size must be >= 1, got " + std::to_string(c.batch_size));
+    check_positive(c.clip_coef, "clip_coef");
+    check_nonnegative(c.vf_coef, "vf_coef");
+    check_nonnegative(c.ent_coef, "ent_coef");
+    if (!(c.vf_clip < 0)) check_positive(c.vf_clip, "vf_clip");
+    if (!(c.kl_coef < 0)) check_nonnegative(c.kl_coef, "kl_coef");
+    if (std::isnan(c.target_kl)) throw_value_error("target_kl must be a number (negative: off), got nan");
+    if (std::isnan(c.max_grad_norm)) throw_value_error("max_grad_norm must be a number (negative: off), got nan");
+  }
+
   const ArrayArg& keep(ArrayArg a, const std::vector<int64_t>& shape) {
     if (!shape.empty() && a.shape != shape)
       throw_value_error(std::string(a.name) + " must have shape " + shape_str(shape) + ", got " + a.shape_str());
@@ -148,7 +177,12 @@ class PpoUpdate {
   }
 
   const float* column(py::handle obj, const char* name) {
-    return static_cast<const float*>(keep(float_array_arg(obj, name, false), {size_}).data);
+    ArrayArg a = float_array_arg(obj, name, false);
+    if (a.shape != std::vector<int64_t>{size_})
+      throw_value_error(std::string(name) + " must have shape " + shape_str({size_}) + " (one per row of obs), got " +
+                        a.shape_str());
+    check_apart_from_adam(a, adam_);
+    return static_cast<const float*>(keep(std::move(a), {}).data);
   }
 
   // Forward, loss and gradients of one minibatch into the flat gradient. Returns false (and leaves the gradients)
@@ -306,24 +340,43 @@ class PpoUpdate {
   std::vector<std::vector<float>> actor_wt_, critic_wt_, actor_acts_, critic_acts_;
 };
 
+// A read-write field whose setter names it when the value does not convert (a def_readwrite setter
+// raises pybind11's "incompatible function arguments", which names no field).
+template <typename T>
+void config_field(py::class_<PpoUpdateConfig>& cls, const char* name, T PpoUpdateConfig::*field, const char* what) {
+  cls.def_property(
+      name, py::cpp_function([field](const PpoUpdateConfig& c) { return c.*field; }),
+      py::cpp_function([field, name, what](PpoUpdateConfig& c, py::handle value) {
+        try {
+          if constexpr (std::is_same_v<T, int64_t>)
+            c.*field = int_arg(value, name);  // what operator.index takes (not 2.5, nor float32(2.5))
+          else
+            c.*field = value.cast<T>();
+        } catch (const py::cast_error&) {
+          throw_type_error(std::string(name) + " must be " + what + ", got " +
+                           py::str(py::type::handle_of(value).attr("__name__")).cast<std::string>());
+        }
+      }));
+}
+
 }  // namespace
 
 void bind_ppo_update(py::module_& m) {
-  py::class_<PpoUpdateConfig>(m, "PpoUpdateConfig", "Hyperparameters of PpoUpdate.epoch (negative: off).")
-      .def(py::init<>())
-      .def_readwrite("batch_size", &PpoUpdateConfig::batch_size)
-      .def_readwrite("clip_coef", &PpoUpdateConfig::clip_coef)
-      .def_readwrite("vf_coef", &PpoUpdateConfig::vf_coef)
-      .def_readwrite("ent_coef", &PpoUpdateConfig::ent_coef)
-      .def_readwrite("vf_clip", &PpoUpdateConfig::vf_clip)
-      .def_readwrite("normalize_advantages", &PpoUpdateConfig::normalize_advantages)
-      .def_readwrite("kl_coef", &PpoUpdateConfig::kl_coef)
-      .def_readwrite("target_kl", &PpoUpdateConfig::target_kl)
-      .def_readwrite("max_grad_norm", &PpoUpdateConfig::max_grad_norm)
-      .def_readwrite("lr", &PpoUpdateConfig::lr)
-      .def_readwrite("beta1", &PpoUpdateConfig::beta1)
-      .def_readwrite("beta2", &PpoUpdateConfig::beta2)
-      .def_readwrite("eps", &PpoUpdateConfig::eps);
+  py::class_<PpoUpdateConfig> config(m, "PpoUpdateConfig", "Hyperparameters of PpoUpdate.epoch (negative: off).");
+  config.def(py::init<>());
+  config_field(config, "batch_size", &PpoUpdateConfig::batch_size, "an int (int64)");
+  config_field(config, "clip_coef", &PpoUpdateConfig::clip_coef, "a number");
+  config_field(config, "vf_coef", &PpoUpdateConfig::vf_coef, "a number");
+  config_field(config, "ent_coef", &PpoUpdateConfig::ent_coef, "a number");
+  config_field(config, "vf_clip", &PpoUpdateConfig::vf_clip, "a number");
+  config_field(config, "normalize_advantages", &PpoUpdateConfig::normalize_advantages, "a bool");
+  config_field(config, "kl_coef", &PpoUpdateConfig::kl_coef, "a number");
+  config_field(config, "target_kl", &PpoUpdateConfig::target_kl, "a number");
+  config_field(config, "max_grad_norm", &PpoUpdateConfig::max_grad_norm, "a number");
+  config_field(config, "lr", &PpoUpdateConfig::lr, "a number");
+  config_field(config, "beta1", &PpoUpdateConfig::beta1, "a number");
+  config_field(config, "beta2", &PpoUpdateConfig::beta2, "a number");
+  config_field(config, "eps", &PpoUpdateConfig::eps, "a number");
   py::class_<PpoUpdate>(m, "PpoUpdate",
                         "PPO's minibatch updates of fastppo's MLP ActorCritic, natively (see fastppo/algos/ppo.py).")
       .def(py::init<py::list, py::list, py::list, py::list, const std::string&, const std::string&,
