@@ -34,24 +34,29 @@ _RUN = textwrap.dedent("""
     h = hashlib.sha256()
     for name, t in sorted(model.policy.state_dict().items()):
         h.update(t.detach().numpy().tobytes())
-    print(json.dumps({"native": model.native, "backend": model.backend, "digest": h.hexdigest()}))
+    print(json.dumps({"native": model.native, "backend": model.backend, "digest": h.hexdigest(),
+                      "extension": _core is not None}))
 """)
 
 
-def _run(algo: str, backend: str, forced: str | None) -> dict:
+def _run(algo: str, backend: str, forced: str | None, cwd) -> dict:
+    """The run in a fresh interpreter, outside the source tree (whose fastppo has no compiled extension)."""
     env = {k: v for k, v in os.environ.items() if k != "FASTPPO_BACKEND"}
     if forced is not None:
         env["FASTPPO_BACKEND"] = forced
     out = subprocess.run([sys.executable, "-c", _RUN, algo, backend], env=env, capture_output=True, text=True,
-                         timeout=300)
+                         timeout=300, cwd=cwd)
     assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    # the runs must have had the native trainer to avoid, or the test proves nothing
+    assert result.pop("extension") == fastppo.backends()["cpp"].available
+    return result
 
 
 @pytest.mark.parametrize("algo", ["ppo", "trpo"])
-def test_fastppo_backend_torch_equals_backend_torch_and_skips_the_native_trainer(algo):
-    by_env = _run(algo, "auto", forced="torch")
-    by_arg = _run(algo, "torch", forced=None)
+def test_fastppo_backend_torch_equals_backend_torch_and_skips_the_native_trainer(algo, tmp_path):
+    by_env = _run(algo, "auto", forced="torch", cwd=tmp_path)
+    by_arg = _run(algo, "torch", forced=None, cwd=tmp_path)
     assert by_env == by_arg
     assert by_env["native"] is False and by_env["backend"] == "torch"
 

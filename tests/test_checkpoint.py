@@ -120,7 +120,7 @@ def test_a_crafted_checkpoint_runs_nothing(tmp_path):
 def test_fastppo_eval_refuses_a_crafted_checkpoint(tmp_path):
     marker = _crafted(tmp_path)
     out = subprocess.run([sys.executable, "-m", "fastppo", "eval", str(tmp_path / "evil.pt"), "--episodes", "1"],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)  # the installed package
     assert out.returncode != 0 and "was refused" in out.stderr and "trust" in out.stderr
     assert not marker.exists()
 

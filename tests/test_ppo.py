@@ -280,7 +280,8 @@ def test_interrupt_ends_the_iteration_and_resumes_exactly(tmp_path):
 def test_fastppo_train_saves_on_sigint(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "fastppo", "train", "CartPole-v1", "--total-timesteps",
-                             "100000000", "--run-dir", str(run), "--no-progress"], stderr=subprocess.PIPE, text=True)
+                             "100000000", "--run-dir", str(run), "--no-progress"], stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path)  # the installed package, not the source tree
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # two logged iterations: training is under way
