@@ -80,12 +80,18 @@ def backends() -> dict[str, BackendStatus]:
     return status
 
 
-@functools.lru_cache(maxsize=64)
-def _resolve(requested: str, forced: str | None, on_cuda: bool) -> str:
+def _chosen(requested: str, forced: str | None) -> str:
+    """``requested``, or ``forced`` (FASTPPO_BACKEND) when that is "auto": "auto" or a name in BACKENDS."""
     choice = forced if requested == "auto" and forced else requested
     if choice not in ("auto", *BACKENDS):
         source = "FASTPPO_BACKEND" if choice is forced else "backend"
         raise ValueError(f"{source} must be one of 'auto', {', '.join(map(repr, BACKENDS))}; got {choice!r}")
+    return choice
+
+
+@functools.lru_cache(maxsize=64)
+def _resolve(requested: str, forced: str | None, on_cuda: bool) -> str:
+    choice = _chosen(requested, forced)
     if choice == "auto":
         order = ("cuda", "torch") if on_cuda else ("cpp", "numba", "torch")
         return next(b for b in order if _unavailable(b) is None)
@@ -111,11 +117,7 @@ def resolve(backend: str, on_cuda: bool) -> str:
 def requested(backend: str) -> str:
     """The backend a trainer was asked for: ``backend``, or ``FASTPPO_BACKEND`` when that is "auto";
     "auto" or a name from BACKENDS (anything else is a ValueError)."""
-    choice = _FORCED if backend == "auto" and _FORCED else backend
-    if choice not in ("auto", *BACKENDS):
-        source = "FASTPPO_BACKEND" if choice is _FORCED else "backend"
-        raise ValueError(f"{source} must be one of 'auto', {', '.join(map(repr, BACKENDS))}; got {choice!r}")
-    return choice
+    return _chosen(backend, _FORCED)
 
 
 def native_trainer(backend: str, policy_native_ok: bool) -> bool:

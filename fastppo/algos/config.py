@@ -155,7 +155,6 @@ class PPOConfig(OnPolicyConfig):
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
-        check_int(self.batch_size, "batch_size", 1)
         check_int(self.n_epochs, "n_epochs", 1)
         for name in ("ent_coef", "vf_coef", "kl_coef"):
             value = getattr(self, name)

@@ -58,7 +58,6 @@ class BuiltinVecEnv(BufferedVecEnv):
                          max_episode_steps=info["max_episode_steps"],
                          reset_options=dict(zip(option_names, info["reset_defaults"])), seed=seed, device=device,
                          copy=copy)
-        self._num_actions = info["num_actions"]
         to_array = functools.partial(host_array, name="actions", require_cpu="an env on the cpu")
         with _backend.on_device(self.device):
             self._batch = _core.EnvBatch(env_id, self.num_envs, self._buffers, to_array, fast_math)
