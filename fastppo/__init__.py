@@ -12,14 +12,16 @@ policy gradient). Hot paths, each with a pure-PyTorch (or gymnasium) reference: 
 from fastppo._backend import BackendStatus, BackendUnavailableError, backends
 from fastppo.envs import make_vec_env
 from fastppo.ops import gae, ppo_loss
-from fastppo.algos import PPO, TRPO, Callback, CallbackList, EvalCallback, PPOConfig, TRPOConfig, load
+from fastppo.algos import (PPO, TRPO, Callback, CallbackList, CheckpointCallback, EvalCallback, EveryNTimesteps, PPOConfig,
+                           StopTrainingOnNoModelImprovement, StopTrainingOnRewardThreshold, TRPOConfig, load)
 from fastppo.evaluation import evaluate_policy
 from fastppo import presets
 from fastppo._version import __version__
 
 
-__all__ = ["PPO", "PPOConfig", "TRPO", "TRPOConfig", "__version__", "BackendStatus", "BackendUnavailableError", "Callback", "CallbackList", "EvalCallback",
-           "backends", "evaluate_policy", "gae", "get_num_threads", "load", "make_vec_env", "ppo_loss", "presets",
+__all__ = ["PPO", "PPOConfig", "TRPO", "TRPOConfig", "__version__", "BackendStatus", "BackendUnavailableError", "Callback",
+           "CallbackList", "CheckpointCallback", "EvalCallback", "EveryNTimesteps", "StopTrainingOnNoModelImprovement",
+           "StopTrainingOnRewardThreshold", "backends", "evaluate_policy", "gae", "get_num_threads", "load", "make_vec_env", "ppo_loss", "presets",
            "set_num_threads"]
 
 

@@ -80,7 +80,8 @@ def _train(args: argparse.Namespace) -> int:
         model.save(model_path)  # learn() stopped between two iterations: the model is consistent
         model.close()
         sys.stderr.write(f"fastppo: training interrupted at timestep {model.num_timesteps:,}; model saved to "
-                         f"{model_path}, logs in {run_dir} (resume: fastppo.load({model_path!r}).learn(...))\n")
+                         f"{model_path}, logs in {run_dir} (resume: fastppo.load({model_path!r}).learn("
+                         f"{total - model.num_timesteps}, reset_num_timesteps=False))\n")
         return 130
     train_s = time.perf_counter() - start
     model.save(model_path)
@@ -127,11 +128,11 @@ def _plot(args: argparse.Namespace) -> int:
     if not os.path.exists(path):
         raise SystemExit(f"fastppo plot: {path} does not exist (is {args.run_dir!r} a run directory?)")
     with open(path) as f:
-        rows = [r for r in csv.DictReader(f) if r["episode_return"] not in ("", "nan")]
+        rows = [r for r in csv.DictReader(f) if r.get("rollout/ep_rew_mean") not in (None, "", "nan")]
     if not rows:
         raise SystemExit(f"fastppo plot: {path} has no finished episodes yet")
-    steps = [int(float(r["timesteps"])) for r in rows]
-    returns = [float(r["episode_return"]) for r in rows]
+    steps = [int(float(r["time/total_timesteps"])) for r in rows]
+    returns = [float(r["rollout/ep_rew_mean"]) for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(steps, returns)
     ax.set_xlabel("timesteps")

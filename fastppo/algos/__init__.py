@@ -2,14 +2,16 @@
 update / log loop, configured by typed dataclasses (:mod:`fastppo.algos.config`)."""
 
 from fastppo.algos import checkpoint
-from fastppo.algos.callbacks import Callback, CallbackList, EvalCallback
+from fastppo.algos.callbacks import (Callback, CallbackList, CheckpointCallback, EvalCallback, EveryNTimesteps,
+                                     StopTrainingOnNoModelImprovement, StopTrainingOnRewardThreshold)
 from fastppo.algos.config import PPOConfig, TRPOConfig
 from fastppo.algos.ppo import PPO
 from fastppo.algos.trpo import TRPO
 
 ALGORITHMS = {PPO.algo: PPO, TRPO.algo: TRPO}
 
-__all__ = ["PPO", "TRPO", "Callback", "CallbackList", "EvalCallback", "PPOConfig", "TRPOConfig", "load"]
+__all__ = ["PPO", "TRPO", "Callback", "CallbackList", "CheckpointCallback", "EvalCallback", "EveryNTimesteps", "PPOConfig",
+           "StopTrainingOnNoModelImprovement", "StopTrainingOnRewardThreshold", "TRPOConfig", "load"]
 
 
 def load(path, env=None, *, policy=None, trust_pickle: bool = False, **overrides):

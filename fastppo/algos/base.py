@@ -12,23 +12,26 @@ is decided once, at construction, by ``fastppo._backend.native_trainer``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import signal
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
 from fastppo import _backend
 from fastppo.algos import checkpoint
-from fastppo.algos.callbacks import Callback, CallbackList
+from fastppo.algos.callbacks import Callback, as_callback
 from fastppo.algos.config import OnPolicyConfig, check_int
 from fastppo.algos.distributions import ActionSpec
-from fastppo.algos.logger import Logger, ProgressBar
+from fastppo.algos.logger import Logger, ProgressBar, make_output_format, run_folder
 from fastppo.algos.normalize import ObsNormalizer, RewardScaler
 from fastppo.algos.policies import ActorCritic, ObsSpec
 from fastppo.algos.rollout import NativeActor, NativeCollector, Rollout, StepCollector, TorchActor
@@ -54,25 +57,39 @@ class Reducer:
 
 
 class OnPolicyAlgorithm:
-    """Shared machinery. Subclasses set ``algo`` and ``config_class`` and build ``self.updater``."""
+    """Shared machinery. Subclasses set ``algo``, ``config_class`` and ``positional`` (the names of
+    the constructor's positional arguments after ``policy, env``, in Stable-Baselines3's order) and build
+    their updaters in ``_build_updaters``."""
 
     algo = ""
     config_class = OnPolicyConfig
+    positional: tuple[str, ...] = ()
 
-    def __init__(self, policy: str | nn.Module, env, config: OnPolicyConfig):
+    def __init__(self, policy: str | nn.Module, env, config: OnPolicyConfig, *,
+                 spaces: tuple[gym.Space, gym.Space, int] | None = None):
         self.config = config
-        self.device = torch.device(config.device)
+        self.device = _resolve_device(config.device, policy)
+        if config.verbose >= 1:
+            print(f"Using {self.device} device")
         # PPO's networks are tiny: on the CPU torch's intra-op threads cost more in wake-ups than they
         # save (10x slower training measured on a busy 2-core machine), so learn() uses one by default.
         self.torch_threads = (config.torch_threads if config.torch_threads is not None
                               else (1 if self.device.type == "cpu" else None))
         self.backend = _backend.requested(config.backend)
         self.reducer = Reducer()
-        self.env, self.env_id = as_vector_env(env, config.num_envs, seed=config.seed, backend=self.backend)
-        self.num_envs, self.n_steps = self.env.num_envs, config.n_steps
-        self.rollout_size = self.n_steps * self.num_envs
-        self.observation_space = self.env.single_observation_space
-        self.action_space = self.env.single_action_space
+        if env is None and spaces is None:
+            raise ValueError("env must be given (an env id, a gymnasium VectorEnv or Env, or an SB3 VecEnv)")
+        self.env = None
+        self._given_env = None
+        self.env_id = None
+        if env is not None:
+            self.env, self.env_id = as_vector_env(env, config.num_envs, seed=config.seed, backend=self.backend)
+            self._given_env = env
+            self.observation_space = self.env.single_observation_space
+            self.action_space = self.env.single_action_space
+            num_envs = self.env.num_envs
+        else:  # a loaded model without an env (load(path) of a model trained on an env instance): set_env() later
+            self.observation_space, self.action_space, num_envs = spaces
         self.obs_spec = ObsSpec(self.observation_space)
         self.action_spec = ActionSpec(self.action_space)
 
@@ -86,22 +103,35 @@ class OnPolicyAlgorithm:
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(config.seed if config.seed is not None else int(torch.randint(2**62, ()).item()))
 
-        self.rollout = Rollout.allocate(self.n_steps, self.num_envs, self.obs_spec.dim, self.action_spec, self.device)
-        self._obs_buffer = np.zeros((self.num_envs, self.obs_spec.dim), np.float32)
         self.obs_normalizer = (ObsNormalizer(self.obs_spec.dim)
                                if config.normalize_obs and self.obs_spec.kind == "box" else None)
-        self.reward_scaler = RewardScaler(self.num_envs, config.gamma) if config.normalize_reward else None
         # Built at the first rollout, once the subclass has seated the parameters in their flat buffers
         # (FlatParameters): the native actor keeps views of that memory.
         self._actor: TorchActor | NativeActor | None = None
-        self._collectors: dict[bool, StepCollector | NativeCollector] = {}
         self.num_timesteps = 0
-        self.iteration = 0
+        self.iteration = 0  # iterations since the model was made (checkpointed); SB3's time/iterations counts per learn()
         self._total_timesteps = 0
+        self._envs_seeded = False  # the seed applies to the first reset only, as SB3 seeds its VecEnv once
+        self.episode_returns: deque[float] = deque(maxlen=config.stats_window_size)
+        self.episode_lengths: deque[int] = deque(maxlen=config.stats_window_size)
+        self.logger = Logger()
+        self._custom_logger = False
+        self._n_updates = 0
+        self._allocate(num_envs)
+
+    def _allocate(self, num_envs: int) -> None:
+        """What depends on the number of envs: the rollout storage and per-env state (on construction
+        and when ``set_env`` brings another count); the subclass's updaters are built over the rollout."""
+        self.num_envs, self.n_steps = num_envs, self.config.n_steps
+        self.rollout_size = self.n_steps * num_envs
+        self.rollout = Rollout.allocate(self.n_steps, num_envs, self.obs_spec.dim, self.action_spec, self.device)
+        self._obs_buffer = np.zeros((num_envs, self.obs_spec.dim), np.float32)
+        self.reward_scaler = RewardScaler(num_envs, self.config.gamma) if self.config.normalize_reward else None
+        self._collectors: dict[bool, StepCollector | NativeCollector] = {}
         self._last_obs: torch.Tensor | None = None  # the policy's input for the next step
-        self.episode_returns: deque[float] = deque(maxlen=100)
-        self.episode_lengths: deque[int] = deque(maxlen=100)
-        self.logger = Logger(config.log_dir, config.tensorboard_log)
+
+    def _build_updaters(self) -> None:
+        """Subclasses: the update's machinery over ``self.rollout`` (again after ``_allocate``)."""
 
     def __getattr__(self, name: str):
         # Hyperparameters read as attributes (model.gamma, model.clip_range_vf, ...): the config holds them.
@@ -110,7 +140,31 @@ class OnPolicyAlgorithm:
             return getattr(config, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
+    @property
+    def n_envs(self) -> int:
+        """SB3's name for ``num_envs``."""
+        return self.num_envs
+
     # -- construction -------------------------------------------------------------------------------
+    @classmethod
+    def _config_from_args(cls, args: tuple, config: OnPolicyConfig | None, hyperparameters: dict) -> OnPolicyConfig:
+        """The config from SB3-ordered positional arguments, a config object and keyword arguments; SB3's
+        constructor arguments that are not hyperparameters are checked here and dropped."""
+        if len(args) > len(cls.positional):
+            raise TypeError(f"{cls.__name__}() takes at most {len(cls.positional) + 2} positional arguments "
+                            f"(policy, env, {', '.join(cls.positional)}), got {len(args) + 2}")
+        for name, value in zip(cls.positional, args):
+            if name in hyperparameters:
+                raise TypeError(f"{cls.__name__}() got multiple values for argument {name!r}")
+            hyperparameters[name] = value
+        for name in ("rollout_buffer_class", "rollout_buffer_kwargs"):
+            if hyperparameters.pop(name, None):
+                raise ValueError(f"{name} is not supported: fastppo keeps its rollout in its own preallocated "
+                                 f"storage (fastppo.algos.rollout.Rollout); pass None")
+        if hyperparameters.pop("_init_setup_model", True) is not True:
+            raise ValueError("_init_setup_model=False is not supported: fastppo builds the model at construction")
+        return cls.config_class.from_kwargs({**(config.to_dict() if config else {}), **hyperparameters})
+
     def _build_policy(self, policy, policy_kwargs: dict) -> nn.Module:
         if isinstance(policy, nn.Module):
             if policy_kwargs:
@@ -123,6 +177,78 @@ class OnPolicyAlgorithm:
         if policy != "MlpPolicy":
             raise ValueError(f"policy must be 'MlpPolicy' or an nn.Module, got {policy!r}")
         return ActorCritic(self.observation_space, self.action_space, use_sde=self.config.use_sde, **policy_kwargs)
+
+    # -- envs (SB3's get_env / set_env / get_vec_normalize_env) --------------------------------------
+    def get_env(self):
+        """The env training runs on: the SB3 VecEnv or gymnasium env you gave, or the vector env fastppo
+        made for an env id (None for a model loaded without one)."""
+        from fastppo.envs import SB3VecEnv
+
+        return self.env.venv if isinstance(self.env, SB3VecEnv) else self.env
+
+    def set_env(self, env, force_reset: bool = True) -> None:
+        """Train on ``env`` from now on (same spaces; any number of envs). ``force_reset=False`` keeps the
+        current episodes when the env is the same kind and count (SB3's meaning): the next ``learn`` then
+        continues them; a new env is always reset before its first step."""
+        vec_env, env_id = as_vector_env(env, self.config.num_envs, backend=self.backend)
+        for name in ("observation_space", "action_space"):
+            if getattr(vec_env, f"single_{name}") != getattr(self, name):
+                raise ValueError(f"env has {name} {getattr(vec_env, f'single_{name}')}, but the model was made for "
+                                 f"{getattr(self, name)}")
+        keep = not force_reset and self.env is not None and vec_env.num_envs == self.num_envs
+        self.env, self._given_env, self.env_id = vec_env, env, env_id
+        if vec_env.num_envs != self.num_envs:
+            self._allocate(vec_env.num_envs)
+            self._build_updaters()
+        self._collectors = {}
+        if not keep:
+            self._last_obs = None
+
+    def get_vec_normalize_env(self):
+        """The SB3 VecNormalize wrapper of the training env, or None (fastppo's own ``normalize_obs`` /
+        ``normalize_reward`` live in the model)."""
+        from fastppo.envs import find_vec_normalize
+
+        return None if self.env is None else find_vec_normalize(self.env)
+
+    # -- parameters (SB3's get_parameters / set_parameters) -----------------------------------------
+    def get_parameters(self) -> dict[str, dict]:
+        """``{"policy": state_dict, "policy.optimizer": the optimiser's state}``, as SB3's (copies)."""
+        return {"policy": {k: v.detach().clone() for k, v in self.policy.state_dict().items()},
+                **{k: copy.deepcopy(v) for k, v in self._optimizers().items()}}
+
+    def set_parameters(self, load_path_or_dict, exact_match: bool = True, device: str = "auto") -> None:
+        """Load parameters from :meth:`get_parameters`' dict, or from a file (a fastppo checkpoint or an SB3
+        zip); in place, so the native paths keep seeing them. ``exact_match``: every key of the policy must
+        be given (and no other). ``device`` exists for SB3's signature (parameters go to the model's)."""
+        if isinstance(load_path_or_dict, dict):
+            params = load_path_or_dict
+        else:
+            ckpt = checkpoint.read(load_path_or_dict)
+            params = {"policy": ckpt["policy_state"]}
+        unknown = set(params) - {"policy", *self._optimizers()}
+        if unknown or "policy" not in params:
+            raise ValueError(f"parameters must have the key 'policy' (and optionally {sorted(self._optimizers())}), "
+                             f"got {sorted(params)}")
+        self.policy.load_state_dict(params["policy"], strict=exact_match)
+        for key, optimizer in self._optimizer_objects().items():
+            if key in params:
+                optimizer.load_state_dict(params[key])
+
+    def _optimizers(self) -> dict[str, dict]:
+        return {k: o.state_dict() for k, o in self._optimizer_objects().items()}
+
+    def _optimizer_objects(self) -> dict:
+        """Subclasses: their optimisers under SB3's ``get_parameters`` keys."""
+        return {}
+
+    def set_logger(self, logger) -> None:
+        """Log to ``logger`` (a :class:`fastppo.algos.logger.Logger` or an SB3 logger: anything with
+        ``record`` and ``dump``) instead of the one ``learn`` would configure."""
+        if not (callable(getattr(logger, "record", None)) and callable(getattr(logger, "dump", None))):
+            raise TypeError(f"logger must have record() and dump() (fastppo's or SB3's Logger), got "
+                            f"{type(logger).__name__}")
+        self.logger, self._custom_logger = logger, True
 
     # -- observations -------------------------------------------------------------------------------
     def _policy_input(self, raw_obs, update_stats: bool, out: np.ndarray | None = None) -> torch.Tensor:
@@ -139,7 +265,8 @@ class OnPolicyAlgorithm:
         return torch.from_numpy(flat).to(self.device)
 
     def _reset_envs(self) -> None:
-        obs, _ = self.env.reset(seed=self.config.seed)
+        obs, _ = self.env.reset(seed=None if self._envs_seeded else self.config.seed)
+        self._envs_seeded = True
         self._last_obs = self._policy_input(obs, update_stats=True, out=self._obs_buffer).clone()
 
     # -- COLLECT ------------------------------------------------------------------------------------
@@ -161,6 +288,8 @@ class OnPolicyAlgorithm:
     def _collect(self, callback: Callback | None) -> bool:
         """COLLECT: one rollout, then V(s_{t+1}) for GAE; False when a callback stopped training."""
         collector = self._collector(callback)
+        if callback is not None:
+            callback.on_rollout_start()
         if not collector.collect(callback):
             return False
         r = self.rollout
@@ -177,61 +306,108 @@ class OnPolicyAlgorithm:
 
     # -- UPDATE -------------------------------------------------------------------------------------
     def _update(self, progress: float) -> dict[str, float]:
-        """UPDATE: one iteration's policy/value update at remaining progress ``progress``; its metrics."""
+        """UPDATE: one iteration's policy/value update at remaining progress ``progress``; its metrics
+        under SB3's ``train/...`` keys."""
         raise NotImplementedError
 
     # -- LOG ----------------------------------------------------------------------------------------
-    def _log(self, metrics: dict[str, float], seconds: float, steps: int, log_interval: int) -> dict[str, float]:
+    def _log(self, metrics: dict[str, float], iterations: int, started: float, steps_at_start: int,
+             log_interval: int | None) -> dict[str, float]:
+        """The iteration's row under SB3's keys (time/, rollout/, train/) into the logger; returns it."""
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        row = {"time/iterations": iterations, "time/fps": int((self.num_timesteps - steps_at_start) / elapsed),
+               "time/time_elapsed": int(elapsed), "time/total_timesteps": self.num_timesteps}
+        if self.episode_returns:
+            row["rollout/ep_rew_mean"] = float(np.mean(self.episode_returns))
+            row["rollout/ep_len_mean"] = float(np.mean(self.episode_lengths))
         r = self.rollout
-        metrics = {"timesteps": self.num_timesteps, "iteration": self.iteration, **metrics,
-                   "explained_variance": _explained_variance(r.values, r.returns), "sps": steps / seconds,
-                   "episode_return": _mean(self.episode_returns), "episode_length": _mean(self.episode_lengths)}
-        if self.iteration % log_interval == 0:
-            self.logger.record(metrics)
-        return metrics
+        row.update(metrics)
+        row["train/explained_variance"] = _explained_variance(r.values, r.returns)
+        if isinstance(self.policy, ActorCritic) and self.policy.log_std is not None:
+            row["train/std"] = float(torch.exp(self.policy.log_std.detach()).mean())
+        if log_interval is not None and iterations % log_interval == 0:
+            for key, value in row.items():
+                self.logger.record(key, value, exclude="tensorboard" if key == "train/n_updates" else None)
+            self.logger.dump(step=self.num_timesteps)
+        return row
+
+    def _configure_logger(self, tb_log_name: str, reset_num_timesteps: bool) -> None:
+        """SB3's outputs for this learn() call (unless ``set_logger`` gave one): the metric table on stdout
+        when verbose >= 1, TensorBoard into ``<tensorboard_log>/<tb_log_name>_<k>``; plus fastppo's CSV in
+        ``log_dir``."""
+        if self._custom_logger:
+            return
+        config, outputs, folder = self.config, [], None
+        if config.verbose >= 1:
+            outputs.append(make_output_format("stdout", None))
+        if config.tensorboard_log is not None:
+            folder = run_folder(config.tensorboard_log, tb_log_name, reset_num_timesteps)
+            outputs.append(make_output_format("tensorboard", folder))
+        if config.log_dir is not None:
+            outputs.append(make_output_format("csv", config.log_dir))
+        self.logger.close()
+        self.logger = Logger(folder or config.log_dir, outputs)
 
     # -- the loop -----------------------------------------------------------------------------------
-    def learn(self, total_timesteps: int, callback: Callback | list[Callback] | None = None,
-              progress_bar: bool = True, log_interval: int = 1):
-        """Train for ``total_timesteps`` more env steps (a second call continues where the first ended).
+    def learn(self, total_timesteps: int, callback=None, log_interval: int | None = 1, tb_log_name: str | None = None,
+              reset_num_timesteps: bool = True, progress_bar: bool = False):
+        """Train for ``total_timesteps`` env steps, as SB3's ``learn``.
 
         Runs whole iterations of ``n_steps * num_envs`` steps, so it may do up to one iteration's worth
-        more. Returns ``self``. Ctrl-C (in the main thread) ends training after the running iteration and
-        then raises :class:`TrainingInterrupted` (a KeyboardInterrupt): the model is as that iteration left it, so saving it and calling
-        ``learn`` again continues exactly as an uninterrupted run would. A second Ctrl-C interrupts at once.
+        more. ``reset_num_timesteps=True`` (SB3's default) starts the count, the schedules' progress and
+        the episodes afresh (the envs are reset; the seed applies to the very first reset only);
+        ``False`` continues them: ``total_timesteps`` more steps, schedules annealed over the whole.
+        ``callback``: see :mod:`fastppo.algos.callbacks` (fastppo's, SB3's, functions, lists).
+        ``log_interval``: write the logger's row every this many iterations (None: never).
+        ``tb_log_name``: the TensorBoard run folder's name (default: the class name, as SB3's).
+        ``progress_bar``: a one-line bar on stderr. Returns ``self``.
+
+        Ctrl-C (in the main thread) ends training after the running iteration and then raises
+        :class:`TrainingInterrupted` (a KeyboardInterrupt): the model is as that iteration left it, so
+        saving it and calling ``learn(remaining, reset_num_timesteps=False)`` continues exactly as an
+        uninterrupted run would. A second Ctrl-C interrupts at once.
         """
         check_int(total_timesteps, "total_timesteps", 1)
-        check_int(log_interval, "log_interval", 1)
-        if isinstance(callback, list):
-            callback = CallbackList(callback)
-        if callback is not None:
-            callback.init(self)
+        if log_interval is not None:
+            check_int(log_interval, "log_interval", 1)
+        if self.env is None:
+            raise ValueError("this model has no env (it was loaded without one): call set_env(env) before learn()")
+        callback = as_callback(callback)
+        if reset_num_timesteps:
+            self.num_timesteps = 0
+            self.episode_returns.clear()
+            self.episode_lengths.clear()
+            self._last_obs = None
+        self._total_timesteps = total_timesteps + (0 if reset_num_timesteps else self.num_timesteps)
+        self._configure_logger(tb_log_name or type(self).__name__, reset_num_timesteps)
         if self._last_obs is None:
             self._reset_envs()
-        self._total_timesteps = self.num_timesteps + total_timesteps
-        bar = ProgressBar(self._total_timesteps, self.num_timesteps) if progress_bar else None
+        started, steps_at_start, iterations = time.perf_counter(), self.num_timesteps, 0
         if callback is not None:
+            callback.init(self)
+            callback.update_locals({"self": self, "total_timesteps": self._total_timesteps, "callback": callback,
+                                    "log_interval": log_interval, "tb_log_name": tb_log_name,
+                                    "reset_num_timesteps": reset_num_timesteps, "progress_bar": progress_bar})
             callback.on_training_start()
+        bar = ProgressBar(self._total_timesteps, self.num_timesteps) if progress_bar else None
         with self.torch_thread_scope(), _InterruptAtIterationEnd() as interrupt:
             try:
                 while self.num_timesteps < self._total_timesteps and not interrupt.requested:
-                    start, steps_before = time.perf_counter(), self.num_timesteps
-                    # Remaining progress (1 -> 0) for the schedules, taken before the rollout so that it stays
-                    # above 0: an annealed clip range of exactly 0 would be invalid.
-                    progress = 1.0 - self.num_timesteps / self._total_timesteps
                     self.policy.train()
                     if not self._collect(callback):
                         break
                     if callback is not None:
                         callback.on_rollout_end()
+                    # SB3's timing: the schedules see the remaining progress after this rollout (0 at the end).
+                    progress = 1.0 - self.num_timesteps / self._total_timesteps
                     self._advantages()
                     metrics = self._update(progress)
                     self.iteration += 1
-                    metrics = self._log(metrics, time.perf_counter() - start, self.num_timesteps - steps_before,
-                                        log_interval)
+                    iterations += 1
+                    row = self._log(metrics, iterations, started, steps_at_start, log_interval)
                     if bar is not None:
-                        bar.update(self.num_timesteps, metrics["episode_return"] if self.episode_returns else None)
-                    if callback is not None and not callback.on_iteration_end(metrics):
+                        bar.update(self.num_timesteps, row.get("rollout/ep_rew_mean"))
+                    if callback is not None and not callback.on_iteration_end(row):
                         break
             finally:
                 if bar is not None:
@@ -240,9 +416,10 @@ class OnPolicyAlgorithm:
                 if callback is not None:
                     callback.on_training_end()
         if interrupt.requested:
-            raise TrainingInterrupted(f"training interrupted after iteration {self.iteration} (timestep "
-                                    f"{self.num_timesteps:,}); the model is consistent: save() it, and learn() "
-                                    f"again to resume")
+            raise TrainingInterrupted(
+                f"training interrupted after iteration {self.iteration} (timestep {self.num_timesteps:,}); the model "
+                f"is consistent: save() it, and learn({self._total_timesteps - self.num_timesteps}, "
+                f"reset_num_timesteps=False) to finish as if never interrupted")
         return self
 
     @contextlib.contextmanager
@@ -262,7 +439,8 @@ class OnPolicyAlgorithm:
     def predict(self, observation, state=None, episode_start=None, deterministic: bool = False):
         """Actions for one observation or a batch, in the env's action space: ``(actions, None)``.
 
-        ``state`` and ``episode_start`` exist for Stable-Baselines3 compatibility and are ignored.
+        ``state`` and ``episode_start`` exist for Stable-Baselines3 compatibility (recurrent policies) and
+        are ignored. Observations go through the model's own normaliser (``normalize_obs``), as in training.
         """
         obs = np.asarray(observation)
         single = obs.shape == self.observation_space.shape
@@ -284,28 +462,51 @@ class OnPolicyAlgorithm:
     def _load_algo_state(self, state: dict) -> None:
         pass
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, exclude=None, include=None) -> None:
         """Everything needed to act and to resume training exactly, written atomically (a crash mid-save
-        leaves any previous file at ``path`` intact)."""
+        leaves any previous file at ``path`` intact). A path without a suffix gets ``.zip``, as SB3's
+        (the file is fastppo's own format, which loading cannot turn into code). ``exclude``/``include``
+        exist for SB3's signature: fastppo's file holds no env or logger to leave out."""
         checkpoint.save(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, env=None, *, policy: nn.Module | None = None, trust_pickle: bool = False,
-             **overrides):
-        """A model from :meth:`save`, ready to act and to continue training.
+    def load(cls, path: str | os.PathLike, env=None, device: str | None = None, custom_objects: dict | None = None,
+             print_system_info: bool = False, force_reset: bool = True, *, policy: nn.Module | None = None,
+             trust_pickle: bool = False, **overrides):
+        """A model from :meth:`save` (``path`` with or without its ``.zip``), or an SB3 zip, ready to act
+        and to continue training.
 
-        ``env`` defaults to the checkpoint's env id (it must have been trained on one); a given env must
-        have the same spaces. ``policy``: a new instance of the custom module the model was trained with
-        (its weights come from the file; modules themselves are not stored). ``overrides`` replace saved
-        hyperparameters (e.g. ``device``, ``log_dir``, or a schedule function, which is not stored either).
-        Loading cannot run code from the file; ``trust_pickle=True`` opens fastppo 0.1's pickle files, which
-        can: only for files you trust.
+        ``env`` defaults to the checkpoint's env id; a model trained on an env instance loads without one
+        (predict works; ``set_env`` before ``learn``). A given env must have the same spaces.
+        ``device``: where the policy goes. ``custom_objects``: hyperparameters to replace, as SB3's (so are
+        ``overrides``: e.g. ``log_dir``, or a schedule function, which is not stored). ``policy``: a new
+        instance of the custom module the model was trained with (its weights come from the file; modules
+        are not stored). Loading cannot run code from the file; ``trust_pickle=True`` opens fastppo 0.1's
+        pickle files, which can: only for files you trust. ``print_system_info`` and ``force_reset`` exist
+        for SB3's signature (a loaded model's envs always start with a reset unless its env state was
+        saved).
         """
+        overrides = {**(custom_objects or {}), **overrides, **({"device": device} if device is not None else {})}
         return checkpoint.restore(cls, checkpoint.read(path, trust_pickle), env, overrides, policy)
 
     def close(self) -> None:
-        self.env.close()
+        if self.env is not None:
+            self.env.close()
         self.logger.close()
+
+
+def _resolve_device(device: str | torch.device, policy) -> torch.device:
+    """SB3's ``device`` values: "auto" is the CPU for the built-in MLP (where the native trainer runs, and
+    where SB3 itself advises PPO's MLPs to run) and CUDA for other policies when there is a GPU; a CUDA
+    device without a GPU falls back to the CPU with a warning, as SB3's."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if policy != "MlpPolicy" and torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        warnings.warn(f"device {str(device)!r} was asked for, but CUDA is not available here: using the CPU",
+                      stacklevel=3)
+        return torch.device("cpu")
+    return device
 
 
 class TrainingInterrupted(KeyboardInterrupt):

@@ -39,8 +39,22 @@ VERSION = 3  # 3: tensors and plain data (weights_only); 2: a pickle (TRPO's cri
 _PICKLE_VERSION = 2
 
 
+def save_path(path: str | os.PathLike) -> str:
+    """Where ``save(path)`` writes: ``path``, with ``.zip`` added when it has no suffix (SB3's rule)."""
+    path = os.fspath(path)
+    return path + ".zip" if not os.path.splitext(path)[1] else path
+
+
+def load_path(path: str | os.PathLike) -> str:
+    """Which file ``load(path)`` reads: ``path``, else ``path.zip`` (SB3's rule)."""
+    path = os.fspath(path)
+    if not os.path.exists(path) and os.path.exists(path + ".zip"):
+        return path + ".zip"
+    return path
+
+
 def save(model: OnPolicyAlgorithm, path: str | os.PathLike) -> None:
-    """Write ``model`` to ``path`` atomically."""
+    """Write ``model`` to ``path`` (``.zip`` added when it has no suffix) atomically."""
     last_obs = model._last_obs  # None before the first learn(): then there is no env state to resume
     env_state = model.env.snapshot() if hasattr(model.env, "snapshot") and last_obs is not None else None
     custom = model._custom_policy
@@ -53,12 +67,12 @@ def save(model: OnPolicyAlgorithm, path: str | os.PathLike) -> None:
         "policy_state": model.policy.state_dict(), "algo_state": _to_plain(model._algo_state()),
         "obs_normalizer": _to_plain(model.obs_normalizer.rms.state_dict()) if model.obs_normalizer else None,
         "reward_scaler": _to_plain(model.reward_scaler.state_dict()) if model.reward_scaler else None,
-        "num_timesteps": model.num_timesteps, "iteration": model.iteration,
+        "num_timesteps": model.num_timesteps, "iteration": model.iteration, "n_updates": model._n_updates,
         "total_timesteps": model._total_timesteps, "generator": model._generator.get_state(),
         "env_state": _to_plain(env_state), "last_obs": last_obs.cpu() if env_state is not None else None,
         "episode_returns": list(model.episode_returns), "episode_lengths": list(model.episode_lengths),
     }
-    path = os.fspath(path)
+    path = save_path(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pt")
@@ -76,8 +90,9 @@ def save(model: OnPolicyAlgorithm, path: str | os.PathLike) -> None:
 def read(path: str | os.PathLike, trust_pickle: bool = False) -> dict:
     """The checked contents of a checkpoint written by :func:`save`, with spaces, arrays and env state
     rebuilt. ``trust_pickle=True`` also opens a format 2 file (a pickle, which can run code when opened:
-    only for files you trust)."""
-    name = repr(os.fspath(path))
+    only for files you trust). ``path`` may leave out a ``.zip`` suffix."""
+    path = load_path(path)
+    name = repr(path)
     try:
         with warnings.catch_warnings():  # torch warns about some files it then refuses: the error says it all
             warnings.simplefilter("ignore", UserWarning)
@@ -117,9 +132,7 @@ def restore(cls, ckpt: dict, env, overrides: dict, policy=None):
     if ckpt["algo"] != cls.algo:
         raise ValueError(f"checkpoint holds a {ckpt['algo']!r} model; load it with that algorithm's class")
     if env is None:
-        if ckpt["env_id"] is None:
-            raise ValueError("the checkpoint's env was not given by id: pass env= to load()")
-        env = ckpt["env_id"]
+        env = ckpt["env_id"]  # None: trained on an env instance; the model acts, and set_env() comes before learn()
     custom = ckpt["custom_policy"]
     if isinstance(custom, torch.nn.Module):  # a trusted format 2 pickle
         policy = custom if policy is None else policy
@@ -134,7 +147,8 @@ def restore(cls, ckpt: dict, env, overrides: dict, policy=None):
                              f"(loading one would run code): pass {key}= to load()")
     if policy is not None:
         hyper.pop("policy_kwargs", None)
-    model = cls(policy if policy is not None else "MlpPolicy", env, **hyper)
+    spaces = (ckpt["observation_space"], ckpt["action_space"], ckpt["num_envs"]) if env is None else None
+    model = cls(policy if policy is not None else "MlpPolicy", env, _spaces=spaces, **hyper)
     for name in ("observation_space", "action_space"):
         if getattr(model, name) != ckpt[name]:
             raise ValueError(f"env has {name} {getattr(model, name)}, but the checkpoint was trained on "
@@ -147,11 +161,12 @@ def restore(cls, ckpt: dict, env, overrides: dict, policy=None):
     if model.reward_scaler is not None and ckpt["reward_scaler"] is not None and same_envs:
         model.reward_scaler.load_state_dict(ckpt["reward_scaler"])
     model.num_timesteps, model.iteration = ckpt["num_timesteps"], ckpt["iteration"]
+    model._n_updates = ckpt.get("n_updates", 0)  # absent before fastppo 0.2
     model._total_timesteps = ckpt["total_timesteps"]
     model._generator.set_state(ckpt["generator"])
     model.episode_returns.extend(ckpt["episode_returns"])
     model.episode_lengths.extend(ckpt["episode_lengths"])
-    if ckpt["env_state"] is not None and same_envs and hasattr(model.env, "restore"):
+    if ckpt["env_state"] is not None and same_envs and model.env is not None and hasattr(model.env, "restore"):
         model.env.restore(ckpt["env_state"])  # resume mid-episode, exactly where training stopped
         model._last_obs = ckpt["last_obs"].to(model.device)
     return model

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 Schedule = Callable[[float], float]
 
@@ -43,13 +44,18 @@ def hp(default: Any, help: str) -> Any:
 
 
 def with_config_signature(cls) -> None:
-    """Shows ``cls.config_class``'s fields as ``cls``'s keyword arguments in ``help()`` and
-    ``inspect.signature`` (the constructor takes them as ``**hyperparameters``)."""
-    init = cls.__init__
-    params = [p for p in inspect.signature(init).parameters.values() if p.kind != p.VAR_KEYWORD]
-    params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
-               for f in dataclasses.fields(cls.config_class)]
-    init.__signature__ = inspect.Signature(params)
+    """Shows ``cls``'s arguments in ``help()`` and ``inspect.signature`` as SB3's constructor has them:
+    ``policy, env``, then ``cls.positional`` in SB3's order, then the other config fields keyword-only
+    (the constructor takes them as ``*args, **hyperparameters``)."""
+    P = inspect.Parameter
+    defaults = {f.name: f.default for f in dataclasses.fields(cls.config_class)}
+    init = inspect.signature(cls.__init__).parameters
+    params = [init["self"], init["policy"], init["env"]]
+    params += [P(name, P.POSITIONAL_OR_KEYWORD, default=defaults.get(name, True if name == "_init_setup_model" else None))
+               for name in cls.positional]
+    params += [P(name, P.KEYWORD_ONLY, default=default) for name, default in defaults.items() if name not in cls.positional]
+    params.append(P("config", P.KEYWORD_ONLY, default=None))
+    cls.__init__.__signature__ = inspect.Signature(params)
 
 
 def check_int(value, name: str, minimum: int) -> None:
@@ -84,11 +90,15 @@ class OnPolicyConfig:
                                           "'relu', ...), ortho_init, log_std_init")
     seed: int | None = hp(None, "seeds the weights, the sampling and the envs (same seed and config: same "
                                 "numbers on CPU)")
-    device: str = hp("cpu", "where the policy and the rollout live ('cpu', 'cuda', 'cuda:1', ...)")
+    device: str = hp("auto", "where the policy and the rollout live: 'auto' (the CPU for MlpPolicy, where the native "
+                              "trainer runs; else CUDA if there is a GPU), 'cpu', 'cuda', 'cuda:1', ... (CUDA "
+                              "without a GPU: the CPU, with a warning, as SB3)")
     backend: str = hp("auto", "'auto' (FASTPPO_BACKEND, else the fastest here) or an op backend; 'torch' runs "
                               "every hot path, the rollout and the update on the torch reference")
     log_dir: str | None = hp(None, "write progress.csv here")
     tensorboard_log: str | None = hp(None, "write TensorBoard scalars here (needs tensorboard)")
+    verbose: int = hp(0, "0: quiet; 1: print the device and SB3's metric table after each logged iteration")
+    stats_window_size: int = hp(100, "episodes averaged in rollout/ep_rew_mean and rollout/ep_len_mean")
     torch_threads: int | None = hp(None, "torch's CPU threads while learn() runs (default 1 on the CPU, "
                                          "where these small networks run fastest single-threaded)")
 
@@ -106,6 +116,14 @@ class OnPolicyConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {value!r}")
         check_int(self.sde_sample_freq, "sde_sample_freq", -1)
         check_int(self.batch_size, "batch_size", 1)
+        check_int(self.verbose, "verbose", 0)
+        check_int(self.stats_window_size, "stats_window_size", 1)
+        if not (isinstance(self.device, torch.device) or self.device == "auto"):
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError):
+                raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:<index>' or a torch.device, got "
+                                 f"{self.device!r}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as given (what a checkpoint stores and the constructor takes back)."""

@@ -34,39 +34,61 @@ class PPO(OnPolicyAlgorithm):
 
     algo = "ppo"
     config_class = PPOConfig
+    positional = ("learning_rate", "n_steps", "batch_size", "n_epochs", "gamma", "gae_lambda", "clip_range",
+                  "clip_range_vf", "normalize_advantage", "ent_coef", "vf_coef", "max_grad_norm", "use_sde",
+                  "sde_sample_freq", "rollout_buffer_class", "rollout_buffer_kwargs", "target_kl",
+                  "stats_window_size", "tensorboard_log", "policy_kwargs", "verbose", "seed", "device",
+                  "_init_setup_model")
 
-    def __init__(self, policy: str | nn.Module = "MlpPolicy", env="CartPole-v1", config: PPOConfig | None = None,
-                 **hyperparameters):
-        config = self.config_class.from_kwargs({**(config.to_dict() if config else {}), **hyperparameters})
-        super().__init__(policy, env, config)
-        if self.rollout_size % config.batch_size:
-            raise ValueError(f"batch_size={config.batch_size} must divide the rollout size n_steps * num_envs = "
-                             f"{config.n_steps} * {self.num_envs} = {self.rollout_size}")
+    def __init__(self, policy: str | nn.Module = "MlpPolicy", env="CartPole-v1", *args, config: PPOConfig | None = None,
+                 _spaces=None, **hyperparameters):
+        config = self._config_from_args(args, config, hyperparameters)
+        super().__init__(policy, env, config, spaces=_spaces)
         self.kl_coef = config.kl_coef  # the adaptive KL variant's beta, adapted once per iteration
         self._flat = FlatParameters(self.policy.parameters())
         self.optimizer = FlatAdam(self._flat, lr=config.lr_schedule(1.0), eps=1e-5)  # eps as SB3 and CleanRL
+        self._build_updaters()
+
+    def _build_updaters(self) -> None:
+        if self.rollout_size % self.config.batch_size:
+            raise ValueError(f"batch_size={self.config.batch_size} must divide the rollout size n_steps * num_envs = "
+                             f"{self.config.n_steps} * {self.num_envs} = {self.rollout_size}")
         self.updater = (NativePpoUpdater if self.native else TorchPpoUpdater)(self)
+
+    def _optimizer_objects(self) -> dict:
+        return {"policy.optimizer": self.optimizer}
 
     def _update(self, progress: float) -> dict[str, float]:
         config = self.config
         lr, clip = config.lr_schedule(progress), config.clip_schedule(progress)
         self.optimizer.lr = lr
-        self.updater.begin(config.loss_kwargs(clip, self.kl_coef, config.batch_size))
-        stats_sum, n_updates = torch.zeros(len(STATS), dtype=torch.float64), 0
+        loss_kwargs = config.loss_kwargs(clip, self.kl_coef, config.batch_size)
+        self.updater.begin(loss_kwargs)
+        stats_sum, n_minibatches = torch.zeros(len(STATS), dtype=torch.float64), 0
         for _ in range(config.n_epochs):
             order = torch.randperm(self.rollout_size, generator=self._generator, device=self.device)
             sums, updates, stopped = self.updater.epoch(order)
             stats_sum += sums.cpu()
-            n_updates += updates
+            n_minibatches += updates
+            self._n_updates += 1  # SB3 counts epochs, the one target_kl stopped included
             if stopped:
                 break
-        metrics = dict.fromkeys(STATS, float("nan"))
-        if n_updates:
-            metrics = dict(zip(STATS, (stats_sum / n_updates).tolist()))
-        metrics.update(learning_rate=lr, clip_range=clip, n_updates=n_updates)
+        stats = dict.fromkeys(STATS, float("nan"))
+        if n_minibatches:
+            stats = dict(zip(STATS, (stats_sum / n_minibatches).tolist()))
+        # SB3's keys and meanings, as the mean over the minibatches the update took (the value loss is the
+        # mean squared error); train/loss is their mean loss (SB3 logs the last minibatch's).
+        loss = (stats["policy_loss"] + loss_kwargs["vf_coef"] * stats["value_loss"]
+                - loss_kwargs["ent_coef"] * stats["entropy"])
+        metrics = {"train/policy_gradient_loss": stats["policy_loss"], "train/value_loss": 2 * stats["value_loss"],
+                   "train/entropy_loss": -stats["entropy"], "train/approx_kl": stats["approx_kl"],
+                   "train/clip_fraction": stats["clipfrac"], "train/loss": loss, "train/n_updates": self._n_updates,
+                   "train/clip_range": clip, "train/learning_rate": lr}
+        if config.clip_range_vf is not None:
+            metrics["train/clip_range_vf"] = config.clip_range_vf
         if config.variant == "kl":
-            metrics["kl"] = self._adapt_kl_coef()
-            metrics["kl_coef"] = self.kl_coef
+            metrics["train/kl"] = self._adapt_kl_coef()
+            metrics["train/kl_coef"] = self.kl_coef
         return metrics
 
     @torch.inference_mode()

@@ -176,7 +176,7 @@ class StepCollector:
             next_obs, reward, terminated, truncated, info = algo.env.step(spec.to_env(env_action))
             algo.num_timesteps += algo.num_envs
             terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
-            reward = np.asarray(reward)
+            reward = reward_raw = np.asarray(reward)
             if not np.isfinite(reward).all():
                 bad = np.flatnonzero(~np.isfinite(reward))
                 raise ValueError(f"env returned a non-finite reward ({float(reward[bad[0]])!r}) in env(s) {bad.tolist()} at "
@@ -195,10 +195,22 @@ class StepCollector:
                 final = algo._policy_input(np.stack([info["final_obs"][i] for i in bootstrap]), False)
                 r.final_values[t, torch.from_numpy(bootstrap).to(algo.device)] = actor.values(final).to(algo.device)
             algo._last_obs = algo._policy_input(next_obs, update_stats=True, out=algo._obs_buffer)
-            if callback is not None and not callback.on_step():
-                return False
+            if callback is not None:
+                if callback.needs_locals:
+                    callback.update_locals(self._sb3_locals(callback, t, env_action, next_obs, reward_raw, terminated,
+                                                            truncated, info))
+                if not callback._step():
+                    return False
         algo._last_obs = algo._last_obs.clone()  # detach from the reused numpy buffer
         return True
+
+    def _sb3_locals(self, callback, t, actions, new_obs, rewards, terminated, truncated, info) -> dict:
+        """What SB3's rollout loop shares with its callbacks at step ``t`` (see callbacks.SB3Callback)."""
+        algo = self.algo
+        return {"self": algo, "env": algo.get_env(), "callback": callback, "rollout_buffer": algo.rollout,
+                "n_rollout_steps": algo.n_steps, "n_steps": t, "actions": actions,
+                "clipped_actions": algo.action_spec.to_env(actions), "new_obs": new_obs, "rewards": rewards,
+                "dones": terminated | truncated, "infos": sb3_infos(algo.env, info, terminated, truncated)}
 
     def last_values(self) -> torch.Tensor:
         """V(the observation after the rollout), by the actor that computed every other value."""
@@ -231,6 +243,8 @@ class NativeCollector:
                               algo.obs_normalizer.native_state() if algo.obs_normalizer is not None else None,
                               algo.reward_scaler.native_state() if algo.reward_scaler is not None else None)
         algo.num_timesteps += algo.n_steps * algo.num_envs
+        if callback is not None:
+            callback._steps(algo.n_steps)
         algo.episode_returns.extend(self._returns[:ended].tolist())
         algo.episode_lengths.extend(self._lengths[:ended].tolist())
         algo._last_obs = torch.from_numpy(self._last_obs).clone()  # the native loop's own normalised rows
@@ -239,3 +253,28 @@ class NativeCollector:
     def last_values(self) -> torch.Tensor:
         """V(the observation after the rollout), computed by the native loop with the rest."""
         return torch.from_numpy(self._last_values)
+
+
+def sb3_infos(env, info: dict, terminated: np.ndarray, truncated: np.ndarray) -> list[dict]:
+    """A step's infos as SB3's VecEnvs give them, one dict per env: an SB3 env's own, else gymnasium's
+    vector info dict split per env, with SB3's ``episode`` ({"r", "l"}), ``terminal_observation`` and
+    ``TimeLimit.truncated`` (truncated and not terminated)."""
+    from fastppo.envs import SB3VecEnv
+
+    if isinstance(env, SB3VecEnv):
+        return env.last_infos
+    infos: list[dict] = [{} for _ in range(len(terminated))]
+    for key, value in info.items():
+        if key.startswith("_") or key in ("episode", "final_obs", "final_info"):
+            continue
+        mask = info.get(f"_{key}")
+        for i in (range(len(infos)) if mask is None else np.flatnonzero(mask)):
+            infos[i][key] = value[i]
+    if "episode" in info:
+        for i in np.flatnonzero(info["_episode"]):
+            infos[i]["episode"] = {"r": float(info["episode"]["r"][i]), "l": int(info["episode"]["l"][i])}
+    for i in np.flatnonzero(terminated | truncated):
+        infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+        if "final_obs" in info:
+            infos[i]["terminal_observation"] = info["final_obs"][i]
+    return infos

@@ -66,11 +66,16 @@ class TRPO(OnPolicyAlgorithm):
 
     algo = "trpo"
     config_class = TRPOConfig
+    positional = ("learning_rate", "n_steps", "batch_size", "gamma", "cg_max_steps", "cg_damping",
+                  "line_search_shrinking_factor", "line_search_max_iter", "n_critic_updates", "gae_lambda", "use_sde",
+                  "sde_sample_freq", "rollout_buffer_class", "rollout_buffer_kwargs", "normalize_advantage",
+                  "target_kl", "sub_sampling_factor", "stats_window_size", "tensorboard_log", "policy_kwargs",
+                  "verbose", "seed", "device", "_init_setup_model")
 
-    def __init__(self, policy: str | nn.Module = "MlpPolicy", env="CartPole-v1", config: TRPOConfig | None = None,
-                 **hyperparameters):
-        config = self.config_class.from_kwargs({**(config.to_dict() if config else {}), **hyperparameters})
-        super().__init__(policy, env, config)
+    def __init__(self, policy: str | nn.Module = "MlpPolicy", env="CartPole-v1", *args, config: TRPOConfig | None = None,
+                 _spaces=None, **hyperparameters):
+        config = self._config_from_args(args, config, hyperparameters)
+        super().__init__(policy, env, config, spaces=_spaces)
         for method in ("actor_parameters", "critic_parameters"):
             if not callable(getattr(self.policy, method, None)):
                 raise TypeError(f"TRPO needs the policy module to define {method}()")
@@ -78,7 +83,13 @@ class TRPO(OnPolicyAlgorithm):
         # The critic's parameters as views of one flat buffer: Adam then runs on one tensor (and natively).
         self._critic_flat = FlatParameters(self.policy.critic_parameters())
         self.critic_optimizer = FlatAdam(self._critic_flat, lr=config.lr_schedule(1.0), eps=1e-8)
+        self._build_updaters()
+
+    def _build_updaters(self) -> None:
         self.critic_updater = (NativeCriticFit if self.native else TorchCriticFit)(self)
+
+    def _optimizer_objects(self) -> dict:
+        return {"policy.optimizer": self.critic_optimizer}
 
     # -- the pieces, public so that they can be tested on their own ---------------------------------
     def surrogate(self, obs, actions, old_log_probs, advantages):
@@ -143,9 +154,14 @@ class TRPO(OnPolicyAlgorithm):
 
         lr = config.lr_schedule(progress)
         value_loss = self._fit_critic(lr)
-        return {"value_loss": value_loss, "entropy": float(dist.entropy().mean().detach()), "kl": float(kl),
-                "surrogate_improvement": float(new_surrogate - old_surrogate), "step_accepted": float(accepted),
-                "line_search_steps": steps, "learning_rate": lr}
+        self._n_updates += 1
+        metrics = {"train/policy_objective": float(new_surrogate), "train/value_loss": 2 * value_loss,
+                   "train/kl_divergence_loss": float(kl), "train/is_line_search_success": float(accepted),
+                   "train/n_updates": self._n_updates, "train/learning_rate": lr,
+                   "train/entropy_loss": -float(dist.entropy().mean().detach()),
+                   "train/surrogate_improvement": float(new_surrogate - old_surrogate),
+                   "train/line_search_steps": steps}
+        return metrics
 
     def _fit_critic(self, lr: float) -> float:
         """``n_critic_updates`` passes of minibatch regression of V on the returns (0.5 * MSE, Adam), through
