@@ -98,9 +98,11 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
 def as_vector_env(env, num_envs: int, *, seed: int | None = None, backend: str = "auto"):
     """What the trainers accept as ``env``, as ``(vector env, env id or None)``.
 
-    An id goes through :func:`make_vec_env`; a gymnasium VectorEnv must autoreset in SAME_STEP mode; a
-    gymnasium Env becomes a one-env sync vector env. Envs that do not already report finished episodes
-    in ``infos["episode"]`` are wrapped so that they do (gymnasium's RecordEpisodeStatistics).
+    An id goes through :func:`make_vec_env`; a Stable-Baselines3 VecEnv is adapted by
+    :class:`fastppo.envs.SB3VecEnv` (it brings its own env count: ``num_envs`` does not apply); a
+    gymnasium VectorEnv must autoreset in SAME_STEP mode; a gymnasium Env becomes a one-env sync vector
+    env. Envs that do not already report finished episodes in ``infos["episode"]`` are wrapped so that
+    they do (gymnasium's RecordEpisodeStatistics).
     ``backend`` is a trainer's: "torch" (every hot path on its reference) steps envs on gymnasium's own.
     An env made here from an id returns its buffers (``copy=False``): the trainer reads each result
     before the next step and never hands them out.
@@ -111,20 +113,24 @@ def as_vector_env(env, num_envs: int, *, seed: int | None = None, backend: str =
 
     from fastppo.envs._buffered import BufferedVecEnv
     from fastppo.envs.fallback import GymnasiumVecEnv
+    from fastppo.envs.sb3_vec import SB3VecEnv, is_sb3_vec_env
 
     if isinstance(env, str):
         return make_vec_env(env, num_envs, seed=seed, backend="gymnasium" if backend == "torch" else "auto",
                             copy=False), env
+    if is_sb3_vec_env(env):
+        return SB3VecEnv(env), None
     if isinstance(env, gym.Env):
         env = SyncVectorEnv([lambda: env], autoreset_mode=AutoresetMode.SAME_STEP)
     if not isinstance(env, VectorEnv):
-        raise TypeError(f"env must be an env id, a gymnasium VectorEnv or a gymnasium Env, got {type(env).__name__}")
+        raise TypeError(f"env must be an env id, a gymnasium VectorEnv, a gymnasium Env or a Stable-Baselines3 "
+                        f"VecEnv, got {type(env).__name__}")
     mode = env.metadata.get("autoreset_mode")
     if mode != AutoresetMode.SAME_STEP:
         raise ValueError(f"env must autoreset in gymnasium's SAME_STEP mode (so that the true final observation "
                          f"is there to bootstrap from), got {mode}; create it with gymnasium.make_vec(..., "
                          f"vector_kwargs={{'autoreset_mode': AutoresetMode.SAME_STEP}}) or fastppo.make_vec_env")
-    if not isinstance(env, (BufferedVecEnv, GymnasiumVecEnv)) and not _records_episodes(env):
+    if not isinstance(env, (BufferedVecEnv, GymnasiumVecEnv, SB3VecEnv)) and not _records_episodes(env):
         env = RecordEpisodeStatistics(env)
     return env, None
 

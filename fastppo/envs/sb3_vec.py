@@ -1,0 +1,159 @@
+"""Stable-Baselines3's vector envs as fastppo envs, by protocol: fastppo never imports stable_baselines3.
+
+An SB3 VecEnv (``DummyVecEnv``, ``SubprocVecEnv`` and wrappers such as ``VecNormalize``,
+``VecFrameStack``, ``VecMonitor``) resets finished envs itself and reports the end of an episode as one
+``done`` flag, the time limit in ``infos[i]["TimeLimit.truncated"]`` and the true final observation in
+``infos[i]["terminal_observation"]``. :class:`SB3VecEnv` turns that into fastppo's env contract:
+gymnasium's SAME_STEP autoreset with ``terminated``/``truncated`` apart, ``infos["final_obs"]`` and
+RecordEpisodeStatistics-style ``infos["episode"]``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+import time
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+__all__ = ["SB3VecEnv", "find_vec_normalize", "is_sb3_vec_env"]
+
+_PROTOCOL_METHODS = ("reset", "step_async", "step_wait", "seed", "close")
+# SB3 puts these in each env's info; the adapter turns them into truncated / infos["final_obs"].
+_SB3_KEYS = ("TimeLimit.truncated", "terminal_observation")
+
+
+def is_sb3_vec_env(obj) -> bool:
+    """Whether ``obj`` follows Stable-Baselines3's VecEnv protocol: ``num_envs``, one env's
+    ``observation_space`` and ``action_space``, ``reset()``, ``step_async``/``step_wait``, ``seed``
+    and ``close`` (gymnasium's own envs, vector or not, are not SB3 VecEnvs)."""
+    if isinstance(obj, (VectorEnv, gym.Env)):
+        return False
+    num_envs = getattr(obj, "num_envs", None)
+    return (isinstance(num_envs, numbers.Integral) and not isinstance(num_envs, bool)
+            and isinstance(getattr(obj, "observation_space", None), gym.Space)
+            and isinstance(getattr(obj, "action_space", None), gym.Space)
+            and all(callable(getattr(obj, name, None)) for name in _PROTOCOL_METHODS))
+
+
+def _wrapper_chain(env):
+    """``env`` and every SB3 VecEnv it wraps (through ``.venv``), outermost first. SB3's wrappers forward
+    unknown attributes to the env they wrap, so only an object's own ``venv`` is followed."""
+    if isinstance(env, SB3VecEnv):
+        env = env.venv
+    while env is not None:
+        yield env
+        env = inspect.getattr_static(env, "venv", None)
+
+
+def _has_own(obj, *names: str) -> bool:
+    """Whether ``obj`` itself (not an env it forwards attributes to) has every one of ``names``."""
+    missing = object()
+    return all(inspect.getattr_static(obj, name, missing) is not missing for name in names)
+
+
+def find_vec_normalize(env):
+    """The first SB3 ``VecNormalize`` in ``env``'s wrappers (``env`` an SB3 VecEnv or an
+    :class:`SB3VecEnv`), or None. Found by its protocol: its own ``ret_rms``, ``normalize_obs`` and
+    ``normalize_reward`` (``obs_rms`` exists only when it normalises observations)."""
+    for wrapper in _wrapper_chain(env):
+        if _has_own(wrapper, "ret_rms", "normalize_obs", "normalize_reward"):
+            return wrapper
+    return None
+
+
+def _monitored(venv) -> bool:
+    """Whether SB3's ``VecMonitor`` wraps ``venv`` or SB3's ``Monitor`` wraps each of its envs: both put
+    every finished episode's raw return and length in ``infos[i]["episode"]``."""
+    if any(_has_own(w, "episode_returns", "episode_lengths", "episode_count") for w in _wrapper_chain(venv)):
+        return True
+    has_attr = getattr(venv, "has_attr", None)  # SB3 VecEnv.has_attr: do all its envs have it
+    return callable(has_attr) and bool(has_attr("get_episode_rewards"))  # a Monitor method
+
+
+class SB3VecEnv(VectorEnv):
+    """An SB3 VecEnv presented as a gymnasium :class:`~gymnasium.vector.VectorEnv` in SAME_STEP autoreset mode.
+
+    ``step`` maps SB3's ``dones[i]`` to ``truncated[i]`` when ``infos[i]["TimeLimit.truncated"]`` says
+    the time limit ended the episode, else to ``terminated[i]``; SB3's ``terminal_observation`` becomes
+    ``infos["final_obs"][i]`` (mask ``infos["_final_obs"]``). A finished episode appears in
+    ``infos["episode"]`` (``"r"``, ``"l"``, ``"t"``, mask ``infos["_episode"]``): SB3 ``Monitor``'s or
+    ``VecMonitor``'s when the env has one (the raw return, even under ``VecNormalize``; a ``done`` they
+    do not report, such as an Atari life lost, ends no episode), else counted here from the rewards
+    passed through (``monitored`` is False then). Every other info key is batched as gymnasium does.
+    Observations and rewards are the SB3 env's own (normalised by ``VecNormalize``, stacked by
+    ``VecFrameStack``, ...).
+
+    Attributes:
+        venv: the wrapped SB3 VecEnv.
+        last_infos: SB3's per-env info dicts of the last step (what SB3 callbacks see as ``infos``).
+        monitored: whether a Monitor or VecMonitor reports the episodes.
+    """
+
+    def __init__(self, venv):
+        if not is_sb3_vec_env(venv):
+            raise TypeError(f"venv must follow Stable-Baselines3's VecEnv protocol (num_envs, observation_space, "
+                            f"action_space, {', '.join(_PROTOCOL_METHODS)}), got {type(venv).__name__}")
+        self.venv = venv
+        self.num_envs = int(venv.num_envs)
+        self.single_observation_space = venv.observation_space
+        self.single_action_space = venv.action_space
+        self.observation_space = batch_space(venv.observation_space, self.num_envs)
+        self.action_space = batch_space(venv.action_space, self.num_envs)
+        self.metadata = {**(getattr(venv, "metadata", None) or {}), "autoreset_mode": AutoresetMode.SAME_STEP}
+        self.render_mode = getattr(venv, "render_mode", None)
+        self.monitored = _monitored(venv)
+        self.last_infos: list[dict] = [{} for _ in range(self.num_envs)]
+        self._returns = np.zeros(self.num_envs)
+        self._lengths = np.zeros(self.num_envs, np.int64)
+        self._starts = np.full(self.num_envs, time.perf_counter())
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Reset every env: ``venv.seed(seed)`` first when a seed is given (SB3 seeds env ``i`` with
+        ``seed + i`` at its next reset), ``venv.set_options(options)`` when options are; returns ``(obs, {})``."""
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+                raise TypeError(f"seed must be an int or None for a Stable-Baselines3 VecEnv, got {type(seed).__name__}")
+            self.venv.seed(int(seed))
+        if options is not None:
+            self.venv.set_options(options)
+        obs = self.venv.reset()
+        self.last_infos = [{} for _ in range(self.num_envs)]
+        self._returns[:] = 0
+        self._lengths[:] = 0
+        self._starts[:] = time.perf_counter()
+        return obs, {}
+
+    def step(self, actions):
+        """One step of every env: ``(obs, rewards, terminated, truncated, infos)`` as described above."""
+        self.venv.step_async(actions)
+        obs, rewards, dones, sb3_infos = self.venv.step_wait()
+        rewards = np.asarray(rewards, dtype=np.float64)
+        dones = np.asarray(dones, dtype=bool)
+        self.last_infos = sb3_infos
+        self._returns += rewards
+        self._lengths += 1
+        truncated = np.array([bool(info.get("TimeLimit.truncated", False)) for info in sb3_infos]) & dones
+        infos: dict = {}
+        for i, info in enumerate(sb3_infos):
+            env_info = {key: value for key, value in info.items() if key not in _SB3_KEYS}
+            if dones[i]:
+                if "terminal_observation" in info:
+                    env_info["final_obs"] = info["terminal_observation"]
+                if not self.monitored and "episode" not in env_info:
+                    env_info["episode"] = {"r": float(self._returns[i]), "l": int(self._lengths[i]),
+                                           "t": time.perf_counter() - self._starts[i]}
+                self._returns[i], self._lengths[i], self._starts[i] = 0.0, 0, time.perf_counter()
+            infos = self._add_info(infos, env_info, i)
+        return obs, rewards, dones & ~truncated, truncated, infos
+
+    def render(self):
+        """The SB3 env's ``render()``."""
+        return self.venv.render()
+
+    def close_extras(self, **kwargs) -> None:
+        """Closes the wrapped SB3 env."""
+        self.venv.close()
