@@ -8,9 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from gymnasium.wrappers.vector import DictInfoToList
-
-from fastppo.envs import SB3VecEnv, as_vector_env
+from fastppo.envs import SB3VecEnv, as_vector_env, to_sb3_infos
 
 
 def evaluate_policy(model, env, n_eval_episodes: int = 10, deterministic: bool = True, render: bool = False,
@@ -61,7 +59,6 @@ def evaluate_policy(model, env, n_eval_episodes: int = 10, deterministic: bool =
         warnings.warn("Evaluation environment is not wrapped with a ``Monitor`` wrapper (nor a ``VecMonitor``): "
                       "episode returns and lengths are counted from the rewards it returns, which wrappers such as "
                       "VecNormalize modify. Consider wrapping the environment first with ``Monitor``.", UserWarning)
-    stepper = DictInfoToList(vec_env)  # per-env info dicts, as SB3's infos
     scope = model.torch_thread_scope() if hasattr(model, "torch_thread_scope") else contextlib.nullcontext()
     episode_rewards: list[float] = []
     episode_lengths: list[int] = []
@@ -70,24 +67,26 @@ def evaluate_policy(model, env, n_eval_episodes: int = 10, deterministic: bool =
             n_envs = vec_env.num_envs
             episode_counts = np.zeros(n_envs, int)
             episode_count_targets = np.array([(n_eval_episodes + i) // n_envs for i in range(n_envs)])
-            observations, _ = stepper.reset(seed=seed)
+            observations, _ = vec_env.reset(seed=seed)
             states = None
             episode_starts = np.ones(n_envs, bool)
             while (episode_counts < episode_count_targets).any():
                 actions, states = model.predict(observations, state=states, episode_start=episode_starts,
                                                 deterministic=deterministic)
-                new_observations, rewards, terminated, truncated, step_infos = stepper.step(actions)
-                dones = np.asarray(terminated) | np.asarray(truncated)
-                infos = vec_env.last_infos if sb3 else step_infos  # the callback's, in SB3's form
+                new_observations, rewards, terminated, truncated, step_info = vec_env.step(actions)
+                terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
+                dones = terminated | truncated
+                infos = vec_env.last_infos if sb3 else to_sb3_infos(step_info, terminated, truncated)  # SB3's form
+                finished = step_info["_episode"] if "episode" in step_info else np.zeros(n_envs, bool)
                 for i in range(n_envs):
                     if episode_counts[i] < episode_count_targets[i]:
                         reward, done, info = rewards[i], dones[i], infos[i]
                         episode_starts[i] = done
                         if callback is not None:
                             callback(locals(), globals())
-                        if "episode" in step_infos[i]:  # a finished episode (not every done is one)
-                            episode_rewards.append(float(step_infos[i]["episode"]["r"]))
-                            episode_lengths.append(int(step_infos[i]["episode"]["l"]))
+                        if finished[i]:  # a finished episode (not every done is one)
+                            episode_rewards.append(float(step_info["episode"]["r"][i]))
+                            episode_lengths.append(int(step_info["episode"]["l"][i]))
                             episode_counts[i] += 1
                 observations = new_observations
                 if render:

@@ -108,13 +108,16 @@ def test_set_logger_takes_sb3s_logger(tmp_path):
     from stable_baselines3.common.logger import configure as sb3_configure
 
     model = fastppo.PPO("MlpPolicy", "CartPole-v1", **SMALL)
-    model.set_logger(sb3_configure(str(tmp_path), ["csv"]))
+    theirs = sb3_configure(str(tmp_path), ["csv"])
+    model.set_logger(theirs)
     model.learn(256)
+    theirs.close()
     rows = _csv(tmp_path / "progress.csv")
     assert len(rows) == 2 and "train/approx_kl" in rows[0]
     ours = configure(str(tmp_path / "ours"), ["csv"])
     model.set_logger(ours)
     model.learn(128)
+    ours.close()
     assert "rollout/ep_len_mean" in _csv(tmp_path / "ours" / "progress.csv")[0]
     with pytest.raises(TypeError, match="record"):
         model.set_logger(object())
@@ -177,7 +180,7 @@ def test_get_set_parameters_and_set_env():
     model.set_env(fastppo.make_vec_env("CartPole-v1", 2, seed=1))  # another count: the rollout is reallocated
     assert model.num_envs == 2 and model.rollout.rewards.shape == (32, 2)
     model.learn(128)
-    with pytest.raises(ValueError, match="action_space"):
+    with pytest.raises(ValueError, match="observation_space"):
         model.set_env("MountainCarContinuous-v0")
 
 

@@ -35,7 +35,7 @@ from fastppo.algos.logger import Logger, ProgressBar, make_output_format, run_fo
 from fastppo.algos.normalize import ObsNormalizer, RewardScaler
 from fastppo.algos.policies import ActorCritic, ObsSpec
 from fastppo.algos.rollout import NativeActor, NativeCollector, Rollout, StepCollector, TorchActor
-from fastppo.envs import as_vector_env
+from fastppo.envs import SB3VecEnv, SB3View, as_vector_env
 from fastppo.ops import gae
 
 
@@ -80,11 +80,10 @@ class OnPolicyAlgorithm:
         if env is None and spaces is None:
             raise ValueError("env must be given (an env id, a gymnasium VectorEnv or Env, or an SB3 VecEnv)")
         self.env = None
-        self._given_env = None
         self.env_id = None
+        self._view: SB3View | None = None  # get_env()'s view of a non-SB3 env
         if env is not None:
             self.env, self.env_id = as_vector_env(env, config.num_envs, seed=config.seed, backend=self.backend)
-            self._given_env = env
             self.observation_space = self.env.single_observation_space
             self.action_space = self.env.single_action_space
             num_envs = self.env.num_envs
@@ -180,11 +179,20 @@ class OnPolicyAlgorithm:
 
     # -- envs (SB3's get_env / set_env / get_vec_normalize_env) --------------------------------------
     def get_env(self):
-        """The env training runs on: the SB3 VecEnv or gymnasium env you gave, or the vector env fastppo
-        made for an env id (None for a model loaded without one)."""
-        from fastppo.envs import SB3VecEnv
+        """The env training runs on, with SB3's VecEnv API (``reset() -> obs``, ``step -> (obs, rewards,
+        dones, infos)``): the SB3 VecEnv you gave, else a :class:`fastppo.envs.SB3View` of the vector env
+        (None for a model loaded without one). Stepping it yourself, as SB3's examples do, makes the next
+        ``learn`` start from a reset."""
+        if self.env is None:
+            return None
+        if isinstance(self.env, SB3VecEnv):
+            return self.env.venv
+        if self._view is None or self._view.env is not self.env:
+            self._view = SB3View(self.env, on_use=self._env_used_outside)
+        return self._view
 
-        return self.env.venv if isinstance(self.env, SB3VecEnv) else self.env
+    def _env_used_outside(self) -> None:
+        self._last_obs = None
 
     def set_env(self, env, force_reset: bool = True) -> None:
         """Train on ``env`` from now on (same spaces; any number of envs). ``force_reset=False`` keeps the
@@ -196,7 +204,7 @@ class OnPolicyAlgorithm:
                 raise ValueError(f"env has {name} {getattr(vec_env, f'single_{name}')}, but the model was made for "
                                  f"{getattr(self, name)}")
         keep = not force_reset and self.env is not None and vec_env.num_envs == self.num_envs
-        self.env, self._given_env, self.env_id = vec_env, env, env_id
+        self.env, self.env_id = vec_env, env_id
         if vec_env.num_envs != self.num_envs:
             self._allocate(vec_env.num_envs)
             self._build_updaters()
@@ -248,6 +256,8 @@ class OnPolicyAlgorithm:
         if not (callable(getattr(logger, "record", None)) and callable(getattr(logger, "dump", None))):
             raise TypeError(f"logger must have record() and dump() (fastppo's or SB3's Logger), got "
                             f"{type(logger).__name__}")
+        if not self._custom_logger:
+            self.logger.close()  # the one learn() made; a given logger stays its owner's to close
         self.logger, self._custom_logger = logger, True
 
     # -- observations -------------------------------------------------------------------------------
@@ -398,8 +408,9 @@ class OnPolicyAlgorithm:
                         break
                     if callback is not None:
                         callback.on_rollout_end()
-                    # SB3's timing: the schedules see the remaining progress after this rollout (0 at the end).
-                    progress = 1.0 - self.num_timesteps / self._total_timesteps
+                    # SB3's timing: the schedules see the remaining progress after this rollout (0 at the end;
+                    # held at 0 when the last iteration runs past the budget, where SB3's goes negative).
+                    progress = max(0.0, 1.0 - self.num_timesteps / self._total_timesteps)
                     self._advantages()
                     metrics = self._update(progress)
                     self.iteration += 1

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from fastppo.algos.distributions import ActionSpec
+from fastppo.envs import SB3VecEnv, to_sb3_infos
 
 if TYPE_CHECKING:
     from fastppo.algos.base import OnPolicyAlgorithm
@@ -210,7 +211,8 @@ class StepCollector:
         return {"self": algo, "env": algo.get_env(), "callback": callback, "rollout_buffer": algo.rollout,
                 "n_rollout_steps": algo.n_steps, "n_steps": t, "actions": actions,
                 "clipped_actions": algo.action_spec.to_env(actions), "new_obs": new_obs, "rewards": rewards,
-                "dones": terminated | truncated, "infos": sb3_infos(algo.env, info, terminated, truncated)}
+                "dones": terminated | truncated,
+                "infos": algo.env.last_infos if isinstance(algo.env, SB3VecEnv) else to_sb3_infos(info, terminated, truncated)}
 
     def last_values(self) -> torch.Tensor:
         """V(the observation after the rollout), by the actor that computed every other value."""
@@ -254,27 +256,3 @@ class NativeCollector:
         """V(the observation after the rollout), computed by the native loop with the rest."""
         return torch.from_numpy(self._last_values)
 
-
-def sb3_infos(env, info: dict, terminated: np.ndarray, truncated: np.ndarray) -> list[dict]:
-    """A step's infos as SB3's VecEnvs give them, one dict per env: an SB3 env's own, else gymnasium's
-    vector info dict split per env, with SB3's ``episode`` ({"r", "l"}), ``terminal_observation`` and
-    ``TimeLimit.truncated`` (truncated and not terminated)."""
-    from fastppo.envs import SB3VecEnv
-
-    if isinstance(env, SB3VecEnv):
-        return env.last_infos
-    infos: list[dict] = [{} for _ in range(len(terminated))]
-    for key, value in info.items():
-        if key.startswith("_") or key in ("episode", "final_obs", "final_info"):
-            continue
-        mask = info.get(f"_{key}")
-        for i in (range(len(infos)) if mask is None else np.flatnonzero(mask)):
-            infos[i][key] = value[i]
-    if "episode" in info:
-        for i in np.flatnonzero(info["_episode"]):
-            infos[i]["episode"] = {"r": float(info["episode"]["r"][i]), "l": int(info["episode"]["l"][i])}
-    for i in np.flatnonzero(terminated | truncated):
-        infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-        if "final_obs" in info:
-            infos[i]["terminal_observation"] = info["final_obs"][i]
-    return infos

@@ -113,11 +113,13 @@ def as_vector_env(env, num_envs: int, *, seed: int | None = None, backend: str =
 
     from fastppo.envs._buffered import BufferedVecEnv
     from fastppo.envs.fallback import GymnasiumVecEnv
-    from fastppo.envs.sb3_vec import SB3VecEnv, is_sb3_vec_env
+    from fastppo.envs.sb3_vec import SB3VecEnv, SB3View, is_sb3_vec_env
 
     if isinstance(env, str):
         return make_vec_env(env, num_envs, seed=seed, backend="gymnasium" if backend == "torch" else "auto",
                             copy=False), env
+    if isinstance(env, SB3View):  # a model's get_env(): the fastppo env it shows
+        return env.env, None
     if is_sb3_vec_env(env):
         return SB3VecEnv(env), None
     if isinstance(env, gym.Env):

@@ -19,7 +19,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-__all__ = ["SB3VecEnv", "find_vec_normalize", "is_sb3_vec_env"]
+__all__ = ["SB3VecEnv", "SB3View", "find_vec_normalize", "is_sb3_vec_env", "to_sb3_infos"]
 
 _PROTOCOL_METHODS = ("reset", "step_async", "step_wait", "seed", "close")
 # SB3 puts these in each env's info; the adapter turns them into truncated / infos["final_obs"].
@@ -157,3 +157,78 @@ class SB3VecEnv(VectorEnv):
     def close_extras(self, **kwargs) -> None:
         """Closes the wrapped SB3 env."""
         self.venv.close()
+
+
+def to_sb3_infos(info: dict, terminated: np.ndarray, truncated: np.ndarray) -> list[dict]:
+    """A gymnasium vector step's info dict as SB3's per-env list: each env's own entries (where their
+    ``_key`` mask is set), a finished episode as ``episode`` (``{"r", "l"}``), and for every finished env
+    ``TimeLimit.truncated`` (truncated, not terminated) and ``terminal_observation`` (the true final one)."""
+    infos: list[dict] = [{} for _ in range(len(terminated))]
+    for key, value in info.items():
+        if key.startswith("_") or key in ("episode", "final_obs", "final_info"):
+            continue
+        mask = info.get(f"_{key}")
+        for i in (range(len(infos)) if mask is None else np.flatnonzero(mask)):
+            infos[i][key] = value[i]
+    if "episode" in info:
+        for i in np.flatnonzero(info["_episode"]):
+            infos[i]["episode"] = {"r": float(info["episode"]["r"][i]), "l": int(info["episode"]["l"][i])}
+    for i in np.flatnonzero(np.asarray(terminated) | np.asarray(truncated)):
+        infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+        if "final_obs" in info:
+            infos[i]["terminal_observation"] = info["final_obs"][i]
+    return infos
+
+
+class SB3View:
+    """A fastppo (gymnasium SAME_STEP) vector env seen through SB3's VecEnv API, which is what
+    ``model.get_env()`` returns for envs that are not SB3's own, so that SB3 scripts and callbacks can
+    drive it: ``reset() -> obs``, ``step(actions) -> (obs, rewards, dones, infos)`` (SB3's per-env infos:
+    see :func:`to_sb3_infos`), ``step_async``/``step_wait``, ``seed``, ``render``, ``close``,
+    ``env_is_wrapped``. It steps the training env itself (as SB3's ``get_env()`` does): ``on_use`` is
+    called on every reset and step, so the trainer knows its next rollout must start from a reset."""
+
+    def __init__(self, env: VectorEnv, on_use=None):
+        self.env, self._on_use = env, on_use
+        self.num_envs = env.num_envs
+        self.observation_space, self.action_space = env.single_observation_space, env.single_action_space
+        self.render_mode = getattr(env, "render_mode", None)
+        self._seed: int | None = None
+        self._actions = None
+
+    def _used(self) -> None:
+        if self._on_use is not None:
+            self._on_use()
+
+    def seed(self, seed: int | None = None) -> list:
+        """SB3's: the seed of the next ``reset`` (env ``i`` gets ``seed + i``)."""
+        self._seed = seed
+        return [None if seed is None else seed + i for i in range(self.num_envs)]
+
+    def reset(self):
+        self._used()
+        obs, _ = self.env.reset(seed=self._seed)
+        self._seed = None
+        return obs
+
+    def step_async(self, actions) -> None:
+        self._actions = actions
+
+    def step_wait(self):
+        self._used()
+        obs, rewards, terminated, truncated, info = self.env.step(self._actions)
+        terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
+        return obs, np.asarray(rewards, np.float32), terminated | truncated, to_sb3_infos(info, terminated, truncated)
+
+    def step(self, actions):
+        self.step_async(actions)
+        return self.step_wait()
+
+    def render(self, mode: str | None = None):
+        return self.env.render()
+
+    def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
+        return [False] * (self.num_envs if indices is None else len(np.atleast_1d(indices)))
+
+    def close(self) -> None:
+        self.env.close()
