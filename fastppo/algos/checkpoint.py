@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from fastppo._version import __version__
+from fastppo.algos import sb3_zip
 
 if TYPE_CHECKING:
     from fastppo.algos.base import OnPolicyAlgorithm
@@ -90,8 +91,11 @@ def save(model: OnPolicyAlgorithm, path: str | os.PathLike) -> None:
 def read(path: str | os.PathLike, trust_pickle: bool = False) -> dict:
     """The checked contents of a checkpoint written by :func:`save`, with spaces, arrays and env state
     rebuilt. ``trust_pickle=True`` also opens a format 2 file (a pickle, which can run code when opened:
-    only for files you trust). ``path`` may leave out a ``.zip`` suffix."""
+    only for files you trust). ``path`` may leave out a ``.zip`` suffix. A Stable-Baselines3 zip is read
+    by :mod:`fastppo.algos.sb3_zip` (which unpickles nothing, whatever ``trust_pickle`` says)."""
     path = load_path(path)
+    if sb3_zip.is_sb3_zip(path):
+        return sb3_zip.read(path)
     name = repr(path)
     try:
         with warnings.catch_warnings():  # torch warns about some files it then refuses: the error says it all
@@ -128,11 +132,17 @@ def read(path: str | os.PathLike, trust_pickle: bool = False) -> dict:
 
 def restore(cls, ckpt: dict, env, overrides: dict, policy=None):
     """A ``cls`` model from :func:`read`'s contents, on ``env`` (default: the checkpoint's env id), with
-    ``overrides`` replacing saved hyperparameters; ``policy`` is the module for a custom policy's weights."""
+    ``overrides`` replacing saved hyperparameters; ``policy`` is the module for a custom policy's weights.
+    Without an env id or ``env``, the model acts (``predict``) but cannot learn until given an env. A
+    checkpoint without optimiser state (an SB3 zip) starts its optimiser fresh."""
     if ckpt["algo"] != cls.algo:
         raise ValueError(f"checkpoint holds a {ckpt['algo']!r} model; load it with that algorithm's class")
     if env is None:
         env = ckpt["env_id"]  # None: trained on an env instance; the model acts, and set_env() comes before learn()
+        for name in ("observation_space", "action_space"):
+            if env is None and ckpt[name] is None:
+                raise ValueError(f"the file does not record {name} in full (numpy summarised its bounds): pass "
+                                 f"env= to load()")
     custom = ckpt["custom_policy"]
     if isinstance(custom, torch.nn.Module):  # a trusted format 2 pickle
         policy = custom if policy is None else policy
@@ -150,11 +160,15 @@ def restore(cls, ckpt: dict, env, overrides: dict, policy=None):
     spaces = (ckpt["observation_space"], ckpt["action_space"], ckpt["num_envs"]) if env is None else None
     model = cls(policy if policy is not None else "MlpPolicy", env, _spaces=spaces, **hyper)
     for name in ("observation_space", "action_space"):
-        if getattr(model, name) != ckpt[name]:
+        if ckpt[name] is not None and getattr(model, name) != ckpt[name]:  # None: not recorded in full (SB3)
             raise ValueError(f"env has {name} {getattr(model, name)}, but the checkpoint was trained on "
                              f"{ckpt[name]}")
-    model.policy.load_state_dict(ckpt["policy_state"])
-    model._load_algo_state(ckpt["algo_state"])
+    try:
+        model.policy.load_state_dict(ckpt["policy_state"])
+    except RuntimeError as exc:  # shapes that do not fit the env's spaces or the policy_kwargs
+        raise ValueError(f"the checkpoint's weights do not fit this policy: {exc}") from None
+    if ckpt["algo_state"]:
+        model._load_algo_state(ckpt["algo_state"])
     if model.obs_normalizer is not None and ckpt["obs_normalizer"] is not None:
         model.obs_normalizer.rms.load_state_dict(ckpt["obs_normalizer"])
     same_envs = model.num_envs == ckpt["num_envs"]
@@ -163,7 +177,8 @@ def restore(cls, ckpt: dict, env, overrides: dict, policy=None):
     model.num_timesteps, model.iteration = ckpt["num_timesteps"], ckpt["iteration"]
     model._n_updates = ckpt.get("n_updates", 0)  # absent before fastppo 0.2
     model._total_timesteps = ckpt["total_timesteps"]
-    model._generator.set_state(ckpt["generator"])
+    if ckpt["generator"] is not None:
+        model._generator.set_state(ckpt["generator"])
     model.episode_returns.extend(ckpt["episode_returns"])
     model.episode_lengths.extend(ckpt["episode_lengths"])
     if ckpt["env_state"] is not None and same_envs and model.env is not None and hasattr(model.env, "restore"):
