@@ -132,33 +132,32 @@ class _Stdout:
 
 class _Csv:
     """``progress.csv``, one row per dump; a key first seen later adds a column (the file is rewritten
-    with the wider header, earlier rows empty there), as SB3's."""
+    with the wider header, earlier rows empty there), as SB3's. The file is opened per dump, so a
+    logger that is never closed leaves nothing open."""
 
     name = "csv"
 
     def __init__(self, folder):
         self.path = os.path.join(folder, "progress.csv")
         self.keys: list[str] = []
-        self.rows: list[dict] = []
-        self._file = open(self.path, "w", newline="")
+        open(self.path, "w").close()
 
     def write(self, values: dict, excluded: dict, step: int) -> None:
         row = {k: v for k, v in values.items() if self.name not in excluded.get(k, ())}
         new = [k for k in row if k not in self.keys]
-        self.rows.append(row)
         if new:
+            with open(self.path, newline="") as f:
+                rows = list(csv.DictReader(f))
             self.keys += new
-            self._file.seek(0)
-            self._file.truncate()
-            writer = csv.DictWriter(self._file, fieldnames=self.keys)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        else:
-            csv.DictWriter(self._file, fieldnames=self.keys).writerow(row)
-        self._file.flush()
+            with open(self.path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.keys)
+                writer.writeheader()
+                writer.writerows(rows)
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.keys).writerow(row)
 
     def close(self) -> None:
-        self._file.close()
+        pass
 
 
 class _TensorBoard:
