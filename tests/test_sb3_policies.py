@@ -47,7 +47,8 @@ class Tower(nn.Module):
     def __init__(self, observation_space, features_dim=8):
         super().__init__()
         self.features_dim = features_dim
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(gym.spaces.flatdim(observation_space), features_dim), nn.ReLU())
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(gym.spaces.flatdim(observation_space), features_dim),
+                                 nn.ReLU())
 
     def forward(self, obs):
         return self.net(obs)
@@ -213,7 +214,8 @@ def test_adamw_without_decay_is_adam():
     kw = dict(n_steps=64, batch_size=32, n_epochs=2, seed=3, backend="torch")
     flat = PPO("MlpPolicy", "CartPole-v1", **kw, policy_kwargs=dict(optimizer_kwargs=dict(eps=1e-5)))
     adamw = PPO("MlpPolicy", "CartPole-v1", **kw,
-                policy_kwargs=dict(optimizer_class=torch.optim.AdamW, optimizer_kwargs=dict(eps=1e-5, weight_decay=0.0)))
+                policy_kwargs=dict(optimizer_class=torch.optim.AdamW,
+                                   optimizer_kwargs=dict(eps=1e-5, weight_decay=0.0)))
     assert isinstance(flat.optimizer, FlatAdam) and isinstance(adamw.optimizer, TorchOptimizer)
     for model in (flat, adamw):
         model.learn(256, progress_bar=False)
@@ -343,7 +345,8 @@ class _SGDPolicy(sb3_policies.ActorCriticPolicy):
 def test_sb3_policy_class_chooses_the_optimizer():
     model = PPO(_SGDPolicy, "CartPole-v1", n_steps=64, batch_size=64, learning_rate=1e-2)
     optimizer = model.optimizer.optimizer
-    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.5 and model.optimizer.lr == 1e-2
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.5
+    assert model.optimizer.lr == 1e-2
 
 
 def test_sb3_policy_class_runs_trpo():

@@ -313,8 +313,10 @@ class OnPolicyAlgorithm:
 
         ``env`` defaults to the checkpoint's env id (it must have been trained on one); a given env must
         have the same spaces. ``policy``: a new instance of the custom module the model was trained with, or
-        its SB3 policy class (the weights come from the file; modules and classes are not stored). ``overrides`` replace saved
-        hyperparameters (e.g. ``device``, ``log_dir``, or a schedule function, which is not stored either).
+        its SB3 policy class (the weights come from the file; modules and classes are not stored).
+        ``overrides`` replace saved hyperparameters (e.g. ``device``, ``log_dir``, or a schedule function,
+        which is not stored either; a ``policy_kwargs`` dict is merged into the saved one, so that
+        ``policy_kwargs=dict(features_extractor_class=...)`` gives back a class that was not stored).
         Loading cannot run code from the file; ``trust_pickle=True`` opens fastppo 0.1's pickle files, which
         can: only for files you trust.
         """

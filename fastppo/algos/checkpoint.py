@@ -50,7 +50,8 @@ def save(model: OnPolicyAlgorithm, path: str | os.PathLike) -> None:
         "env_id": model.env_id, "observation_space": _space_to_plain(model.observation_space, "observation_space"),
         "action_space": _space_to_plain(model.action_space, "action_space"), "num_envs": model.num_envs,
         "hyperparameters": {k: _value_to_plain(v) for k, v in model.config.to_dict().items()},
-        "custom_policy": None if custom is None else _qualified_name(custom if isinstance(custom, type) else type(custom)),
+        "custom_policy": None if custom is None else _qualified_name(custom if isinstance(custom, type)
+                                                                     else type(custom)),
         "policy_state": model.policy.state_dict(), "algo_state": _to_plain(model._algo_state()),
         "obs_normalizer": _to_plain(model.obs_normalizer.rms.state_dict()) if model.obs_normalizer else None,
         "reward_scaler": _to_plain(model.reward_scaler.state_dict()) if model.reward_scaler else None,
@@ -176,8 +177,8 @@ def _value_to_plain(value):
     activation_fn takes them). policy_kwargs' entries are converted one by one."""
     if isinstance(value, torch.device):
         return str(value)
-    if activation_name(value) is not None:
-        return activation_name(value)
+    if (name := activation_name(value)) is not None:
+        return name
     if callable(value):
         return {"__function__": _qualified_name(value)}
     if isinstance(value, dict):

@@ -18,7 +18,7 @@ from fastppo.algos.distributions import LOG_STD_MAX, LOG_STD_MIN, ActionSpec
 # policy_kwargs' activation_fn accepts as a name and what a checkpoint stores in place of the class.
 ACTIVATIONS = {name.lower(): getattr(nn, name) for name in nn.modules.activation.__all__
                if name not in ("Threshold", "MultiheadAttention")}
-NATIVE_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}  # the ones csrc/train/mlp.h implements
+NATIVE_ACTIVATIONS = ("tanh", "relu")  # the ones csrc/train/mlp.h implements
 
 
 def activation_name(activation_fn) -> str | None:
@@ -103,7 +103,8 @@ def _features_extractor(features_extractor_class, observation_space: gym.Space, 
         raise TypeError(f"policy_kwargs['features_extractor_class'] must be a class, got {features_extractor_class!r}")
     extractor = features_extractor_class(observation_space, **(kwargs or {}))
     dim = getattr(extractor, "features_dim", None)
-    if not isinstance(extractor, nn.Module) or not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 1:
+    if not (isinstance(extractor, nn.Module) and isinstance(dim, (int, np.integer)) and not isinstance(dim, bool)
+            and dim >= 1):
         raise TypeError(f"policy_kwargs['features_extractor_class'] must build an nn.Module with a positive int "
                         f"features_dim attribute (SB3's BaseFeaturesExtractor protocol), got "
                         f"{type(extractor).__name__} with features_dim={dim!r}")
@@ -198,7 +199,7 @@ class ActorCritic(PolicyMethods, nn.Module):
     - ``log_std_init``: the Gaussian's initial log-std. The distributions clamp the log-std to
       [``LOG_STD_MIN``, ``LOG_STD_MAX``] = [-20, 2] (fastppo/algos/distributions.py, and kLogStdMin/Max in
       csrc/train/distributions.h), so an initial value outside it is an error rather than silently
-      clamped.
+      clamped (with gSDE the clamp applies to the state-dependent log-std that the matrix gives).
     - ``features_extractor_class`` / ``features_extractor_kwargs``: SB3's protocol,
       ``class(observation_space, **kwargs)`` -> an ``nn.Module`` with a ``features_dim`` attribute, given
       the observations as SB3 preprocesses them (Box: ``(batch, *shape)`` float; Discrete: one-hot;
@@ -236,14 +237,13 @@ class ActorCritic(PolicyMethods, nn.Module):
                              f"fastppo/algos/distributions.py), got {log_std_init!r}")
 
         self.features_extractor = self.pi_features_extractor = self.vf_features_extractor = None
-        features_dim = self.obs_spec.dim
+        features_dim, extractors = self.obs_spec.dim, []
         if features_extractor_class is not None and not _is_sb3_flatten(features_extractor_class,
                                                                          features_extractor_kwargs):
-            def make():
-                return _features_extractor(features_extractor_class, observation_space, features_extractor_kwargs)
-
-            self.features_extractor = self.pi_features_extractor = make()
-            self.vf_features_extractor = self.features_extractor if share_features_extractor else make()
+            extractors = [_features_extractor(features_extractor_class, observation_space, features_extractor_kwargs)
+                          for _ in range(1 if share_features_extractor else 2)]
+            self.features_extractor = self.pi_features_extractor = extractors[0]
+            self.vf_features_extractor = extractors[-1]
             features_dim = self.features_extractor.features_dim
         elif features_extractor_kwargs:
             raise ValueError("policy_kwargs['features_extractor_kwargs'] given without a features_extractor_class")
@@ -264,7 +264,7 @@ class ActorCritic(PolicyMethods, nn.Module):
                 for m in linears:
                     nn.init.orthogonal_(m.weight, head_gain if m is linears[-1] else math.sqrt(2))
                     nn.init.zeros_(m.bias)
-            for extractor in {self.pi_features_extractor, self.vf_features_extractor} - {None}:
+            for extractor in extractors:
                 for m in extractor.modules():  # SB3's init_weights: Linear and Conv2d layers
                     if isinstance(m, (nn.Linear, nn.Conv2d)):
                         nn.init.orthogonal_(m.weight, math.sqrt(2))
