@@ -45,7 +45,7 @@ for _env in ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"):
     _PPO[_env] = dict(num_envs=1, n_steps=512, batch_size=64, n_epochs=10, gae_lambda=0.92, gamma=0.98,
                       learning_rate=3e-4, clip_range=0.2, ent_coef=0.0, max_grad_norm=0.8, vf_coef=1.0,
                       normalize_obs=True, normalize_reward=True,
-                      policy_kwargs=dict(log_std_init=-2.0, ortho_init=False, activation="relu",
+                      policy_kwargs=dict(log_std_init=-2.0, ortho_init=False, activation_fn="relu",
                                          net_arch=[256, 256]))
 
 # TRPO: sb3-contrib's rl-zoo settings (Pendulum without its gSDE, with normalisation instead).

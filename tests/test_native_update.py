@@ -84,7 +84,7 @@ OPTIONS = {
     "value-clip+entropy": {"clip_range_vf": 0.2, "ent_coef": 0.01},
     "no-adv-norm+no-grad-clip": {"normalize_advantage": False, "max_grad_norm": None},
     "kl-variant": {"variant": "kl", "kl_coef": 0.5},
-    "relu+tight-clip": {"policy_kwargs": {"activation": "relu", "net_arch": [32, 16]}, "clip_range": 0.01,
+    "relu+tight-clip": {"policy_kwargs": {"activation_fn": "relu", "net_arch": [32, 16]}, "clip_range": 0.01,
                         "learning_rate": 3e-3},
 }
 ENVS = {"discrete": "CartPole-v1", "box": "Pendulum-v1", "multidiscrete": _MultiDiscreteEnv}
@@ -284,7 +284,7 @@ def test_adam_step_count_is_one_array(algo):
 
 
 def test_torch_path_where_native_does_not_apply():
-    model = PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, policy_kwargs={"activation": "gelu"})
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, policy_kwargs={"activation_fn": "gelu"})
     assert not model.native and isinstance(model.updater, TorchPpoUpdater)
     model = PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, backend="torch")
     assert not model.native and isinstance(model.updater, TorchPpoUpdater)

@@ -33,7 +33,7 @@ def _act(policy, obs, seed=1, step=0):
 def test_matches_torch_forward(space, activation):
     torch.manual_seed(0)
     obs_space = gym.spaces.Box(-5, 5, (5,), np.float32)
-    policy = ActorCritic(obs_space, SPACES[space], net_arch=(16, 8), activation=activation, log_std_init=-0.5)
+    policy = ActorCritic(obs_space, SPACES[space], net_arch=(16, 8), activation_fn=activation, log_std_init=-0.5)
     obs = np.random.default_rng(0).standard_normal((300, 5)).astype(np.float32)
     actions, log_probs, values, params = _act(policy, obs)
     with torch.no_grad():

@@ -118,7 +118,8 @@ def test_truncation_bootstraps_from_final_observation():
     (dict(ent_coef=-0.1), ValueError, "ent_coef must be >= 0"),
     (dict(variant="trust"), ValueError, "variant must be one of"),
     (dict(target_kl=0.0), ValueError, "target_kl must be > 0"),
-    (dict(policy_kwargs={"activation": "swish"}), ValueError, "policy_kwargs['activation'] must be one of"),
+    (dict(policy_kwargs={"activation_fn": "swish"}), ValueError,
+     "policy_kwargs['activation_fn'] must be an nn.Module class or one of"),
 ])
 def test_bad_hyperparameters(kwargs, exc, message):
     with pytest.raises(exc, match=_re(message)):

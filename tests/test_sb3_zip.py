@@ -4,7 +4,6 @@ same values), carry SB3's hyperparameters, continue training, and every file fas
 is a clear error."""
 
 import base64
-import inspect
 import io
 import json
 import pickle
@@ -18,15 +17,11 @@ from torch import nn
 
 import fastppo
 from fastppo.algos import checkpoint, sb3_zip
-from fastppo.algos.policies import ActorCritic, ObsSpec
+from fastppo.algos.policies import ObsSpec
 
 sb3 = pytest.importorskip("stable_baselines3")
 sb3_contrib = pytest.importorskip("sb3_contrib")
 
-# dict(pi=..., vf=...) with different sizes needs ActorCritic's SB3 policy_kwargs (the sb3-policies branch)
-needs_sb3_policy_kwargs = pytest.mark.skipif(
-    "activation_fn" not in inspect.signature(ActorCritic).parameters,
-    reason="needs ActorCritic with SB3's policy_kwargs (net_arch=dict(pi, vf) of different sizes)")
 FAST = dict(n_steps=64, batch_size=32, n_epochs=1, seed=0)
 
 
@@ -123,8 +118,7 @@ def _hidden_sizes(net):
     return [m.out_features for m in net if isinstance(m, nn.Linear)][:-1]
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=needs_sb3_policy_kwargs) if c == "pendulum-pi-vf" else c
-                                  for c in CASES])
+@pytest.mark.parametrize("case", list(CASES))
 def test_acts_as_sb3(case, saved):
     path, sb3_model = saved[case]
     env, kwargs, _ = CASES[case]
@@ -156,7 +150,6 @@ def test_box_bounds_come_back_exactly(saved):
     assert ckpt["algo"] == "ppo" and ckpt["algo_state"] is None
 
 
-@needs_sb3_policy_kwargs
 def test_policy_kwargs_in_sb3_form(saved):
     kwargs = fastppo.PPO.load(saved["pendulum-pi-vf"][0]).config.policy_kwargs
     assert kwargs == dict(net_arch=dict(pi=[32], vf=[64]), activation_fn="relu", log_std_init=-0.5)

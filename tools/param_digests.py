@@ -26,7 +26,7 @@ EXTRA = {  # (env, algo, extra kwargs)
     "vf-clip": ("CartPole-v1", "ppo", dict(clip_range_vf=0.2, ent_coef=0.01)),
     "target-kl": ("Pendulum-v1", "ppo", dict(target_kl=0.001)),
     "gsde": ("Pendulum-v1", "ppo", dict(use_sde=True, sde_sample_freq=4)),
-    "relu": ("Acrobot-v1", "ppo", dict(policy_kwargs=dict(activation="relu", net_arch=[32, 32]))),
+    "relu": ("Acrobot-v1", "ppo", dict(policy_kwargs=dict(activation_fn="relu", net_arch=[32, 32]))),
     "no-adv-norm": ("MountainCarContinuous-v0", "trpo", dict(normalize_advantage=False)),
 }
 

@@ -33,10 +33,15 @@ from fastppo.algos.config import OnPolicyConfig, check_int
 from fastppo.algos.distributions import ActionSpec
 from fastppo.algos.logger import Logger, ProgressBar, make_output_format, run_folder
 from fastppo.algos.normalize import ObsNormalizer, RewardScaler
-from fastppo.algos.policies import ActorCritic, ObsSpec
+from fastppo.algos.optim import uses_flat_adam
+from fastppo.algos.policies import MLP_POLICY_KWARGS, ActorCritic, ObsSpec, as_batch
 from fastppo.algos.rollout import NativeActor, NativeCollector, Rollout, StepCollector, TorchActor
+from fastppo.algos.sb3_policy import SB3Policy
 from fastppo.envs import SB3VecEnv, SB3View, as_vector_env
 from fastppo.ops import gae
+
+
+OPTIMIZER_KWARGS = ("optimizer_class", "optimizer_kwargs")  # the policy_kwargs that choose the optimiser
 
 
 class Reducer:
@@ -96,9 +101,14 @@ class OnPolicyAlgorithm:
             if config.seed is not None:
                 torch.manual_seed(config.seed)
             self.policy = self._build_policy(policy, config.policy_kwargs or {}).to(self.device)
-        self._custom_policy = policy if isinstance(policy, nn.Module) else None
+        self._custom_policy = None if isinstance(policy, str) else policy  # a module or a class: not stored
+        # SB3's optimizer_class / optimizer_kwargs (fastppo.algos.optim.make_optimizer builds the optimiser): an
+        # SB3 policy class's own, as SB3 takes them from the policy, else policy_kwargs'
+        self._optimizer_options = (self.policy.optimizer_options() if isinstance(self.policy, SB3Policy) else
+                                   {k: v for k, v in (config.policy_kwargs or {}).items() if k in OPTIMIZER_KWARGS})
         self.native = _backend.native_trainer(
-            self.backend, isinstance(self.policy, ActorCritic) and self.policy.native_ok())
+            self.backend, isinstance(self.policy, ActorCritic) and self.policy.native_ok()
+            and uses_flat_adam(**self._optimizer_options))
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(config.seed if config.seed is not None else int(torch.randint(2**62, ()).item()))
 
@@ -165,17 +175,29 @@ class OnPolicyAlgorithm:
         return cls.config_class.from_kwargs({**(config.to_dict() if config else {}), **hyperparameters})
 
     def _build_policy(self, policy, policy_kwargs: dict) -> nn.Module:
+        """The policy module: a given ``nn.Module`` as it is, an SB3 policy class (an ``ActorCriticPolicy``
+        subclass) built as SB3 builds it and adapted (:class:`~fastppo.algos.sb3_policy.SB3Policy`), or
+        "MlpPolicy", an :class:`ActorCritic` from ``policy_kwargs``."""
         if isinstance(policy, nn.Module):
             if policy_kwargs:
-                raise ValueError("policy_kwargs apply to 'MlpPolicy' only, not to a given nn.Module")
+                raise ValueError("policy_kwargs apply to 'MlpPolicy' or a policy class, not to a given nn.Module")
             if self.config.use_sde and not all(callable(getattr(policy, m, None))
                                                for m in ("sample_exploration", "sde_noise")):
                 raise TypeError("use_sde needs the policy module to define sample_exploration() and sde_noise() "
                                 "(see fastppo.algos.policies.ActorCritic)")
             return policy
+        if isinstance(policy, type):
+            return SB3Policy.build(policy, self.observation_space, self.action_space, self.config.lr_schedule,
+                                   use_sde=self.config.use_sde, **policy_kwargs)
         if policy != "MlpPolicy":
-            raise ValueError(f"policy must be 'MlpPolicy' or an nn.Module, got {policy!r}")
-        return ActorCritic(self.observation_space, self.action_space, use_sde=self.config.use_sde, **policy_kwargs)
+            raise ValueError(f"policy must be 'MlpPolicy', an nn.Module or an SB3 policy class, got {policy!r}")
+        known = [*MLP_POLICY_KWARGS, *OPTIMIZER_KWARGS]
+        unknown = sorted(set(policy_kwargs) - set(known), key=str)
+        if unknown:
+            raise TypeError(f"unknown policy_kwargs {', '.join(map(repr, unknown))} for 'MlpPolicy'; known: "
+                            f"{', '.join(known)}")
+        return ActorCritic(self.observation_space, self.action_space, use_sde=self.config.use_sde,
+                           **{k: v for k, v in policy_kwargs.items() if k not in OPTIMIZER_KWARGS})
 
     # -- envs (SB3's get_env / set_env / get_vec_normalize_env) --------------------------------------
     def get_env(self):
@@ -453,12 +475,7 @@ class OnPolicyAlgorithm:
         ``state`` and ``episode_start`` exist for Stable-Baselines3 compatibility (recurrent policies) and
         are ignored. Observations go through the model's own normaliser (``normalize_obs``), as in training.
         """
-        obs = np.asarray(observation)
-        single = obs.shape == self.observation_space.shape
-        batch = obs[None] if single else obs
-        if batch.shape[1:] != self.observation_space.shape:
-            raise ValueError(f"observation must have shape {self.observation_space.shape} or (batch, "
-                             f"*{self.observation_space.shape}), got {obs.shape}")
+        batch, single = as_batch(observation, self.observation_space)
         with torch.inference_mode():
             params, _ = self.policy(self._policy_input(batch, update_stats=False))
             dist = self.action_spec.distribution(params)
@@ -482,7 +499,7 @@ class OnPolicyAlgorithm:
 
     @classmethod
     def load(cls, path: str | os.PathLike, env=None, device: str | None = None, custom_objects: dict | None = None,
-             print_system_info: bool = False, force_reset: bool = True, *, policy: nn.Module | None = None,
+             print_system_info: bool = False, force_reset: bool = True, *, policy: nn.Module | type | None = None,
              trust_pickle: bool = False, **overrides):
         """A model from :meth:`save` (``path`` with or without its ``.zip``), or an SB3 zip, ready to act
         and to continue training.
@@ -490,12 +507,13 @@ class OnPolicyAlgorithm:
         ``env`` defaults to the checkpoint's env id; a model trained on an env instance loads without one
         (predict works; ``set_env`` before ``learn``). A given env must have the same spaces.
         ``device``: where the policy goes. ``custom_objects``: hyperparameters to replace, as SB3's (so are
-        ``overrides``: e.g. ``log_dir``, or a schedule function, which is not stored). ``policy``: a new
-        instance of the custom module the model was trained with (its weights come from the file; modules
-        are not stored). Loading cannot run code from the file; ``trust_pickle=True`` opens fastppo 0.1's
-        pickle files, which can: only for files you trust. ``print_system_info`` and ``force_reset`` exist
-        for SB3's signature (a loaded model's envs always start with a reset unless its env state was
-        saved).
+        ``overrides``: e.g. ``log_dir``, or a schedule function, which is not stored; a ``policy_kwargs`` dict
+        is merged into the saved one, so that ``policy_kwargs=dict(features_extractor_class=...)`` gives back
+        a class that was not stored). ``policy``: a new instance of the custom module the model was trained
+        with, or its SB3 policy class (the weights come from the file; modules and classes are not stored).
+        Loading cannot run code from the file; ``trust_pickle=True`` opens fastppo 0.1's pickle files, which
+        can: only for files you trust. ``print_system_info`` and ``force_reset`` exist for SB3's signature
+        (a loaded model's envs always start with a reset unless its env state was saved).
         """
         overrides = {**(custom_objects or {}), **overrides, **({"device": device} if device is not None else {})}
         return checkpoint.restore(cls, checkpoint.read(path, trust_pickle), env, overrides, policy)

@@ -31,6 +31,7 @@ import torch
 
 from fastppo._version import __version__
 from fastppo.algos import sb3_zip
+from fastppo.algos.policies import activation_name
 
 if TYPE_CHECKING:
     from fastppo.algos.base import OnPolicyAlgorithm
@@ -64,7 +65,8 @@ def save(model: OnPolicyAlgorithm, path: str | os.PathLike) -> None:
         "env_id": model.env_id, "observation_space": _space_to_plain(model.observation_space, "observation_space"),
         "action_space": _space_to_plain(model.action_space, "action_space"), "num_envs": model.num_envs,
         "hyperparameters": {k: _value_to_plain(v) for k, v in model.config.to_dict().items()},
-        "custom_policy": None if custom is None else f"{type(custom).__module__}.{type(custom).__qualname__}",
+        "custom_policy": None if custom is None else _qualified_name(custom if isinstance(custom, type)
+                                                                     else type(custom)),
         "policy_state": model.policy.state_dict(), "algo_state": _to_plain(model._algo_state()),
         "obs_normalizer": _to_plain(model.obs_normalizer.rms.state_dict()) if model.obs_normalizer else None,
         "reward_scaler": _to_plain(model.reward_scaler.state_dict()) if model.reward_scaler else None,
@@ -132,9 +134,10 @@ def read(path: str | os.PathLike, trust_pickle: bool = False) -> dict:
 
 def restore(cls, ckpt: dict, env, overrides: dict, policy=None):
     """A ``cls`` model from :func:`read`'s contents, on ``env`` (default: the checkpoint's env id), with
-    ``overrides`` replacing saved hyperparameters; ``policy`` is the module for a custom policy's weights.
-    Without an env id or ``env``, the model acts (``predict``) but cannot learn until given an env. A
-    checkpoint without optimiser state (an SB3 zip) starts its optimiser fresh."""
+    ``overrides`` replacing saved hyperparameters (a ``policy_kwargs`` dict is merged into the saved one);
+    ``policy`` is the module (or the SB3 policy class) for a custom policy's weights. Without an env id or
+    ``env``, the model acts (``predict``) but cannot learn until given an env. A checkpoint without
+    optimiser state (an SB3 zip) starts its optimiser fresh."""
     if ckpt["algo"] != cls.algo:
         raise ValueError(f"checkpoint holds a {ckpt['algo']!r} model; load it with that algorithm's class")
     if env is None:
@@ -147,15 +150,25 @@ def restore(cls, ckpt: dict, env, overrides: dict, policy=None):
     if isinstance(custom, torch.nn.Module):  # a trusted format 2 pickle
         policy = custom if policy is None else policy
     elif custom is not None and policy is None:
-        raise ValueError(f"the checkpoint's policy is a custom module ({custom}); modules are not stored (loading "
-                         f"one would run code): pass policy=<a new {custom.rsplit('.', 1)[-1]}> to load(), its "
-                         f"weights come from the file")
-    hyper = {**ckpt["hyperparameters"], **overrides}
+        raise ValueError(f"the checkpoint's policy is a custom module ({custom}); modules and policy classes are not "
+                         f"stored (loading one would run code): pass policy=<a new {custom.rsplit('.', 1)[-1]}> (an "
+                         f"SB3 policy class: the class) to load(), its weights come from the file")
+    hyper, overrides = dict(ckpt["hyperparameters"]), dict(overrides)
+    if isinstance(hyper.get("policy_kwargs"), dict):
+        saved = {("activation_fn" if k == "activation" else k): v  # "activation": the name before activation_fn
+                 for k, v in hyper["policy_kwargs"].items()}
+        # merged, so that loading needs only what was not stored (a class): policy_kwargs=dict(optimizer_class=...)
+        hyper["policy_kwargs"] = {**saved, **(overrides.pop("policy_kwargs", None) or {})}
+    hyper.update(overrides)
     for key, value in hyper.items():
-        if isinstance(value, dict) and "__function__" in value:
-            raise ValueError(f"{key} was the function {value['__function__']} when saved; functions are not stored "
-                             f"(loading one would run code): pass {key}= to load()")
-    if policy is not None:
+        for inner, item in (value.items() if key == "policy_kwargs" and isinstance(value, dict) else [(None, value)]):
+            if isinstance(item, dict) and "__function__" in item:
+                what = key if inner is None else f"policy_kwargs[{inner!r}]"
+                given = f"{key}=" if inner is None else f"policy_kwargs=dict({inner}=...)"
+                raise ValueError(f"{what} was the {'function' if inner is None else 'class'} {item['__function__']} "
+                                 f"when saved; functions and classes are not stored (loading one would run code): "
+                                 f"pass {given} to load()")
+    if isinstance(policy, torch.nn.Module):
         hyper.pop("policy_kwargs", None)
     spaces = (ckpt["observation_space"], ckpt["action_space"], ckpt["num_envs"]) if env is None else None
     model = cls(policy if policy is not None else "MlpPolicy", env, _spaces=spaces, **hyper)
@@ -189,12 +202,22 @@ def restore(cls, ckpt: dict, env, overrides: dict, policy=None):
 
 # -- plain forms --------------------------------------------------------------------------------------
 def _value_to_plain(value):
-    """A hyperparameter as plain data; a function becomes a marker that load() asks to be replaced."""
+    """A hyperparameter as plain data; a function or a class becomes a marker that load() asks to be
+    replaced, except torch.nn's activations, which become their lower-case names (as policy_kwargs'
+    activation_fn takes them). policy_kwargs' entries are converted one by one."""
     if isinstance(value, torch.device):
         return str(value)
+    if (name := activation_name(value)) is not None:
+        return name
     if callable(value):
-        return {"__function__": f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}"}
+        return {"__function__": _qualified_name(value)}
+    if isinstance(value, dict):
+        return {k: _value_to_plain(v) for k, v in value.items()}
     return _to_plain(value)
+
+
+def _qualified_name(obj) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
 def _to_plain(x: Any) -> Any:

@@ -86,8 +86,10 @@ class OnPolicyConfig:
     normalize_obs: bool = hp(False, "running-statistics observation normalisation (saved with the model)")
     normalize_reward: bool = hp(False, "divide rewards by the running std of the discounted return (as SB3's "
                                        "VecNormalize)")
-    policy_kwargs: dict | None = hp(None, "MlpPolicy options: net_arch (hidden sizes), activation ('tanh', "
-                                          "'relu', ...), ortho_init, log_std_init")
+    policy_kwargs: dict | None = hp(None, "the policy's options, as SB3's: net_arch (hidden sizes, or dict(pi=..., "
+                                          "vf=...)), activation_fn (nn.Tanh, nn.ReLU, ... or 'tanh', 'relu', ...), "
+                                          "ortho_init, log_std_init, features_extractor_class/_kwargs, "
+                                          "share_features_extractor, optimizer_class/_kwargs")
     seed: int | None = hp(None, "seeds the weights, the sampling and the envs (same seed and config: same "
                                 "numbers on CPU)")
     device: str = hp("auto", "where the policy and the rollout live: 'auto' (the CPU for MlpPolicy, where the native "

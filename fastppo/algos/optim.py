@@ -1,9 +1,17 @@
 """Optimiser state on one flat buffer: the policy's parameters as views of one tensor, their gradients as
 views of another, and Adam over them. The torch updaters and the native ones (csrc/train/) step the
-same memory, so checkpoints and both paths see one state."""
+same memory, so checkpoints and both paths see one state.
+
+SB3's ``policy_kwargs`` ``optimizer_class`` / ``optimizer_kwargs`` choose the optimiser
+(:func:`make_optimizer`): Adam with only ``betas`` / ``eps`` (torch's defaults for its other options) is
+:class:`FlatAdam`, which the native updates run; anything else is that torch optimiser behind the same
+interface (:class:`TorchOptimizer`), on the torch path.
+"""
 
 from __future__ import annotations
 
+import copy
+import inspect
 import math
 
 import numpy as np
@@ -22,6 +30,7 @@ class FlatParameters:
 
     def __init__(self, parameters):
         params = list(parameters)
+        self.parameters = params  # the parameters themselves, for a torch optimiser over them
         first = params[0]
         if any(p.dtype != first.dtype or p.device != first.device for p in params):
             raise ValueError("policy parameters must share one dtype and device, got "
@@ -88,3 +97,81 @@ class FlatAdam:
         with torch.no_grad():  # in place: the native updates hold views of these tensors
             self.exp_avg.copy_(state["exp_avg"])
             self.exp_avg_sq.copy_(state["exp_avg_sq"])
+
+
+class TorchOptimizer:
+    """A torch optimiser over a :class:`FlatParameters`' parameters, with :class:`FlatAdam`'s interface:
+    ``lr`` (every parameter group's, settable), ``step(max_grad_norm)`` (clip the global norm, then
+    step), ``state_dict`` / ``load_state_dict``. The parameters and their gradients stay views of the
+    flat buffers (torch optimisers update them in place), so the updaters zero, reduce and clip the one
+    flat gradient as with FlatAdam."""
+
+    def __init__(self, flat: FlatParameters, optimizer_class, lr: float, optimizer_kwargs: dict):
+        self.flat = flat
+        self.optimizer = optimizer_class(flat.parameters, lr=lr, **optimizer_kwargs)
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        for group in self.optimizer.param_groups:  # as SB3's _update_learning_rate
+            group["lr"] = value
+
+    @torch.no_grad()
+    def step(self, max_grad_norm: float | None = None) -> None:
+        if max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.flat.param, max_grad_norm)
+        self.optimizer.step()
+
+    def state_dict(self) -> dict:
+        return copy.deepcopy(self.optimizer.state_dict())  # a snapshot, as FlatAdam's
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+def _adam_defaults() -> dict:
+    return {name: p.default for name, p in inspect.signature(torch.optim.Adam).parameters.items()
+            if p.default is not p.empty}
+
+
+def _options(optimizer_class, optimizer_kwargs: dict | None, default_eps: float) -> tuple[type, dict]:
+    """SB3's rule: the class defaults to Adam, and Adam given no optimizer_kwargs gets ``eps=default_eps``
+    (SB3's ActorCriticPolicy: 1e-5); given kwargs are taken as they are (torch's defaults otherwise)."""
+    optimizer_class = torch.optim.Adam if optimizer_class is None else optimizer_class
+    if optimizer_kwargs is None:
+        return optimizer_class, ({"eps": default_eps} if optimizer_class is torch.optim.Adam else {})
+    if not isinstance(optimizer_kwargs, dict):
+        raise TypeError(f"policy_kwargs['optimizer_kwargs'] must be a dict, got {optimizer_kwargs!r}")
+    if "lr" in optimizer_kwargs or "params" in optimizer_kwargs:
+        raise ValueError("policy_kwargs['optimizer_kwargs'] must not hold 'lr' or 'params': the learning rate is "
+                         "learning_rate, the parameters the policy's")
+    return optimizer_class, dict(optimizer_kwargs)
+
+
+def uses_flat_adam(optimizer_class=None, optimizer_kwargs: dict | None = None) -> bool:
+    """Whether SB3's ``optimizer_class`` / ``optimizer_kwargs`` are :class:`FlatAdam`'s arithmetic:
+    torch.optim.Adam with any ``betas`` and ``eps`` and torch's defaults for every other option (no
+    weight decay, no amsgrad, ...; ``foreach`` / ``fused`` / ``capturable`` choose only how it runs)."""
+    optimizer_class, kwargs = _options(optimizer_class, optimizer_kwargs, 1e-5)
+    if optimizer_class is not torch.optim.Adam:
+        return False
+    defaults = _adam_defaults()
+    return all(name in ("betas", "eps", "foreach", "fused", "capturable") or defaults.get(name, object()) == value
+               for name, value in kwargs.items())
+
+
+def make_optimizer(flat: FlatParameters, lr: float, optimizer_class=None, optimizer_kwargs: dict | None = None,
+                   default_eps: float = 1e-5) -> FlatAdam | TorchOptimizer:
+    """The optimiser over ``flat`` for SB3's ``optimizer_class`` / ``optimizer_kwargs`` (None: Adam with
+    ``eps=default_eps``): a :class:`FlatAdam` where :func:`uses_flat_adam`, else a :class:`TorchOptimizer`."""
+    optimizer_class, kwargs = _options(optimizer_class, optimizer_kwargs, default_eps)
+    if uses_flat_adam(optimizer_class, kwargs):
+        defaults = _adam_defaults()
+        return FlatAdam(flat, lr, eps=kwargs.get("eps", defaults["eps"]), betas=kwargs.get("betas", defaults["betas"]))
+    if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
+        raise TypeError(f"policy_kwargs['optimizer_class'] must be a torch.optim.Optimizer subclass, got "
+                        f"{optimizer_class!r}")
+    return TorchOptimizer(flat, optimizer_class, lr, kwargs)

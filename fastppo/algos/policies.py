@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import warnings
 
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from fastppo.algos.distributions import ActionSpec
+from fastppo.algos.distributions import LOG_STD_MAX, LOG_STD_MIN, ActionSpec
 
-ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU}
+# torch.nn's activations that construct without arguments, by lower-case name ("tanh", "relu", ...): what
+# policy_kwargs' activation_fn accepts as a name and what a checkpoint stores in place of the class.
+ACTIVATIONS = {name.lower(): getattr(nn, name) for name in nn.modules.activation.__all__
+               if name not in ("Threshold", "MultiheadAttention")}
+NATIVE_ACTIVATIONS = ("tanh", "relu")  # the ones csrc/train/mlp.h implements
+
+
+def activation_name(activation_fn) -> str | None:
+    """The lower-case name of one of torch.nn's activation classes (None for any other object)."""
+    return next((name for name, cls in ACTIVATIONS.items() if cls is activation_fn), None)
 
 
 class ObsSpec:
@@ -42,36 +54,209 @@ def _mlp(sizes: list[int], activation: type[nn.Module]) -> list[nn.Module]:
     return layers
 
 
-class ActorCritic(nn.Module):
-    """Separate actor and critic MLPs, the default of SB3's and CleanRL's PPO.
+def _net_arch(net_arch) -> tuple[list[int], list[int]]:
+    """SB3's net_arch -> the actor's and the critic's hidden sizes."""
+    if net_arch is None:
+        return [64, 64], [64, 64]
+    if isinstance(net_arch, (list, tuple)) and net_arch and isinstance(net_arch[0], dict):
+        warnings.warn("net_arch=[dict(pi=..., vf=...)] is SB3's form before 1.8; pass the dict directly "
+                      "(net_arch=dict(pi=..., vf=...))", UserWarning, stacklevel=4)  # as SB3 warns
+        net_arch = net_arch[0]
+    if isinstance(net_arch, dict):
+        unknown = sorted(set(net_arch) - {"pi", "vf"}, key=str)
+        if unknown:
+            raise ValueError(f"policy_kwargs['net_arch'] as a dict takes the keys 'pi' and 'vf', got {unknown}")
+        archs = (net_arch.get("pi", []), net_arch.get("vf", []))  # a missing key is a linear head, as SB3
+    elif isinstance(net_arch, (list, tuple)):
+        archs = (net_arch, net_arch)
+    else:
+        raise TypeError(f"policy_kwargs['net_arch'] must be a list of hidden sizes or dict(pi=[...], vf=[...]), "
+                        f"got {net_arch!r}")
+    for arch in archs:
+        if not isinstance(arch, (list, tuple)) or not all(
+                isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 for n in arch):
+            raise ValueError(f"policy_kwargs['net_arch'] must hold lists of positive integer sizes, got {net_arch!r}")
+    return [int(n) for n in archs[0]], [int(n) for n in archs[1]]
 
-    ``forward(obs) -> (dist_params, value)``: ``dist_params`` are the logits (Discrete, MultiDiscrete) or
-    ``[mean, log_std]`` (Box; log-std is a state-independent parameter), ``value`` has shape ``(batch,)``.
-    A user-supplied module may replace this class if it has the same ``forward`` contract (and, for
-    TRPO, ``actor_parameters()`` and ``critic_parameters()``).
+
+def _activation_fn(activation_fn) -> type[nn.Module]:
+    if isinstance(activation_fn, str):
+        if activation_fn not in ACTIVATIONS:
+            raise ValueError(f"policy_kwargs['activation_fn'] must be an nn.Module class or one of "
+                             f"{sorted(ACTIVATIONS)}, got {activation_fn!r}")
+        return ACTIVATIONS[activation_fn]
+    if isinstance(activation_fn, type) and issubclass(activation_fn, nn.Module):
+        return activation_fn
+    raise TypeError(f"policy_kwargs['activation_fn'] must be an nn.Module class (nn.Tanh, nn.ReLU, ...) or its "
+                    f"lower-case name, got {activation_fn!r}")
+
+
+def _is_sb3_flatten(features_extractor_class, features_extractor_kwargs) -> bool:
+    """SB3's default extractor, named explicitly: the flattened observation, which the MLPs take anyway."""
+    return (getattr(features_extractor_class, "__name__", None) == "FlattenExtractor" and not features_extractor_kwargs
+            and getattr(features_extractor_class, "__module__", None) == "stable_baselines3.common.torch_layers")
+
+
+def _features_extractor(features_extractor_class, observation_space: gym.Space, kwargs: dict | None) -> nn.Module:
+    """SB3's protocol: ``class(observation_space, **kwargs)``, a module with an int ``features_dim``."""
+    if not callable(features_extractor_class):
+        raise TypeError(f"policy_kwargs['features_extractor_class'] must be a class, got {features_extractor_class!r}")
+    extractor = features_extractor_class(observation_space, **(kwargs or {}))
+    dim = getattr(extractor, "features_dim", None)
+    if not (isinstance(extractor, nn.Module) and isinstance(dim, (int, np.integer)) and not isinstance(dim, bool)
+            and dim >= 1):
+        raise TypeError(f"policy_kwargs['features_extractor_class'] must build an nn.Module with a positive int "
+                        f"features_dim attribute (SB3's BaseFeaturesExtractor protocol), got "
+                        f"{type(extractor).__name__} with features_dim={dim!r}")
+    return extractor
+
+
+def as_batch(observation, space: gym.Space) -> tuple[np.ndarray, bool]:
+    """One observation or a batch of ``space``'s -> ``(batch, whether it was one)``."""
+    obs = np.asarray(observation)
+    single = obs.shape == space.shape
+    batch = obs[None] if single else obs
+    if batch.shape[1:] != space.shape:
+        raise ValueError(f"observation must have shape {space.shape} or (batch, *{space.shape}), got {obs.shape}")
+    return batch, single
+
+
+def state_values(policy: nn.Module, obs: torch.Tensor) -> torch.Tensor:
+    """V(obs), shape ``(batch,)``: the module's ``value(obs)`` where it has one (which can skip the actor),
+    else the value that ``forward`` returns."""
+    value = getattr(policy, "value", None)
+    return value(obs) if callable(value) else policy(obs)[1]
+
+
+class PolicyMethods:
+    """Stable-Baselines3's inference methods (``ActorCriticPolicy``'s) for an ``nn.Module`` with fastppo's
+    ``forward`` contract (see :class:`ActorCritic`) and ``observation_space``, ``action_space``,
+    ``obs_spec`` and ``action_spec`` attributes.
+
+    As in SB3 they take observations as the env gives them, batched (Box: ``(batch, *shape)``; Discrete:
+    ``(batch,)`` integers), and apply no observation normalisation (the algorithm's ``model.predict``
+    does, with ``normalize_obs``). Distributions are fastppo's (:mod:`fastppo.algos.distributions`):
+    ``sample()``, ``mode()``, ``log_prob(actions)``, ``entropy()`` and ``kl(other)``.
     """
 
-    def __init__(self, observation_space: gym.Space, action_space: gym.Space, net_arch=(64, 64),
-                 activation: str = "tanh", ortho_init: bool = True, log_std_init: float = 0.0,
-                 use_sde: bool = False):
+    def obs_to_input(self, obs) -> torch.Tensor:
+        """A batch of env observations (tensor or array) -> ``forward``'s input: ``(batch, dim)``, Box
+        flattened, Discrete one-hot, on the parameters' device and dtype."""
+        first = next(self.parameters())
+        obs = torch.as_tensor(obs, device=first.device)
+        if self.obs_spec.kind == "box":
+            return obs.reshape(obs.shape[0], -1).to(first.dtype)
+        return F.one_hot(obs.long().reshape(-1) - self.obs_spec.start, self.obs_spec.n).to(first.dtype)
+
+    def get_distribution(self, obs):
+        """The action distribution at ``obs``."""
+        params, _ = self(self.obs_to_input(obs))
+        return self.action_spec.distribution(params)
+
+    def predict_values(self, obs) -> torch.Tensor:
+        """V(obs), shape ``(batch, 1)`` (as SB3)."""
+        return state_values(self, self.obs_to_input(obs)).unsqueeze(-1)
+
+    def evaluate_actions(self, obs, actions) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(values (batch, 1), log_prob (batch,), entropy (batch,))`` of the policy's ``actions`` (Discrete:
+        0-based, as the distribution samples them) at ``obs``, as SB3's."""
+        params, values = self(self.obs_to_input(obs))
+        dist = self.action_spec.distribution(params)
+        actions = torch.as_tensor(actions, device=params.device)
+        return values.unsqueeze(-1), dist.log_prob(actions.reshape(actions.shape[0], *self.action_spec.shape)), \
+            dist.entropy()
+
+    def set_training_mode(self, mode: bool) -> None:
+        """``train(mode)`` (dropout, batch norm), as SB3's."""
+        self.train(mode)
+
+    def predict(self, observation, state=None, episode_start=None, deterministic: bool = False):
+        """Actions for one observation or a batch (numpy), in the env's action space (Box actions clipped
+        to its bounds): ``(actions, state)``, as SB3's ``policy.predict``; ``state`` and ``episode_start``
+        are for recurrent policies and passed through."""
+        self.set_training_mode(False)
+        batch, single = as_batch(observation, self.observation_space)
+        with torch.no_grad():
+            dist = self.get_distribution(batch)
+            actions = self.action_spec.to_env((dist.mode() if deterministic else dist.sample()).cpu().numpy())
+        return (actions[0] if single else actions), state
+
+
+class ActorCritic(PolicyMethods, nn.Module):
+    """Separate actor and critic networks, SB3's ``ActorCriticPolicy`` for "MlpPolicy" (and CleanRL's).
+
+    ``forward(obs) -> (dist_params, value)`` on the flattened observation ``(batch, dim)`` (Box flattened,
+    Discrete one-hot): ``dist_params`` are the logits (Discrete, MultiDiscrete) or ``[mean, log_std]``
+    (Box; log-std is a state-independent parameter), ``value`` has shape ``(batch,)``.
+
+    The arguments are SB3's ``policy_kwargs`` with SB3's meanings and defaults:
+
+    - ``net_arch``: hidden sizes, a list for actor and critic alike or ``dict(pi=[...], vf=[...])``; an
+      empty list makes that head linear on the features. Default ``[64, 64]``.
+    - ``activation_fn``: an ``nn.Module`` class (``nn.Tanh``, ``nn.ReLU``, ...) or the lower-case name of
+      one of torch.nn's (``"tanh"``, ``"relu"``, ...).
+    - ``ortho_init``: orthogonal weights (gain sqrt(2), the heads 0.01 and 1), zero biases.
+    - ``log_std_init``: the Gaussian's initial log-std. The distributions clamp the log-std to
+      [``LOG_STD_MIN``, ``LOG_STD_MAX``] = [-20, 2] (fastppo/algos/distributions.py, and kLogStdMin/Max in
+      csrc/train/distributions.h), so an initial value outside it is an error rather than silently
+      clamped (with gSDE the clamp applies to the state-dependent log-std that the matrix gives).
+    - ``features_extractor_class`` / ``features_extractor_kwargs``: SB3's protocol,
+      ``class(observation_space, **kwargs)`` -> an ``nn.Module`` with a ``features_dim`` attribute, given
+      the observations as SB3 preprocesses them (Box: ``(batch, *shape)`` float; Discrete: one-hot;
+      images are not divided by 255). Default (None, or SB3's own ``FlattenExtractor``): the flattened
+      observation.
+    - ``share_features_extractor``: one extractor for actor and critic (True), or one each.
+
+    Attributes: ``actor`` and ``critic`` (``nn.Sequential`` MLPs on the features: [Linear, act, ...,
+    Linear(out)]), ``log_std`` (Box), ``features_extractor``, ``pi_features_extractor`` and
+    ``vf_features_extractor`` (None without one; one module when shared, as SB3), ``activation`` (the
+    activation's lower-case torch.nn name, None for another class), plus :class:`PolicyMethods`' SB3
+    inference methods.
+
+    A user-supplied module may replace this class if it has the same ``forward`` contract. It may also
+    define ``value(obs) -> (batch,)`` (used for V alone, else ``forward``'s value is) and, for TRPO,
+    ``actor_parameters()`` and ``critic_parameters()``.
+    """
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space, net_arch=None,
+                 activation_fn: type[nn.Module] | str = nn.Tanh, ortho_init: bool = True, log_std_init: float = 0.0,
+                 use_sde: bool = False, features_extractor_class=None, features_extractor_kwargs: dict | None = None,
+                 share_features_extractor: bool = True):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"policy_kwargs['activation'] must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        net_arch = [int(n) for n in net_arch]
-        if not net_arch or min(net_arch) < 1:
-            raise ValueError(f"policy_kwargs['net_arch'] must be a non-empty list of positive sizes, got {net_arch}")
-        obs_dim = ObsSpec(observation_space).dim
-        self.action_spec = ActionSpec(action_space)
-        self.activation = activation
-        act = ACTIVATIONS[activation]
-        self.actor = nn.Sequential(*_mlp([obs_dim, *net_arch], act), nn.Linear(net_arch[-1], self.action_spec.n_outputs))
-        self.critic = nn.Sequential(*_mlp([obs_dim, *net_arch], act), nn.Linear(net_arch[-1], 1))
-        self.log_std, self.use_sde = None, bool(use_sde)
+        self.observation_space, self.action_space = observation_space, action_space
+        self.obs_spec, self.action_spec = ObsSpec(observation_space), ActionSpec(action_space)
+        pi_arch, vf_arch = _net_arch(net_arch)
+        self.activation_fn = _activation_fn(activation_fn)
+        self.activation = activation_name(self.activation_fn)
+        self.use_sde = bool(use_sde)
         if self.use_sde and self.action_spec.kind != "gaussian":
             raise ValueError(f"use_sde needs a Box action space, got {type(action_space).__name__}")
+        if self.action_spec.kind == "gaussian" and not self.use_sde and not LOG_STD_MIN <= log_std_init <= LOG_STD_MAX:
+            raise ValueError(f"policy_kwargs['log_std_init'] must be in [{LOG_STD_MIN}, {LOG_STD_MAX}], the clamp "
+                             f"fastppo's Gaussian applies to the log-std (LOG_STD_MIN/MAX in "
+                             f"fastppo/algos/distributions.py), got {log_std_init!r}")
+
+        self.features_extractor = self.pi_features_extractor = self.vf_features_extractor = None
+        features_dim, extractors = self.obs_spec.dim, []
+        if features_extractor_class is not None and not _is_sb3_flatten(features_extractor_class,
+                                                                         features_extractor_kwargs):
+            extractors = [_features_extractor(features_extractor_class, observation_space, features_extractor_kwargs)
+                          for _ in range(1 if share_features_extractor else 2)]
+            self.features_extractor = self.pi_features_extractor = extractors[0]
+            self.vf_features_extractor = extractors[-1]
+            features_dim = self.features_extractor.features_dim
+        elif features_extractor_kwargs:
+            raise ValueError("policy_kwargs['features_extractor_kwargs'] given without a features_extractor_class")
+        self.share_features_extractor = bool(share_features_extractor)
+
+        act = self.activation_fn
+        pi_last, vf_last = ([features_dim, *arch][-1] for arch in (pi_arch, vf_arch))
+        self.actor = nn.Sequential(*_mlp([features_dim, *pi_arch], act), nn.Linear(pi_last, self.action_spec.n_outputs))
+        self.critic = nn.Sequential(*_mlp([features_dim, *vf_arch], act), nn.Linear(vf_last, 1))
+        self.log_std = None
         if self.action_spec.kind == "gaussian":
             # gSDE: one log-std per (feature, action) pair, as SB3's full_std
-            shape = (net_arch[-1], self.action_spec.n_outputs) if self.use_sde else (self.action_spec.n_outputs,)
+            shape = (pi_last, self.action_spec.n_outputs) if self.use_sde else (self.action_spec.n_outputs,)
             self.log_std = nn.Parameter(torch.full(shape, float(log_std_init)))
         if ortho_init:  # gains as in the PPO implementation details (Huang et al. 2022) and SB3
             for net, head_gain in ((self.actor, 0.01), (self.critic, 1.0)):
@@ -79,16 +264,35 @@ class ActorCritic(nn.Module):
                 for m in linears:
                     nn.init.orthogonal_(m.weight, head_gain if m is linears[-1] else math.sqrt(2))
                     nn.init.zeros_(m.bias)
+            for extractor in extractors:
+                for m in extractor.modules():  # SB3's init_weights: Linear and Conv2d layers
+                    if isinstance(m, (nn.Linear, nn.Conv2d)):
+                        nn.init.orthogonal_(m.weight, math.sqrt(2))
+                        if m.bias is not None:
+                            nn.init.zeros_(m.bias)
+
+    def _features(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The actor's and the critic's inputs: the flattened observation, or the extractors' features
+        (given Box observations in their own shape, as SB3 gives them)."""
+        if self.features_extractor is None:
+            return obs, obs
+        obs = self._extractor_input(obs)
+        pi = self.pi_features_extractor(obs)
+        return pi, (pi if self.vf_features_extractor is self.pi_features_extractor else self.vf_features_extractor(obs))
+
+    def _extractor_input(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs.reshape(obs.shape[0], *self.observation_space.shape) if self.obs_spec.kind == "box" else obs
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pi_features, vf_features = self._features(obs)
         if self.use_sde:
-            latent = self.actor[:-1](obs)
+            latent = self.actor[:-1](pi_features)
             out = torch.cat([self.actor[-1](latent), self._sde_log_std(latent)], -1)
         else:
-            out = self.actor(obs)
+            out = self.actor(pi_features)
             if self.log_std is not None:
                 out = torch.cat([out, self.log_std.expand_as(out)], -1)
-        return out, self.critic(obs).squeeze(-1)
+        return out, self.critic(vf_features).squeeze(-1)
 
     # -- generalised state-dependent exploration (gSDE, Raffin et al. 2021; SB3's use_sde) ----------
     # The action is mean(s) + latent(s) @ E with E ~ N(0, std^2) per (feature, action) entry, drawn
@@ -107,27 +311,35 @@ class ActorCritic(nn.Module):
 
     def sde_noise(self, obs: torch.Tensor, exploration: torch.Tensor) -> torch.Tensor:
         """gSDE: the noise latent(obs) @ E for each env's matrix E, ``(num_envs, action_dim)``."""
-        return torch.bmm(self.actor[:-1](obs).unsqueeze(1), exploration).squeeze(1)
+        return torch.bmm(self.actor[:-1](self._features(obs)[0]).unsqueeze(1), exploration).squeeze(1)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(obs), shape ``(batch,)``, without the actor."""
+        if self.vf_features_extractor is not None:
+            obs = self.vf_features_extractor(self._extractor_input(obs))
         return self.critic(obs).squeeze(-1)
 
     def actor_parameters(self) -> list[nn.Parameter]:
-        """The policy's parameters (what TRPO's trust region constrains)."""
-        return [*self.actor.parameters(), *([self.log_std] if self.log_std is not None else [])]
+        """The policy's parameters (what TRPO's trust region constrains); a shared features extractor's
+        are the actor's and the critic's, as in sb3-contrib's TRPO."""
+        extractor = [] if self.pi_features_extractor is None else list(self.pi_features_extractor.parameters())
+        return [*extractor, *self.actor.parameters(), *([self.log_std] if self.log_std is not None else [])]
 
     def critic_parameters(self) -> list[nn.Parameter]:
-        return list(self.critic.parameters())
+        extractor = [] if self.vf_features_extractor is None else list(self.vf_features_extractor.parameters())
+        return [*extractor, *self.critic.parameters()]
 
     def native_ok(self) -> bool:
-        """Whether the native kernels (fastppo._core.PolicyAct, PpoUpdate) can run this module: the
-        extension is built, the activation is one they have, the parameters are float32 on the CPU, and
-        no gSDE (which they do not implement)."""
+        """Whether the native kernels (fastppo._core.PolicyAct, PpoUpdate, CriticFit) can run this module:
+        the extension is built, the actor and the critic are MLPs on the flattened observation (no features
+        extractor; any hidden sizes, none included), the activation is one they have (tanh, ReLU), the
+        parameters are float32 on the CPU, and no gSDE (which they do not implement). (The trainer also
+        needs the optimiser to be Adam: fastppo.algos.optim.uses_flat_adam.)"""
         from fastppo._backend import _core
 
         weight = self.actor[0].weight
-        return (_core is not None and self.activation in ("tanh", "relu") and weight.device.type == "cpu"
-                and weight.dtype == torch.float32 and not self.use_sde)
+        return (_core is not None and self.activation in NATIVE_ACTIVATIONS and self.features_extractor is None
+                and weight.device.type == "cpu" and weight.dtype == torch.float32 and not self.use_sde)
 
     def native_arrays(self, grads: bool = False) -> dict:
         """numpy views of the parameters' memory (or of their gradients', None where there is none yet),
@@ -154,3 +366,9 @@ class ActorCritic(nn.Module):
         spec, arrays = self.action_spec, self.native_arrays()
         return _core.PolicyAct(arrays["actor"], arrays["critic"], self.activation, spec.kind, list(spec.nvec),
                                arrays["log_std"])
+
+
+# "MlpPolicy"'s policy_kwargs that build the network (the optimiser's are the algorithm's); use_sde is the
+# algorithm's hyperparameter, as in SB3
+MLP_POLICY_KWARGS = tuple(name for name in inspect.signature(ActorCritic).parameters
+                          if name not in ("observation_space", "action_space", "use_sde"))

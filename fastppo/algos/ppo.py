@@ -13,7 +13,7 @@ from torch import nn
 
 from fastppo.algos.base import OnPolicyAlgorithm
 from fastppo.algos.config import PPOConfig, with_config_signature
-from fastppo.algos.optim import FlatAdam, FlatParameters
+from fastppo.algos.optim import FlatParameters, make_optimizer
 from fastppo.ops import ppo_loss
 from fastppo.ops.ppo_loss import STATS
 
@@ -22,8 +22,9 @@ class PPO(OnPolicyAlgorithm):
     """PPO with the hyperparameter names of Stable-Baselines3.
 
     Args:
-        policy: "MlpPolicy" or an ``nn.Module`` whose ``forward(obs) -> (dist_params, value)``
-            (see :class:`fastppo.algos.policies.ActorCritic`).
+        policy: "MlpPolicy" (:class:`fastppo.algos.policies.ActorCritic`, configured by ``policy_kwargs``
+            as SB3's), an SB3 policy class (an ``ActorCriticPolicy`` subclass: :mod:`fastppo.algos.sb3_policy`)
+            or an ``nn.Module`` whose ``forward(obs) -> (dist_params, value)`` (see ``ActorCritic``).
         env: an env id (built in or any gymnasium id), a gymnasium VectorEnv (SAME_STEP autoreset), or
             a gymnasium Env.
         config: a :class:`fastppo.algos.config.PPOConfig`; keyword arguments replace its fields.
@@ -46,7 +47,8 @@ class PPO(OnPolicyAlgorithm):
         super().__init__(policy, env, config, spaces=_spaces)
         self.kl_coef = config.kl_coef  # the adaptive KL variant's beta, adapted once per iteration
         self._flat = FlatParameters(self.policy.parameters())
-        self.optimizer = FlatAdam(self._flat, lr=config.lr_schedule(1.0), eps=1e-5)  # eps as SB3 and CleanRL
+        # policy_kwargs' optimizer_class / optimizer_kwargs; by default Adam with eps 1e-5, as SB3 and CleanRL
+        self.optimizer = make_optimizer(self._flat, config.lr_schedule(1.0), **self._optimizer_options)
         self._build_updaters()
 
     def _build_updaters(self) -> None:

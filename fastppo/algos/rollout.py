@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from fastppo.algos.distributions import ActionSpec
+from fastppo.algos.policies import state_values
 from fastppo.envs import SB3VecEnv, to_sb3_infos
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ class TorchActor:
         return action.cpu().numpy()
 
     def values(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.algo.policy.value(obs)
+        return state_values(self.algo.policy, obs)
 
 
 def _check_policy_output(params: torch.Tensor, value: torch.Tensor, n: int, n_params: int, t: int) -> None:

@@ -36,7 +36,6 @@ What is read, and from where:
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
 import os
@@ -50,7 +49,7 @@ import torch
 
 from fastppo.algos.config import PPOConfig, TRPOConfig
 from fastppo.algos.distributions import ActionSpec
-from fastppo.algos.policies import ACTIVATIONS, ActorCritic, ObsSpec
+from fastppo.algos.policies import ACTIVATIONS, ObsSpec
 
 _CONFIGS = {"ppo": PPOConfig, "trpo": TRPOConfig}
 # sb3-contrib TRPO's names -> fastppo's, where they differ (TEMPORARY: fastppo's TRPO fields are being
@@ -286,7 +285,7 @@ def _policy_kwargs(given: dict, arch: dict, image: bool) -> dict:
                          f"vf={arch['vf']}; shared layers are not supported)")
     kwargs = {"net_arch": net_arch, "activation_fn": _activation(given.get("activation_fn"))}
     kwargs.update({k: given[k] for k in ("ortho_init", "log_std_init") if k in given})
-    return _policy_kwargs_today(kwargs)
+    return kwargs
 
 
 def _activation(text) -> str:
@@ -307,20 +306,6 @@ def _is_image(item, space: gym.Space | None) -> bool:
     if _type_name(item) != "Box" or np.dtype(fields["dtype"]) != np.uint8 or len(fields.get("_shape", ())) != 3:
         return False
     return space is None or bool(np.all(space.low == 0)) and bool(np.all(space.high == 255))
-
-
-def _policy_kwargs_today(kwargs: dict) -> dict:
-    """TEMPORARY, until ActorCritic takes SB3's policy_kwargs (net_arch as a list or dict(pi, vf),
-    activation_fn): today's form, a list net_arch and ``activation``. Delete at that merge."""
-    if "activation_fn" in inspect.signature(ActorCritic).parameters:
-        return kwargs
-    net_arch = kwargs["net_arch"]
-    if isinstance(net_arch, dict):
-        if net_arch["pi"] != net_arch["vf"]:
-            raise ValueError(f"its actor and critic differ (net_arch={net_arch}), which this fastppo cannot build")
-        net_arch = net_arch["pi"]
-    return {**{k: v for k, v in kwargs.items() if k != "activation_fn"}, "net_arch": net_arch,
-            "activation": kwargs["activation_fn"]}
 
 
 # -- hyperparameters -------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from torch.nn.utils import parameters_to_vector
 
 from fastppo.algos.base import OnPolicyAlgorithm
 from fastppo.algos.config import TRPOConfig, with_config_signature
-from fastppo.algos.optim import FlatAdam, FlatParameters
+from fastppo.algos.optim import FlatParameters, make_optimizer
+from fastppo.algos.policies import state_values
 from fastppo.ops.ppo_loss import normalize
 
 
@@ -82,7 +83,9 @@ class TRPO(OnPolicyAlgorithm):
         self.actor_params = list(self.policy.actor_parameters())
         # The critic's parameters as views of one flat buffer: Adam then runs on one tensor (and natively).
         self._critic_flat = FlatParameters(self.policy.critic_parameters())
-        self.critic_optimizer = FlatAdam(self._critic_flat, lr=config.lr_schedule(1.0), eps=1e-8)
+        # policy_kwargs' optimizer_class / optimizer_kwargs; by default Adam with torch's eps (sb3-contrib: 1e-5)
+        self.critic_optimizer = make_optimizer(self._critic_flat, config.lr_schedule(1.0), **self._optimizer_options,
+                                               default_eps=1e-8)
         self._build_updaters()
 
     def _build_updaters(self) -> None:
@@ -198,7 +201,7 @@ class TorchCriticFit:
         total = torch.zeros((), device=algo.device)  # one host sync per pass, not per step
         for start in range(0, order.numel(), batch_size):
             idx = order[start:start + batch_size]
-            loss = 0.5 * ((algo.policy.value(data["obs"][idx]) - data["returns"][idx]) ** 2).mean()
+            loss = 0.5 * ((state_values(algo.policy, data["obs"][idx]) - data["returns"][idx]) ** 2).mean()
             algo._critic_flat.grad.zero_()
             loss.backward()
             algo.reducer.gradients(algo._critic_flat.grad)
