@@ -35,8 +35,14 @@ if TYPE_CHECKING:
     from fastppo.algos.base import OnPolicyAlgorithm
 
 FORMAT = "fastppo-checkpoint"
-VERSION = 3  # 3: tensors and plain data (weights_only); 2: a pickle (TRPO's critic optimiser one flat parameter)
+# 4: the hyperparameters with SB3's meanings and names; 3: tensors and plain data (weights_only); 2: a pickle
+# (TRPO's critic optimiser one flat parameter).
+VERSION = 4
+_PLAIN_VERSIONS = (3, VERSION)
 _PICKLE_VERSION = 2
+
+_RENAMED = {"max_kl": "target_kl", "cg_iters": "cg_max_steps", "line_search_shrink": "line_search_shrinking_factor"}
+"""Hyperparameters that files before format 4 store under another name -> today's name."""
 
 
 def save(model: OnPolicyAlgorithm, path: str | os.PathLike) -> None:
@@ -98,9 +104,10 @@ def read(path: str | os.PathLike, trust_pickle: bool = False) -> dict:
         raise ValueError(f"{name} is not a fastppo checkpoint")
     if ckpt.get("version") == _PICKLE_VERSION and trust_pickle:
         return ckpt  # the old layout: spaces and arrays are already objects
-    if ckpt.get("version") != VERSION:
-        raise ValueError(f"checkpoint format version {ckpt.get('version')} is not supported by this fastppo "
-                         f"(it reads version {VERSION}{f' and, trusted, {_PICKLE_VERSION}' if trust_pickle else ''})")
+    if ckpt.get("version") not in _PLAIN_VERSIONS:
+        raise ValueError(f"checkpoint format version {ckpt.get('version')} is not supported by this fastppo (it "
+                         f"reads versions {' and '.join(map(str, _PLAIN_VERSIONS))}"
+                         f"{f' and, trusted, {_PICKLE_VERSION}' if trust_pickle else ''})")
     try:
         for key in ("observation_space", "action_space"):
             ckpt[key] = _space_from_plain(ckpt[key])
@@ -127,7 +134,7 @@ def restore(cls, ckpt: dict, env, overrides: dict, policy=None):
         raise ValueError(f"the checkpoint's policy is a custom module ({custom}); modules are not stored (loading "
                          f"one would run code): pass policy=<a new {custom.rsplit('.', 1)[-1]}> to load(), its "
                          f"weights come from the file")
-    hyper = {**ckpt["hyperparameters"], **overrides}
+    hyper = {**_current_hyperparameters(ckpt["hyperparameters"], ckpt["version"]), **overrides}
     for key, value in hyper.items():
         if isinstance(value, dict) and "__function__" in value:
             raise ValueError(f"{key} was the function {value['__function__']} when saved; functions are not stored "
@@ -155,6 +162,17 @@ def restore(cls, ckpt: dict, env, overrides: dict, policy=None):
         model.env.restore(ckpt["env_state"])  # resume mid-episode, exactly where training stopped
         model._last_obs = ckpt["last_obs"].to(model.device)
     return model
+
+
+def _current_hyperparameters(saved: dict, version: int) -> dict:
+    """A checkpoint's hyperparameters with today's names and meanings: before format 4, TRPO's had other
+    names (:data:`_RENAMED`) and PPO's ``vf_coef`` weighed fastppo.ppo_loss's half-MSE value loss, so it
+    was twice SB3's (exactly: halving is exact). (Its ``clip_range_vf`` clipped the loss's max form: no
+    number translates that; the value is kept and now means SB3's clipping.)"""
+    hyper = {_RENAMED.get(key, key): value for key, value in saved.items()}
+    if version < 4 and isinstance(hyper.get("vf_coef"), (int, float)):
+        hyper["vf_coef"] = hyper["vf_coef"] / 2
+    return hyper
 
 
 # -- plain forms --------------------------------------------------------------------------------------
