@@ -87,8 +87,8 @@ def _critic_args(size, seed):
                 obs=rng.standard_normal((size, 3), dtype=np.float32), returns=rng.standard_normal(size, dtype=np.float32))
 
 
-CONFIG_FIELDS = ("batch_size", "clip_coef", "vf_coef", "ent_coef", "vf_clip", "normalize_advantages", "kl_coef",
-                 "target_kl", "max_grad_norm", "lr", "beta1", "beta2", "eps")
+CONFIG_FIELDS = ("batch_size", "clip_coef", "vf_coef", "ent_coef", "clip_range_vf", "normalize_advantages",
+                 "kl_coef", "target_kl", "max_grad_norm", "lr", "beta1", "beta2", "eps")
 
 
 def _ppo_config(cfg):
@@ -99,7 +99,7 @@ def _ppo_config(cfg):
     c = _core.PpoUpdateConfig()
     c.batch_size = int(rng.choice([1, 3, 4, 64]))
     c.clip_coef, c.vf_coef, c.ent_coef = 0.2, 0.5, float(rng.choice([0.0, 0.01]))
-    c.vf_clip, c.kl_coef = float(rng.choice([-1.0, 0.2])), float(rng.choice([-1.0, 0.5]))
+    c.clip_range_vf, c.kl_coef = float(rng.choice([-1.0, 0.2])), float(rng.choice([-1.0, 0.5]))
     c.target_kl, c.max_grad_norm = float(rng.choice([-1.0, -1.0, 0.05])), float(rng.choice([-1.0, 0.5]))
     c.normalize_advantages = bool(rng.integers(2))
     c.lr, c.beta1, c.beta2, c.eps = 1e-2, 0.9, 0.999, 1e-5

@@ -88,12 +88,10 @@ def _meaningful(field, v):
         return isinstance(v, (int, np.integer)) and v >= 1
     if field == "normalize_advantages":
         return isinstance(v, bool)
-    if field == "clip_coef":
-        return 0 < v < float("inf")
-    if field in ("vf_coef", "ent_coef", "lr", "eps"):
+    if field in ("clip_coef", "vf_coef", "ent_coef", "lr", "eps"):
         return 0 <= v < float("inf")
-    if field == "vf_clip":
-        return v < 0 or 0 < v < float("inf")
+    if field == "clip_range_vf":
+        return v < 0 or 0 <= v < float("inf")
     if field == "kl_coef":
         return v < 0 or 0 <= v < float("inf")
     if field in ("target_kl", "max_grad_norm"):
@@ -342,7 +340,7 @@ def test_updater_step_count_and_hyperparameters_checked():
         fit.epoch(np.arange(4), 4, 1e-2, 0.9, 0.999, 1e-5)
     for args, name in ((ppo, "ppo"), (critic, "critic")):
         args["adam_steps"][0] = before[f"{name} adam_steps"][0]
-    for field, value in (("clip_coef", float("nan")), ("vf_clip", float("nan")), ("target_kl", float("nan")),
+    for field, value in (("clip_coef", float("nan")), ("clip_range_vf", float("nan")), ("target_kl", float("nan")),
                          ("max_grad_norm", float("nan")), ("ent_coef", -0.1), ("kl_coef", float("inf")),
                          ("beta1", 1.0), ("beta2", -0.5), ("lr", float("nan")), ("eps", -1e-8)):
         config = _ppo_config(0)

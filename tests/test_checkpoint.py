@@ -138,7 +138,28 @@ def test_old_pickle_format_needs_trust(tmp_path):
     with pytest.raises(ValueError, match="fastppo 0.1 .format 2. are pickles. If you trust this file"):
         fastppo.load(tmp_path / "old.pt")
     loaded = fastppo.load(tmp_path / "old.pt", trust_pickle=True)
-    assert checkpoint.VERSION == 3 and loaded.num_timesteps == model.num_timesteps
+    assert checkpoint.VERSION == 4 and loaded.num_timesteps == model.num_timesteps
+
+
+def test_format_3_files_load_with_todays_names_and_meanings(tmp_path):
+    """Before format 4, TRPO's hyperparameters had other names and PPO's vf_coef weighed half the MSE (the
+    op's): such a file loads with the names renamed and vf_coef halved, so it trains as it did."""
+    ppo = cartpole(vf_coef=0.25)
+    state = torch.load(_saved(ppo, tmp_path), weights_only=True)
+    state["version"], state["hyperparameters"]["vf_coef"] = 3, 0.5  # the op-level value fastppo stored
+    torch.save(state, tmp_path / "ppo3.pt")
+    assert fastppo.load(tmp_path / "ppo3.pt").config == ppo.config
+    trpo = fastppo.TRPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, target_kl=0.02, cg_max_steps=7,
+                        line_search_shrinking_factor=0.5, seed=0)
+    state = torch.load(_saved(trpo, tmp_path, "t.pt"), weights_only=True)
+    hyper = state["hyperparameters"]
+    for old, new in (("max_kl", "target_kl"), ("cg_iters", "cg_max_steps"),
+                     ("line_search_shrink", "line_search_shrinking_factor")):
+        hyper[old] = hyper.pop(new)
+    del hyper["sub_sampling_factor"]
+    state["version"] = 3
+    torch.save(state, tmp_path / "trpo3.pt")
+    assert fastppo.load(tmp_path / "trpo3.pt").config == trpo.config
 
 
 def _saved(model, tmp_path, name="m.pt"):

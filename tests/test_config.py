@@ -63,9 +63,25 @@ def test_config_object_and_keywords_agree():
 
 def test_loss_kwargs_is_the_one_translation_to_the_ops_names():
     config = PPOConfig(clip_range_vf=0.3, ent_coef=0.01, vf_coef=0.7, normalize_advantage=True, variant="kl")
-    assert config.loss_kwargs(0.1, 0.5, 64) == dict(clip_coef=0.1, vf_coef=0.7, ent_coef=0.01, vf_clip=0.3,
+    # the op's value loss is half SB3's MSE: its vf_coef is twice SB3's; its max-form vf_clip is never passed
+    assert config.loss_kwargs(0.1, 0.5, 64) == dict(clip_coef=0.1, vf_coef=1.4, ent_coef=0.01,
                                                     normalize_advantages=True, kl_coef=0.5)
     assert config.loss_kwargs(0.1, 0.5, 1)["normalize_advantages"] is False  # one sample has no std
+
+
+@pytest.mark.parametrize("value, at_start, at_end", [(None, None, None), (0.2, 0.2, 0.2), ("lin_0.2", 0.2, 0.0),
+                                                     (lambda p: 0.1 + p, 1.1, 0.1)])
+def test_clip_range_vf_is_a_schedule_as_sb3s(value, at_start, at_end):
+    schedule = PPOConfig(clip_range_vf=value).clip_vf_schedule
+    assert (schedule is None) == (value is None)
+    if schedule is not None:
+        assert (schedule(1.0), schedule(0.0)) == (at_start, at_end)
+
+
+@pytest.mark.parametrize("value", [0.0, -0.1, "lin_0", lambda p: 0.0])
+def test_clip_range_vf_must_start_positive(value):
+    with pytest.raises(ValueError, match="clip_range_vf must be > 0"):
+        PPOConfig(clip_range_vf=value)
 
 
 def test_checkpoint_keeps_the_config(tmp_path):

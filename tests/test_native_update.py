@@ -81,7 +81,9 @@ def _assert_same_update(native, reference, progress=1.0):
 
 OPTIONS = {
     "defaults": {},
-    "value-clip+entropy": {"clip_range_vf": 0.2, "ent_coef": 0.01},
+    # a value steps do not land on within float32 rounding (at +-c the value gradient jumps to 0, and the
+    # two paths' values differ by ulps: 0.2 had a step 6e-7 from it on CartPole)
+    "value-clip+entropy": {"clip_range_vf": 0.1, "ent_coef": 0.01},
     "no-adv-norm+no-grad-clip": {"normalize_advantage": False, "max_grad_norm": None},
     "kl-variant": {"variant": "kl", "kl_coef": 0.5},
     "relu+tight-clip": {"policy_kwargs": {"activation_fn": "relu", "net_arch": [32, 16]}, "clip_range": 0.01,
@@ -94,6 +96,37 @@ ENVS = {"discrete": "CartPole-v1", "box": "Pendulum-v1", "multidiscrete": _Multi
 @pytest.mark.parametrize("env", ENVS)
 def test_native_update_matches_torch(env, option):
     _assert_same_update(*_twins(ENVS[env], **OPTIONS[option]))
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_native_update_matches_torch_where_linear_schedules_end(env):
+    """SB3 evaluates schedules after the rollout, so a linear clip_range or clip_range_vf is exactly 0
+    at the last iteration: the native update and the op take 0 and agree with the torch path. The
+    rollout's log-probs and values are moved off the policy's own: at a ratio of exactly 1 (or a value
+    step of exactly 0) a 0 clip's gradient jumps, and the two paths' forwards differ there by ulps. So
+    every ratio and value step is clipped: only the entropy bonus moves the actor, nothing the critic."""
+    native, reference = _twins(ENVS[env], clip_range="lin_0.2", clip_range_vf="lin_0.5", ent_coef=0.01)
+    gen = torch.Generator().manual_seed(0)
+    noise = {key: 0.3 * torch.randn(native.rollout_size, generator=gen) for key in ("log_probs", "values")}
+    for model in (native, reference):
+        for key, value in noise.items():
+            model.rollout.flat()[key].add_(value)
+    critic = [p.detach().clone() for p in native.policy.critic.parameters()]
+    _assert_same_update(native, reference, progress=0.0)
+    metrics = native._update(0.0)
+    assert metrics["clip_range"] == metrics["clip_range_vf"] == 0.0 and metrics["clipfrac"] == 1.0
+    assert all(torch.equal(p, q) for p, q in zip(native.policy.critic.parameters(), critic))
+
+
+def test_learning_rate_0_moves_nothing():
+    """A linear learning_rate is exactly 0 at the last iteration: both Adams take the step (moments and
+    step count) and move no parameter."""
+    native, reference = _twins("Pendulum-v1", learning_rate="lin_1e-3")
+    before = native._flat.param.detach().clone()
+    _assert_same_update(native, reference, progress=0.0)
+    for model in (native, reference):
+        assert model.optimizer.lr == 0.0 and model.optimizer.steps > 0
+        assert torch.equal(model._flat.param.detach(), before)
 
 
 def test_target_kl_stops_at_the_same_minibatch():

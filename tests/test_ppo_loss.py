@@ -47,9 +47,10 @@ def run(fn, batch, with_kl, **kw):
     return loss, stats, grads
 
 
-def assert_matches_reference(backend, n, dtype, vf_clip, normalize, with_kl, seed=0, device=None):
-    batch = make_batch(n, dtype, device or DEVICE[backend], seed)
-    kw = dict(clip_coef=0.2, vf_coef=0.5, ent_coef=0.01, vf_clip=vf_clip, normalize_advantages=normalize)
+def assert_matches_reference(backend, n, dtype, vf_clip, normalize, with_kl, seed=0, device=None, clip_coef=0.2,
+                             batch=None):
+    batch = batch or make_batch(n, dtype, device or DEVICE[backend], seed)
+    kw = dict(clip_coef=clip_coef, vf_coef=0.5, ent_coef=0.01, vf_clip=vf_clip, normalize_advantages=normalize)
     loss, stats, grads = run(fastppo.ppo_loss, batch, with_kl, backend=backend, **kw)
     ref_loss, ref_stats, ref_grads = run(ppo_loss_reference, batch, with_kl, **kw)
     tol = dict(rtol=2e-5, atol=2e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
@@ -79,6 +80,20 @@ def test_matches_reference(backend, dtype, n, vf_clip, normalize, with_kl):
 def test_matches_reference_large(backend, dtype, options):
     # 140001 samples: many fixed chunks, split across threads by the C++ backend
     assert_matches_reference(backend, 140_001, dtype, *options)
+
+
+@pytest.mark.parametrize("backend", FUSED + ["torch"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("vf_clip", [None, 0.2])
+def test_matches_reference_at_clip_0(backend, dtype, vf_clip):
+    """clip_coef 0: a linear clip schedule's value at the last iteration (SB3 evaluates schedules after
+    the rollout). Every ratio but exactly 1 is clipped; a few samples have ratio exactly 1 (the tie)."""
+    batch = make_batch(64, dtype, DEVICE[backend], seed=3)
+    with torch.no_grad():
+        batch["new_logp"][:4] = batch["old_logp"][:4]
+    assert_matches_reference(backend, 64, dtype, vf_clip, True, False, clip_coef=0.0, batch=batch)
+    _, stats = fastppo.ppo_loss(*(batch[k] for k in ALL_INPUTS[:7]), clip_coef=0.0, backend=backend)
+    assert float(stats["clipfrac"]) == 60 / 64
 
 
 def test_reference_clipping_semantics():
@@ -231,8 +246,8 @@ BAD = [  # (id, replaced arguments, exception, message)
      r"old_values must have the dtype of new_logp \(float32\), got float64"),
     ("int dtype", dict(new_logp=torch.zeros(6, dtype=torch.int64)), TypeError, r"new_logp must have dtype float32"),
     ("not an array", dict(entropy=[0.0] * 6), TypeError, r"entropy must be a numpy array or a torch tensor, got list"),
-    ("clip_coef 0", dict(clip_coef=0.0), ValueError, r"clip_coef must be positive and finite, got 0.0"),
-    ("clip_coef nan", dict(clip_coef=float("nan")), ValueError, r"clip_coef must be positive and finite"),
+    ("clip_coef < 0", dict(clip_coef=-0.1), ValueError, r"clip_coef must be non-negative and finite, got -0.1"),
+    ("clip_coef nan", dict(clip_coef=float("nan")), ValueError, r"clip_coef must be non-negative and finite"),
     ("vf_coef < 0", dict(vf_coef=-0.5), ValueError, r"vf_coef must be non-negative and finite, got -0.5"),
     ("ent_coef < 0", dict(ent_coef=-1e-3), ValueError, r"ent_coef must be non-negative and finite"),
     ("kl_coef < 0", dict(kl_coef=-1.0), ValueError, r"kl_coef must be non-negative and finite"),

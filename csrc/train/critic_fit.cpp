@@ -1,4 +1,4 @@
-// TRPO's critic regression for the built-in MLP, natively: minibatches of 0.5 * mean((V(s) - R)^2),
+// TRPO's critic regression for the built-in MLP, natively: minibatches of mean((V(s) - R)^2) (sb3-contrib's loss),
 // each a forward, a backward and an Adam step on the critic's flat buffers, with no framework overhead
 // between them. The spec is the torch path of fastppo/algos/trpo.py (TRPO._fit_critic); the tests
 // compare the two.
@@ -85,11 +85,11 @@ class CriticFit {
     for (int64_t n = 0; n < B; ++n) {
       const float diff = values[n] - returns_[idx[n]];
       loss += double(diff) * double(diff);
-      d_values_[n] = diff / float(B);  // d (0.5 * mean(diff^2)) / d value
+      d_values_[n] = 2.f * diff / float(B);  // d mean(diff^2) / d value
     }
     std::fill(adam_.grad, adam_.grad + adam_.n, 0.f);
     critic_.backward(X_.data(), B, acts_, d_values_.data(), scratch_);
-    return 0.5 * loss / double(B);
+    return loss / double(B);
   }
 
   Mlp critic_;

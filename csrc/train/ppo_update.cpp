@@ -24,11 +24,12 @@
 namespace fastppo {
 namespace {
 
-// The hyperparameters of one update call (PPO's, plus torch.optim.Adam's).
+// The hyperparameters of one update call (PPO's, plus torch.optim.Adam's): the op's names, except
+// clip_range_vf, SB3's value clipping (of the prediction), which this update does before the op.
 struct PpoUpdateConfig {
   int64_t batch_size = 64;
   double clip_coef = 0.2, vf_coef = 0.5, ent_coef = 0.0;
-  double vf_clip = -1.0;         // < 0: no value clipping
+  double clip_range_vf = -1.0;   // < 0: no value clipping
   bool normalize_advantages = true;
   double kl_coef = -1.0;         // < 0: no KL term (the clipped variant)
   double target_kl = -1.0;       // < 0: no early stopping
@@ -146,13 +147,14 @@ class PpoUpdate {
 
  private:
   // Every field as the op and torch.optim.Adam check it (fastppo.ppo_loss, FlatAdam); a negative
-  // vf_clip, kl_coef, target_kl or max_grad_norm is "off", NaN never is.
+  // clip_range_vf, kl_coef, target_kl or max_grad_norm is "off", NaN never is. clip_coef and
+  // clip_range_vf may be 0 (a linear schedule's last iteration).
   static void check_config(const PpoUpdateConfig& c) {
     if (c.batch_size < 1) throw_value_error("batch_size must be >= 1, got " + std::to_string(c.batch_size));
-    check_positive(c.clip_coef, "clip_coef");
+    check_nonnegative(c.clip_coef, "clip_coef");
     check_nonnegative(c.vf_coef, "vf_coef");
     check_nonnegative(c.ent_coef, "ent_coef");
-    if (!(c.vf_clip < 0)) check_positive(c.vf_clip, "vf_clip");
+    if (!(c.clip_range_vf < 0)) check_nonnegative(c.clip_range_vf, "clip_range_vf");
     if (!(c.kl_coef < 0)) check_nonnegative(c.kl_coef, "kl_coef");
     if (std::isnan(c.target_kl)) throw_value_error("target_kl must be a number (negative: off), got nan");
     if (std::isnan(c.max_grad_norm)) throw_value_error("max_grad_norm must be a number (negative: off), got nan");
@@ -196,14 +198,24 @@ class PpoUpdate {
     const float* values = critic_.forward(X_.data(), B, critic_wt_, critic_acts_);
     const float* head = actor_.forward(X_.data(), B, actor_wt_, actor_acts_);
 
-    const bool with_kl = c.kl_coef >= 0;
+    const bool with_kl = c.kl_coef >= 0, clip_values = c.clip_range_vf >= 0;
     cols_.assign(8 * B, 0.f);  // new_logp, old_logp, adv, values, old_values, returns, entropy, kl
     float* new_logp = cols_.data();
     float* entropy = new_logp + 6 * B;
     float* kl = new_logp + 7 * B;
+    // SB3's value clipping: the op sees old + clamp(V - old, -c, c) (and no clipping of its own); the
+    // gradient reaches V only where the step was inside [-c, c] (torch.clamp's gradient).
+    const float vf_c = float(c.clip_range_vf);
+    value_inside_.assign(B, 1);
     for (int64_t n = 0; n < B; ++n) {
       const int64_t j = idx[n];
-      new_logp[B + n] = old_logp_[j], new_logp[2 * B + n] = adv_[j], new_logp[3 * B + n] = values[n];
+      float v = values[n];
+      if (clip_values) {
+        const float step = v - old_values_[j];
+        v = old_values_[j] + ppo_clamp(step, -vf_c, vf_c);
+        value_inside_[n] = (step >= -vf_c) & (step <= vf_c);
+      }
+      new_logp[B + n] = old_logp_[j], new_logp[2 * B + n] = adv_[j], new_logp[3 * B + n] = v;
       new_logp[4 * B + n] = old_values_[j], new_logp[5 * B + n] = returns_[j];
     }
     distribution_forward(idx, B, head, with_kl, new_logp, entropy, kl);
@@ -218,7 +230,7 @@ class PpoUpdate {
     p.out = out, p.grads = loss_grads_.data(), p.n = B;
     p.clip_coef = c.clip_coef, p.vf_coef = c.vf_coef, p.ent_coef = c.ent_coef;
     p.kl_coef = with_kl ? c.kl_coef : 0.0;
-    p.clip_values = c.vf_clip >= 0, p.vf_clip = p.clip_values ? c.vf_clip : 0.0;
+    p.clip_values = false;
     p.normalize_advantages = c.normalize_advantages && B > 1;
     p.unit_stride = true, p.dtype = ScalarType::Float32;
     ppo_loss_cpu(p);
@@ -228,7 +240,10 @@ class PpoUpdate {
     d_head_.assign(B * n_out_, 0.f);
     distribution_backward(idx, B, with_kl);
     actor_.backward(X_.data(), B, actor_acts_, d_head_.data(), scratch_);
-    critic_.backward(X_.data(), B, critic_acts_, loss_grads_.data() + B, scratch_);  // d loss / d values
+    float* d_values = loss_grads_.data() + B;  // d loss / d values (the op's, through the clamp)
+    for (int64_t n = 0; n < B; ++n)
+      if (!value_inside_[n]) d_values[n] = 0.f;
+    critic_.backward(X_.data(), B, critic_acts_, d_values, scratch_);
     return true;
   }
 
@@ -336,6 +351,7 @@ class PpoUpdate {
   const void* actions_ = nullptr;
   // Per-minibatch work buffers, reused.
   std::vector<float> X_, cols_, loss_grads_, d_head_, scratch_;
+  std::vector<unsigned char> value_inside_;  // per sample: the value step was inside [-c, c]
   std::vector<float> per_entry_, old_entry_, var_ratio_, head_entropy_;  // distribution_forward -> backward
   std::vector<std::vector<float>> actor_wt_, critic_wt_, actor_acts_, critic_acts_;
 };
@@ -368,7 +384,7 @@ void bind_ppo_update(py::module_& m) {
   config_field(config, "clip_coef", &PpoUpdateConfig::clip_coef, "a number");
   config_field(config, "vf_coef", &PpoUpdateConfig::vf_coef, "a number");
   config_field(config, "ent_coef", &PpoUpdateConfig::ent_coef, "a number");
-  config_field(config, "vf_clip", &PpoUpdateConfig::vf_clip, "a number");
+  config_field(config, "clip_range_vf", &PpoUpdateConfig::clip_range_vf, "a number");
   config_field(config, "normalize_advantages", &PpoUpdateConfig::normalize_advantages, "a bool");
   config_field(config, "kl_coef", &PpoUpdateConfig::kl_coef, "a number");
   config_field(config, "target_kl", &PpoUpdateConfig::target_kl, "a number");

@@ -37,8 +37,14 @@ if TYPE_CHECKING:
     from fastppo.algos.base import OnPolicyAlgorithm
 
 FORMAT = "fastppo-checkpoint"
-VERSION = 3  # 3: tensors and plain data (weights_only); 2: a pickle (TRPO's critic optimiser one flat parameter)
+# 4: the hyperparameters with SB3's meanings and names; 3: tensors and plain data (weights_only); 2: a pickle
+# (TRPO's critic optimiser one flat parameter).
+VERSION = 4
+_PLAIN_VERSIONS = (3, VERSION)
 _PICKLE_VERSION = 2
+
+_RENAMED = {"max_kl": "target_kl", "cg_iters": "cg_max_steps", "line_search_shrink": "line_search_shrinking_factor"}
+"""Hyperparameters that files before format 4 store under another name -> today's name."""
 
 
 def save_path(path: str | os.PathLike) -> str:
@@ -96,8 +102,8 @@ def read(path: str | os.PathLike, trust_pickle: bool = False) -> dict:
     only for files you trust). ``path`` may leave out a ``.zip`` suffix. A Stable-Baselines3 zip is read
     by :mod:`fastppo.algos.sb3_zip` (which unpickles nothing, whatever ``trust_pickle`` says)."""
     path = load_path(path)
-    if sb3_zip.is_sb3_zip(path):
-        return sb3_zip.read(path)
+    if sb3_zip.is_sb3_zip(path):  # SB3's hyperparameters mean what this version's do
+        return {**sb3_zip.read(path), "version": VERSION}
     name = repr(path)
     try:
         with warnings.catch_warnings():  # torch warns about some files it then refuses: the error says it all
@@ -119,9 +125,10 @@ def read(path: str | os.PathLike, trust_pickle: bool = False) -> dict:
         raise ValueError(f"{name} is not a fastppo checkpoint")
     if ckpt.get("version") == _PICKLE_VERSION and trust_pickle:
         return ckpt  # the old layout: spaces and arrays are already objects
-    if ckpt.get("version") != VERSION:
-        raise ValueError(f"checkpoint format version {ckpt.get('version')} is not supported by this fastppo "
-                         f"(it reads version {VERSION}{f' and, trusted, {_PICKLE_VERSION}' if trust_pickle else ''})")
+    if ckpt.get("version") not in _PLAIN_VERSIONS:
+        raise ValueError(f"checkpoint format version {ckpt.get('version')} is not supported by this fastppo (it "
+                         f"reads versions {' and '.join(map(str, _PLAIN_VERSIONS))}"
+                         f"{f' and, trusted, {_PICKLE_VERSION}' if trust_pickle else ''})")
     try:
         for key in ("observation_space", "action_space"):
             ckpt[key] = _space_from_plain(ckpt[key])
@@ -153,12 +160,10 @@ def restore(cls, ckpt: dict, env, overrides: dict, policy=None):
         raise ValueError(f"the checkpoint's policy is a custom module ({custom}); modules and policy classes are not "
                          f"stored (loading one would run code): pass policy=<a new {custom.rsplit('.', 1)[-1]}> (an "
                          f"SB3 policy class: the class) to load(), its weights come from the file")
-    hyper, overrides = dict(ckpt["hyperparameters"]), dict(overrides)
+    hyper, overrides = _current_hyperparameters(ckpt["hyperparameters"], ckpt["version"]), dict(overrides)
     if isinstance(hyper.get("policy_kwargs"), dict):
-        saved = {("activation_fn" if k == "activation" else k): v  # "activation": the name before activation_fn
-                 for k, v in hyper["policy_kwargs"].items()}
         # merged, so that loading needs only what was not stored (a class): policy_kwargs=dict(optimizer_class=...)
-        hyper["policy_kwargs"] = {**saved, **(overrides.pop("policy_kwargs", None) or {})}
+        hyper["policy_kwargs"] = {**hyper["policy_kwargs"], **(overrides.pop("policy_kwargs", None) or {})}
     hyper.update(overrides)
     for key, value in hyper.items():
         for inner, item in (value.items() if key == "policy_kwargs" and isinstance(value, dict) else [(None, value)]):
@@ -198,6 +203,17 @@ def restore(cls, ckpt: dict, env, overrides: dict, policy=None):
         model.env.restore(ckpt["env_state"])  # resume mid-episode, exactly where training stopped
         model._last_obs = ckpt["last_obs"].to(model.device)
     return model
+
+
+def _current_hyperparameters(saved: dict, version: int) -> dict:
+    """A checkpoint's hyperparameters with today's names and meanings: before format 4, TRPO's had other
+    names (:data:`_RENAMED`) and PPO's ``vf_coef`` weighed fastppo.ppo_loss's half-MSE value loss, so it
+    was twice SB3's (exactly: halving is exact). (Its ``clip_range_vf`` clipped the loss's max form: no
+    number translates that; the value is kept and now means SB3's clipping.)"""
+    hyper = {_RENAMED.get(key, key): value for key, value in saved.items()}
+    if version < 4 and isinstance(hyper.get("vf_coef"), (int, float)):
+        hyper["vf_coef"] = hyper["vf_coef"] / 2
+    return hyper
 
 
 # -- plain forms --------------------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 The field names are Stable-Baselines3's (``learning_rate``, ``n_steps``, ``clip_range``, ...), and they
 keep those names from the public constructors through checkpoints, presets and the CLI's ``--set`` down
-to the updaters. Where a kernel takes another name (the fused loss op's ``clip_coef``, ``vf_clip``,
-``normalize_advantages``, and Adam's ``lr``), the translation happens once, in
-:meth:`PPOConfig.loss_kwargs` (the table in docs/architecture.md).
+to the updaters, with SB3's meanings. Where a kernel takes another name or convention (the fused loss
+op's ``clip_coef``, ``normalize_advantages``, its half-MSE value loss, and Adam's ``lr``), the
+translation happens once, in :meth:`PPOConfig.loss_kwargs` (the table in docs/architecture.md);
+``clip_range_vf`` (SB3's clipped prediction, not the op's max form ``vf_clip``) is applied by the
+updaters to the values before the op.
 
 ``PPO(**kwargs)`` is ``PPO(config=PPOConfig(**kwargs))``: the constructors' keyword arguments are these
 fields, with these defaults.
@@ -152,6 +154,10 @@ class OnPolicyConfig:
 
 VARIANTS = ("clip", "kl")
 
+VALUE_LOSS_SCALE = 2
+"""SB3's value loss (the mean squared error) over fastppo.ppo_loss's (half of it): the op's ``vf_coef`` is
+this times SB3's, and the value loss the update reports is this times the op's stat (exact: a power of two)."""
+
 
 @dataclass(kw_only=True)
 class PPOConfig(OnPolicyConfig):
@@ -160,10 +166,11 @@ class PPOConfig(OnPolicyConfig):
     n_epochs: int = hp(10, "passes over the rollout per iteration")
     clip_range: float | str | Schedule = hp(0.2, "the surrogate's epsilon, in (0, 1): a number, 'lin_<v>' or a "
                                                  "function of the remaining progress")
-    clip_range_vf: float | None = hp(None, "clip the value update to this distance from the old value "
-                                           "(None: no clipping)")
+    clip_range_vf: float | str | Schedule | None = hp(
+        None, "as SB3: the value prediction is clipped to this distance from the old value before the "
+              "MSE (None: no clipping): a number, 'lin_<v>' or a function of the remaining progress")
     ent_coef: float = hp(0.0, "entropy bonus weight, >= 0")
-    vf_coef: float = hp(0.5, "value-loss weight, >= 0 (fastppo's value loss is half the squared error)")
+    vf_coef: float = hp(0.5, "value-loss weight, >= 0; the value loss is the mean squared error (as SB3)")
     max_grad_norm: float | None = hp(0.5, "clip the global gradient norm to this (None: no clipping)")
     target_kl: float | None = hp(None, "stop the epoch loop once a minibatch's approx KL exceeds 1.5 x this "
                                        "(as SB3; None: never)")
@@ -180,19 +187,27 @@ class PPOConfig(OnPolicyConfig):
             value = getattr(self, name)
             if not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
-        for name in ("max_grad_norm", "target_kl", "clip_range_vf", "kl_target"):
+        for name in ("max_grad_norm", "target_kl", "kl_target"):
             _check_positive_or_none(getattr(self, name), name)
         self.clip_schedule = make_schedule(self.clip_range, "clip_range")
         if not 0 < self.clip_schedule(1.0) < 1:
             raise ValueError(f"clip_range must be in (0, 1), got {self.clip_schedule(1.0)!r} at the start of training")
+        self.clip_vf_schedule = None
+        if self.clip_range_vf is not None:
+            self.clip_vf_schedule = make_schedule(self.clip_range_vf, "clip_range_vf")
+            if not self.clip_vf_schedule(1.0) > 0:
+                raise ValueError(f"clip_range_vf must be > 0 (or None), got {self.clip_vf_schedule(1.0)!r} at the "
+                                 f"start of training")
         super().__post_init__()
 
     def loss_kwargs(self, clip_range: float, kl_coef: float, batch_size: int) -> dict[str, Any]:
         """The fused loss's keyword arguments (fastppo.ppo_loss, and the native update's config, which uses
         the op's names) for a minibatch of ``batch_size``: the one place SB3's names become the op's.
         ``kl_coef`` is the current beta; the loss adds the KL term only when given per-sample KLs (the
-        "kl" variant)."""
-        return dict(clip_coef=clip_range, vf_coef=self.vf_coef, ent_coef=self.ent_coef, vf_clip=self.clip_range_vf,
+        "kl" variant). The op's ``vf_coef`` is SB3's times :data:`VALUE_LOSS_SCALE`. The op's own ``vf_clip``
+        (the max form) is never used: the updaters clip the prediction as SB3 does (``clip_range_vf``) and
+        give the op the clipped values."""
+        return dict(clip_coef=clip_range, vf_coef=VALUE_LOSS_SCALE * self.vf_coef, ent_coef=self.ent_coef,
                     normalize_advantages=self.normalize_advantage and batch_size > 1,
                     kl_coef=kl_coef)
 
@@ -205,22 +220,26 @@ class TRPOConfig(OnPolicyConfig):
     learning_rate: float | str | Schedule = hp(1e-3, "the critic's Adam step size: a number, 'lin_<v>' or a "
                                                      "function of the remaining progress")
     batch_size: int = hp(128, "the critic regression's minibatch size")
-    max_kl: float = hp(0.01, "the trust region: a bound on the mean KL(old || new) per update, > 0")
-    cg_iters: int = hp(15, "conjugate-gradient iterations")
+    target_kl: float = hp(0.01, "the trust region: a bound on the mean KL(old || new) per update, > 0")
+    cg_max_steps: int = hp(15, "conjugate-gradient iterations at most")
     cg_damping: float = hp(0.1, "damping added to the Fisher matrix (F + damping * I), >= 0")
-    line_search: bool = hp(True, "backtrack (TRPO) or take the scaled natural step (NPG)")
+    line_search: bool = hp(True, "backtrack (TRPO) or take the scaled natural step (NPG; fastppo's own option)")
     line_search_max_iter: int = hp(10, "at most this many line-search steps")
-    line_search_shrink: float = hp(0.8, "each line-search step this factor shorter, in (0, 1)")
+    line_search_shrinking_factor: float = hp(0.8, "each line-search step this factor shorter, in (0, 1)")
     n_critic_updates: int = hp(10, "passes of critic regression per iteration")
+    sub_sampling_factor: int = hp(1, "the policy step (its gradient, Fisher-vector products and line search) "
+                                     "on every k-th sample of the shuffled rollout (as sb3-contrib; 1: all)")
 
     def __post_init__(self) -> None:
-        if not self.max_kl > 0:
-            raise ValueError(f"max_kl must be > 0, got {self.max_kl!r}")
-        check_int(self.cg_iters, "cg_iters", 1)
+        if not self.target_kl > 0:
+            raise ValueError(f"target_kl must be > 0, got {self.target_kl!r}")
+        check_int(self.cg_max_steps, "cg_max_steps", 1)
         if not self.cg_damping >= 0:
             raise ValueError(f"cg_damping must be >= 0, got {self.cg_damping!r}")
         check_int(self.line_search_max_iter, "line_search_max_iter", 1)
-        if not 0 < self.line_search_shrink < 1:
-            raise ValueError(f"line_search_shrink must be in (0, 1), got {self.line_search_shrink!r}")
+        if not 0 < self.line_search_shrinking_factor < 1:
+            raise ValueError(f"line_search_shrinking_factor must be in (0, 1), got "
+                             f"{self.line_search_shrinking_factor!r}")
         check_int(self.n_critic_updates, "n_critic_updates", 1)
+        check_int(self.sub_sampling_factor, "sub_sampling_factor", 1)
         super().__post_init__()

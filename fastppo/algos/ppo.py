@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from fastppo.algos.base import OnPolicyAlgorithm
-from fastppo.algos.config import PPOConfig, with_config_signature
+from fastppo.algos.config import VALUE_LOSS_SCALE, PPOConfig, with_config_signature
 from fastppo.algos.optim import FlatParameters, make_optimizer
 from fastppo.ops import ppo_loss
 from fastppo.ops.ppo_loss import STATS
@@ -63,9 +63,10 @@ class PPO(OnPolicyAlgorithm):
     def _update(self, progress: float) -> dict[str, float]:
         config = self.config
         lr, clip = config.lr_schedule(progress), config.clip_schedule(progress)
+        clip_vf = None if config.clip_vf_schedule is None else config.clip_vf_schedule(progress)
         self.optimizer.lr = lr
         loss_kwargs = config.loss_kwargs(clip, self.kl_coef, config.batch_size)
-        self.updater.begin(loss_kwargs)
+        self.updater.begin(loss_kwargs, clip_vf)
         stats_sum, n_minibatches = torch.zeros(len(STATS), dtype=torch.float64), 0
         for _ in range(config.n_epochs):
             order = torch.randperm(self.rollout_size, generator=self._generator, device=self.device)
@@ -78,16 +79,17 @@ class PPO(OnPolicyAlgorithm):
         stats = dict.fromkeys(STATS, float("nan"))
         if n_minibatches:
             stats = dict(zip(STATS, (stats_sum / n_minibatches).tolist()))
-        # SB3's keys and meanings, as the mean over the minibatches the update took (the value loss is the
-        # mean squared error); train/loss is their mean loss (SB3 logs the last minibatch's).
+        # SB3's keys and meanings, as the mean over the minibatches the update took (the value loss is SB3's,
+        # the mean squared error: the op's is half of it); train/loss is their mean loss (SB3 logs the last
+        # minibatch's).
         loss = (stats["policy_loss"] + loss_kwargs["vf_coef"] * stats["value_loss"]
                 - loss_kwargs["ent_coef"] * stats["entropy"])
-        metrics = {"train/policy_gradient_loss": stats["policy_loss"], "train/value_loss": 2 * stats["value_loss"],
-                   "train/entropy_loss": -stats["entropy"], "train/approx_kl": stats["approx_kl"],
-                   "train/clip_fraction": stats["clipfrac"], "train/loss": loss, "train/n_updates": self._n_updates,
-                   "train/clip_range": clip, "train/learning_rate": lr}
-        if config.clip_range_vf is not None:
-            metrics["train/clip_range_vf"] = config.clip_range_vf
+        metrics = {"train/policy_gradient_loss": stats["policy_loss"],
+                   "train/value_loss": VALUE_LOSS_SCALE * stats["value_loss"], "train/entropy_loss": -stats["entropy"],
+                   "train/approx_kl": stats["approx_kl"], "train/clip_fraction": stats["clipfrac"], "train/loss": loss,
+                   "train/n_updates": self._n_updates, "train/clip_range": clip, "train/learning_rate": lr}
+        if clip_vf is not None:
+            metrics["train/clip_range_vf"] = clip_vf
         if config.variant == "kl":
             metrics["train/kl"] = self._adapt_kl_coef()
             metrics["train/kl_coef"] = self.kl_coef
@@ -118,16 +120,19 @@ with_config_signature(PPO)
 
 
 class TorchPpoUpdater:
-    """PPO's epoch in torch ops (the spec): per minibatch, the policy forward, the fused loss, backward,
-    then — at the data-parallel seam, ``Reducer.gradients`` — global-norm clipping and Adam."""
+    """PPO's epoch in torch ops (the spec): per minibatch, the policy forward, SB3's value clipping, the
+    fused loss, backward, then — at the data-parallel seam, ``Reducer.gradients`` — global-norm clipping
+    and Adam."""
 
     def __init__(self, algo: PPO):
         self.algo = algo
         self.loss_kwargs: dict = {}
+        self.clip_range_vf: float | None = None
 
-    def begin(self, loss_kwargs: dict) -> None:
-        """The loss's settings for this iteration's epochs (PPOConfig.loss_kwargs)."""
-        self.loss_kwargs = loss_kwargs
+    def begin(self, loss_kwargs: dict, clip_range_vf: float | None) -> None:
+        """The loss's settings for this iteration's epochs (PPOConfig.loss_kwargs) and clip_range_vf (at this
+        iteration's progress; None: no value clipping)."""
+        self.loss_kwargs, self.clip_range_vf = loss_kwargs, clip_range_vf
 
     def epoch(self, order: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
         """The minibatches of ``order`` in turn: (stats sums, updates taken, stopped by target_kl)."""
@@ -139,11 +144,14 @@ class TorchPpoUpdater:
         for start in range(0, order.numel(), config.batch_size):
             idx = order[start:start + config.batch_size]
             params, values = policy(data["obs"][idx])
+            old_values = data["values"][idx]
+            if self.clip_range_vf is not None:  # SB3's: the prediction is clipped (not the op's max form, vf_clip)
+                values = old_values + torch.clamp(values - old_values, -self.clip_range_vf, self.clip_range_vf)
             dist = spec.distribution(params)
             log_probs = dist.log_prob(data["actions"][idx])
             kl = spec.distribution(data["dist_params"][idx]).kl(dist) if with_kl else None
             loss, stats = ppo_loss(log_probs, data["log_probs"][idx], data["advantages"][idx], values,
-                                   data["values"][idx], data["returns"][idx], dist.entropy(), kl=kl,
+                                   old_values, data["returns"][idx], dist.entropy(), kl=kl,
                                    backend=algo.backend, **self.loss_kwargs)
             if config.target_kl is not None and float(stats["approx_kl"]) > 1.5 * config.target_kl:
                 return stats_sum, n_updates, True  # as SB3: this step would move too far; stop before it
@@ -180,11 +188,12 @@ class NativePpoUpdater:
         self.settings.target_kl = _off(config.target_kl)
         self.settings.max_grad_norm = _off(config.max_grad_norm)
 
-    def begin(self, loss_kwargs: dict) -> None:
-        """The loss's settings (the op's names, which the native config shares; None is -1 there) and Adam's."""
+    def begin(self, loss_kwargs: dict, clip_range_vf: float | None) -> None:
+        """The loss's settings (the op's names, which the native config shares; None is -1 there),
+        clip_range_vf (SB3's clipping, done natively before the op) and Adam's."""
         s, adam = self.settings, self.algo.optimizer
         s.clip_coef, s.vf_coef, s.ent_coef = loss_kwargs["clip_coef"], loss_kwargs["vf_coef"], loss_kwargs["ent_coef"]
-        s.vf_clip = _off(loss_kwargs["vf_clip"])
+        s.clip_range_vf = _off(clip_range_vf)
         s.normalize_advantages = loss_kwargs["normalize_advantages"]
         s.kl_coef = loss_kwargs["kl_coef"] if self.algo.config.variant == "kl" else -1.0
         s.lr, (s.beta1, s.beta2), s.eps = adam.lr, adam.betas, adam.eps

@@ -52,10 +52,6 @@ from fastppo.algos.distributions import ActionSpec
 from fastppo.algos.policies import ACTIVATIONS, ObsSpec
 
 _CONFIGS = {"ppo": PPOConfig, "trpo": TRPOConfig}
-# sb3-contrib TRPO's names -> fastppo's, where they differ (TEMPORARY: fastppo's TRPO fields are being
-# renamed to sb3-contrib's; delete each entry once its field has the SB3 name).
-_TRPO_RENAMES = {"target_kl": "max_kl", "cg_max_steps": "cg_iters",
-                 "line_search_shrinking_factor": "line_search_shrink"}
 _RENAMES = {"n_envs": "num_envs"}
 _SCHEDULES = ("learning_rate", "clip_range", "clip_range_vf")
 _NOT_CARRIED = {"tensorboard_log"}
@@ -310,11 +306,10 @@ def _is_image(item, space: gym.Space | None) -> bool:
 
 # -- hyperparameters -------------------------------------------------------------------------------------
 def _hyperparameters(data: dict, algo: str) -> dict:
-    renames = {**_RENAMES, **(_TRPO_RENAMES if algo == "trpo" else {})}
     fields = set(_CONFIGS[algo].field_names()) - {"policy_kwargs", *_NOT_CARRIED}
     hyper = {}
     for key, value in data.items():
-        name = renames.get(key, key)
+        name = _RENAMES.get(key, key)
         if name not in fields:
             continue
         if key in _SCHEDULES:

@@ -3,10 +3,12 @@ rollout path PPO uses.
 
 Per iteration: the policy gradient g of the surrogate mean(ratio * A); Fisher-vector products by
 differentiating the mean KL twice (the Fisher matrix is never formed), plus damping; conjugate
-gradient for x ~= F^-1 g; the step scaled so that 0.5 x^T F x = max_kl; then a backtracking line search
-that accepts the first shrunken step that improves the surrogate and keeps the measured mean KL within
-max_kl (the natural policy gradient takes the scaled step without the search). The critic regresses
-on the GAE returns with its own Adam, several passes per iteration.
+gradient for x ~= F^-1 g; the step scaled so that 0.5 x^T F x = target_kl; then a backtracking line
+search that accepts the first shrunken step that improves the surrogate and keeps the measured mean KL
+within target_kl (the natural policy gradient takes the scaled step without the search). With
+``sub_sampling_factor`` k > 1 the policy step runs on every k-th sample of the shuffled rollout, as
+sb3-contrib's. The critic regresses on the GAE returns (the mean squared error, as sb3-contrib) with
+its own Adam, several passes per iteration over the whole rollout.
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ class TRPO(OnPolicyAlgorithm):
     Args:
         policy, env: as :class:`fastppo.PPO`'s.
         config: a :class:`fastppo.algos.config.TRPOConfig`; keyword arguments replace its fields.
-        **hyperparameters: the fields of :class:`~fastppo.algos.config.TRPOConfig` (``max_kl``,
-            ``cg_iters``, ``cg_damping``, ``line_search``, the critic's ``learning_rate``,
+        **hyperparameters: the fields of :class:`~fastppo.algos.config.TRPOConfig` (``target_kl``,
+            ``cg_max_steps``, ``cg_damping``, ``line_search``, the critic's ``learning_rate``,
             ``n_critic_updates`` and ``batch_size``, ...), each documented there.
     """
 
@@ -83,9 +85,9 @@ class TRPO(OnPolicyAlgorithm):
         self.actor_params = list(self.policy.actor_parameters())
         # The critic's parameters as views of one flat buffer: Adam then runs on one tensor (and natively).
         self._critic_flat = FlatParameters(self.policy.critic_parameters())
-        # policy_kwargs' optimizer_class / optimizer_kwargs; by default Adam with torch's eps (sb3-contrib: 1e-5)
-        self.critic_optimizer = make_optimizer(self._critic_flat, config.lr_schedule(1.0), **self._optimizer_options,
-                                               default_eps=1e-8)
+        # policy_kwargs' optimizer_class / optimizer_kwargs; by default Adam with eps 1e-5, as sb3-contrib's
+        # (SB3's policies give Adam that eps when no optimizer_kwargs are given)
+        self.critic_optimizer = make_optimizer(self._critic_flat, config.lr_schedule(1.0), **self._optimizer_options)
         self._build_updaters()
 
     def _build_updaters(self) -> None:
@@ -125,15 +127,20 @@ class TRPO(OnPolicyAlgorithm):
         data = self.rollout.flat()
         obs, actions, old_log_probs, old_params = data["obs"], data["actions"], data["log_probs"], data["dist_params"]
         adv = data["advantages"]
+        if config.sub_sampling_factor > 1:  # as sb3-contrib: every k-th sample of the shuffled rollout
+            idx = torch.randperm(self.rollout_size, generator=self._generator, device=self.device)
+            idx = idx[::config.sub_sampling_factor]
+            obs, actions, old_log_probs, old_params, adv = (x[idx] for x in (obs, actions, old_log_probs, old_params,
+                                                                             adv))
         if config.normalize_advantage and adv.numel() > 1:
             adv = normalize(adv)
 
         surrogate, dist = self.surrogate(obs, actions, old_log_probs, adv)
         grad = reduce(parameters_to_vector(torch.autograd.grad(surrogate, self.actor_params)))
         fvp = self.fisher_vector_product(obs, old_params)
-        direction = conjugate_gradient(fvp, grad, config.cg_iters)
+        direction = conjugate_gradient(fvp, grad, config.cg_max_steps)
         shs = direction @ fvp(direction)  # x^T F x
-        step = torch.sqrt(2 * config.max_kl / shs.clamp_min(1e-12)) * direction
+        step = torch.sqrt(2 * config.target_kl / shs.clamp_min(1e-12)) * direction
         old_theta = parameters_to_vector(self.actor_params).detach()
         old_surrogate = reduce(surrogate.detach())
 
@@ -141,16 +148,17 @@ class TRPO(OnPolicyAlgorithm):
         with torch.no_grad():
             if config.line_search:
                 for steps in range(1, config.line_search_max_iter + 1):
-                    _copy_to_parameters(old_theta + config.line_search_shrink ** (steps - 1) * step, self.actor_params)
+                    shrink = config.line_search_shrinking_factor ** (steps - 1)
+                    _copy_to_parameters(old_theta + shrink * step, self.actor_params)
                     new_surrogate = reduce(self.surrogate(obs, actions, old_log_probs, adv)[0])
                     kl = reduce(self.mean_kl(obs, old_params))
-                    if kl <= config.max_kl and new_surrogate > old_surrogate:
+                    if kl <= config.target_kl and new_surrogate > old_surrogate:
                         accepted = True
                         break
                 if not accepted:
                     _copy_to_parameters(old_theta, self.actor_params)
                     kl, new_surrogate = torch.tensor(0.0), old_surrogate
-            else:  # the natural policy gradient: the step the quadratic model predicts reaches max_kl
+            else:  # the natural policy gradient: the step the quadratic model predicts reaches target_kl
                 _copy_to_parameters(old_theta + step, self.actor_params)
                 new_surrogate = reduce(self.surrogate(obs, actions, old_log_probs, adv)[0])
                 kl, accepted, steps = reduce(self.mean_kl(obs, old_params)), True, 1
@@ -167,7 +175,7 @@ class TRPO(OnPolicyAlgorithm):
         return metrics
 
     def _fit_critic(self, lr: float) -> float:
-        """``n_critic_updates`` passes of minibatch regression of V on the returns (0.5 * MSE, Adam), through
+        """``n_critic_updates`` passes of minibatch regression of V on the returns (the MSE, Adam), through
         the critic updater; returns the mean minibatch loss."""
         self.critic_optimizer.lr = lr
         total, count = 0.0, 0
@@ -188,7 +196,7 @@ with_config_signature(TRPO)
 
 
 class TorchCriticFit:
-    """One pass of TRPO's critic regression in torch ops (the spec): per minibatch, 0.5 * MSE, backward,
+    """One pass of TRPO's critic regression in torch ops (the spec): per minibatch, the MSE, backward,
     the data-parallel seam (``Reducer.gradients``), Adam."""
 
     def __init__(self, algo: TRPO):
@@ -201,7 +209,7 @@ class TorchCriticFit:
         total = torch.zeros((), device=algo.device)  # one host sync per pass, not per step
         for start in range(0, order.numel(), batch_size):
             idx = order[start:start + batch_size]
-            loss = 0.5 * ((state_values(algo.policy, data["obs"][idx]) - data["returns"][idx]) ** 2).mean()
+            loss = ((state_values(algo.policy, data["obs"][idx]) - data["returns"][idx]) ** 2).mean()
             algo._critic_flat.grad.zero_()
             loss.backward()
             algo.reducer.gradients(algo._critic_flat.grad)

@@ -83,7 +83,7 @@ def ppo_loss(new_logp, old_logp, advantages, new_values, old_values, returns, en
         entropy: ``(B,)`` policy entropy per sample.
             All inputs are float32 or float64 torch tensors (numpy arrays are accepted too) of one
             dtype, device and shape ``(B,)`` with ``B >= 1``; any strides.
-        clip_coef: the surrogate clipping coefficient eps (> 0).
+        clip_coef: the surrogate clipping coefficient eps (>= 0).
         vf_coef: weight of the value loss (>= 0).
         ent_coef: weight of the entropy bonus (>= 0).
         vf_clip: clip the value update to ``[-vf_clip, vf_clip]`` around ``old_values`` (> 0), or None.
@@ -181,7 +181,7 @@ def _named(inputs: LossInputs) -> dict:
 
 def _check_args(inputs: LossInputs, config: LossConfig) -> LossInputs:
     """Validate for the Python backends exactly as csrc/ops/ppo_loss/ppo_loss.cpp does; return the inputs."""
-    _checks.check_positive(config.clip_coef, "clip_coef")
+    _checks.check_nonnegative(config.clip_coef, "clip_coef")  # 0: a linear clip schedule's last iteration
     _checks.check_nonnegative(config.vf_coef, "vf_coef")
     _checks.check_nonnegative(config.ent_coef, "ent_coef")
     _checks.check_nonnegative(config.kl_coef, "kl_coef")

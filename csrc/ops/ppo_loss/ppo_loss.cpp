@@ -18,7 +18,7 @@ static void ppo_loss_op(py::handle new_logp, py::handle old_logp, py::handle adv
                         py::handle out, py::handle grads, double clip_coef, double vf_coef, double ent_coef,
                         py::handle vf_clip, bool normalize_advantages, double kl_coef, bool check,
                         py::handle workspace, py::handle stream) {
-  check_positive(clip_coef, "clip_coef");
+  check_nonnegative(clip_coef, "clip_coef");  // 0: a linear clip schedule's last iteration
   check_nonnegative(vf_coef, "vf_coef");
   check_nonnegative(ent_coef, "ent_coef");
   check_nonnegative(kl_coef, "kl_coef");
