@@ -45,7 +45,7 @@ def test_resume_equals_uninterrupted(tmp_path):
             return True
 
     cartpole(**kwargs).learn(4 * 256, callback=SaveAndStop(), progress_bar=False)
-    resumed = fastppo.PPO.load(tmp_path / "half.pt").learn(2 * 256, progress_bar=False)
+    resumed = fastppo.PPO.load(tmp_path / "half.pt").learn(2 * 256, progress_bar=False, reset_num_timesteps=False)
     assert resumed.num_timesteps == straight.num_timesteps
     for (name, a), b in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name} differs after resuming")

@@ -63,7 +63,7 @@ def _assert_same_update(native, reference, progress=1.0):
     for _ in range(2):  # twice: the second update starts from Adam moments the first one left
         got, want = native._update(progress), reference._update(progress)
         assert got.keys() == want.keys()
-        assert got["n_updates"] == want["n_updates"]
+        assert got["train/n_updates"] == want["train/n_updates"]  # SB3's count: epochs, cumulative
         for key in got:
             # the statistics are float32 means summed in another order: a few ulps of their size
             np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-6, err_msg=key)
@@ -114,7 +114,8 @@ def test_native_update_matches_torch_where_linear_schedules_end(env):
     critic = [p.detach().clone() for p in native.policy.critic.parameters()]
     _assert_same_update(native, reference, progress=0.0)
     metrics = native._update(0.0)
-    assert metrics["clip_range"] == metrics["clip_range_vf"] == 0.0 and metrics["clipfrac"] == 1.0
+    assert metrics["train/clip_range"] == metrics["train/clip_range_vf"] == 0.0
+    assert metrics["train/clip_fraction"] == 1.0
     assert all(torch.equal(p, q) for p, q in zip(native.policy.critic.parameters(), critic))
 
 
@@ -132,7 +133,9 @@ def test_learning_rate_0_moves_nothing():
 def test_target_kl_stops_at_the_same_minibatch():
     native, reference = _twins("CartPole-v1", target_kl=1e-4, learning_rate=1e-2)
     got, want = native._update(1.0), reference._update(1.0)
-    assert 0 < got["n_updates"] == want["n_updates"] < 3 * 256 // 32  # stopped early, at the same step
+    # the minibatch updates taken, counted by each Adam: stopped early, at the same step
+    assert 0 < native.optimizer.steps == reference.optimizer.steps < 3 * 256 // 32
+    assert got["train/n_updates"] == want["train/n_updates"]  # the epochs, the stopped one included
     np.testing.assert_allclose(native._flat.param.detach(), reference._flat.param.detach(), rtol=0, atol=1e-4)
 
 

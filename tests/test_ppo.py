@@ -40,7 +40,7 @@ def test_solves_cartpole_on_cuda():
 def test_kl_variant_learns_and_adapts_beta():
     model, record = cartpole(**fastppo.presets.get("CartPole-v1", "ppo-kl")), RecordMetrics()
     model.learn(60_000, callback=record, progress_bar=False)
-    betas = [m["kl_coef"] for m in record.seen]
+    betas = [m["train/kl_coef"] for m in record.seen]
     mean, _ = fastppo.evaluate_policy(model, "CartPole-v1", n_eval_episodes=10, seed=123)
     assert mean >= 300, f"adaptive-KL PPO did not learn CartPole-v1: mean return {mean}"
     ratios = {round(b / a, 6) for a, b in zip(betas, betas[1:])}
@@ -188,10 +188,14 @@ def test_bad_policy_module_output_is_reported(fault, message):
 
 
 def test_eval_callback_keeps_best(tmp_path):
-    cb = fastppo.EvalCallback("CartPole-v1", eval_freq=2_048, n_eval_episodes=3, best_model_save_path=str(tmp_path))
+    # eval_freq counts vector steps (SB3's calls): 256 x 8 envs = every 2,048 timesteps
+    cb = fastppo.EvalCallback("CartPole-v1", eval_freq=256, n_eval_episodes=3, best_model_save_path=str(tmp_path),
+                              log_path=str(tmp_path), verbose=0)
     cartpole().learn(4_096, callback=cb, progress_bar=False)
-    assert len(cb.evaluations) == 2 and (tmp_path / "best_model.pt").exists()
-    assert fastppo.load(tmp_path / "best_model.pt").num_timesteps in {t for t, _, _ in cb.evaluations}
+    assert cb.evaluations_timesteps == [2_048, 4_096] and (tmp_path / "best_model.zip").exists()
+    best = int(np.argmax(np.mean(cb.evaluations_results, axis=1)))
+    assert fastppo.load(tmp_path / "best_model").num_timesteps == cb.evaluations_timesteps[best]
+    assert np.load(tmp_path / "evaluations.npz")["timesteps"].tolist() == [2_048, 4_096]
 
 
 def test_cli_train_eval_plot(tmp_path):
@@ -204,7 +208,8 @@ def test_cli_train_eval_plot(tmp_path):
     assert set(summary) >= {"mean_return", "std_return", "timesteps", "wall_s", "model_path"}
     assert summary["timesteps"] >= 2048 and os.path.exists(summary["model_path"])
     header = (run / "progress.csv").read_text().splitlines()[0].split(",")
-    assert {"policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "sps", "episode_return"} <= set(header)
+    assert {"train/policy_gradient_loss", "train/value_loss", "train/entropy_loss", "train/approx_kl",
+            "train/clip_fraction", "time/fps", "rollout/ep_rew_mean", "time/total_timesteps"} <= set(header)
     ev = subprocess.run([sys.executable, "-m", "fastppo", "eval", summary["model_path"], "--episodes", "2", "--json"],
                         capture_output=True, text=True, check=True, cwd=tmp_path)
     assert json.loads(ev.stdout.strip().splitlines()[-1])["episodes"] == 2
@@ -272,7 +277,8 @@ def test_interrupt_ends_the_iteration_and_resumes_exactly(tmp_path):
     with pytest.raises(TrainingInterrupted, match="interrupted after iteration 2 .timestep 512."):
         model.learn(4 * 256, callback=Interrupt(True), progress_bar=False)
     model.save(tmp_path / "m.pt")
-    resumed = fastppo.PPO.load(tmp_path / "m.pt").learn(2 * 256, callback=Interrupt(False), progress_bar=False)
+    resumed = fastppo.PPO.load(tmp_path / "m.pt").learn(2 * 256, callback=Interrupt(False), progress_bar=False,
+                                                        reset_num_timesteps=False)
     assert resumed.num_timesteps == straight.num_timesteps
     for (name, a), b in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name} differs after the interrupt")

@@ -110,7 +110,7 @@ def test_save_load_evaluate_continue(tmp_path, monkeypatch):
             action, _states = model.predict(obs, deterministic=True)
             obs, rewards, dones, info = vec_env.step(action)
     """, tmp_path, monkeypatch)
-    assert ns["mean_reward"] > 0 and ns["model"].num_timesteps == 0  # loaded, not trained further
+    assert ns["mean_reward"] > 0 and ns["model"].num_timesteps == 4096  # as saved (SB3 keeps the count too)
 
 
 def test_multiprocessing_subproc_vec_env(tmp_path, monkeypatch):
@@ -142,7 +142,25 @@ def test_multiprocessing_subproc_vec_env(tmp_path, monkeypatch):
 
 def test_callbacks(tmp_path, monkeypatch):
     # https://stable-baselines3.readthedocs.io/en/master/guide/callbacks.html
-    ns = run_pattern("""
+    # SB3's EvalCallback warns that the training env (fastppo's, seen through SB3's VecEnv API) is not of
+    # its eval env's type (a DummyVecEnv): a documented difference, harmless here. Its evaluate_policy warns
+    # that the example's eval env has no Monitor, as it does with SB3's own PPO.
+    with pytest.warns(UserWarning, match="Training and eval env are not of the same type"), \
+            pytest.warns(UserWarning, match="not wrapped with a ``Monitor`` wrapper"):
+        ns = _run_callbacks_pattern(tmp_path, monkeypatch)
+    logs, steps = tmp_path / "logs", ns["model"].num_timesteps
+    # the (unseeded) evaluations may stop training early, as soon as one reaches 450
+    assert steps == 4096 or (ns["eval_callback"].best_mean_reward >= 450 and steps % 500 == 0)
+    assert sorted(p.name for p in logs.glob("rl_model_*_steps.zip")) == sorted(
+        f"rl_model_{t}_steps.zip" for t in range(1000, steps + 1, 1000))
+    assert (logs / "best_model" / "best_model.zip").exists() and (logs / "results" / "evaluations.npz").exists()
+    assert sorted(p.name for p in (logs / "event").glob("*.zip")) == sorted(
+        f"rl_model_{t}_steps.zip" for t in range(2000, steps + 1, 2000))
+    assert ns["custom"].rollouts == steps // 128 and steps > 1000
+
+
+def _run_callbacks_pattern(tmp_path, monkeypatch):
+    return run_pattern("""
         import gymnasium as gym
 
         from stable_baselines3 import PPO
@@ -175,13 +193,6 @@ def test_callbacks(tmp_path, monkeypatch):
         model = PPO("MlpPolicy", "CartPole-v1", n_steps=128, batch_size=64, seed=0)
         model.learn(4000, callback=callback)
     """, tmp_path, monkeypatch)
-    logs = tmp_path / "logs"
-    assert sorted(p.name for p in logs.glob("rl_model_*_steps.zip")) == [
-        "rl_model_1000_steps.zip", "rl_model_2000_steps.zip", "rl_model_3000_steps.zip", "rl_model_4000_steps.zip"]
-    assert (logs / "best_model" / "best_model.zip").exists() and (logs / "results" / "evaluations.npz").exists()
-    assert sorted(p.name for p in (logs / "event").glob("*.zip")) == ["rl_model_2000_steps.zip",
-                                                                      "rl_model_4000_steps.zip"]
-    assert ns["custom"].rollouts == 32 and ns["model"].num_timesteps == 4096
 
 
 def test_tensorboard_and_custom_scalars(tmp_path, monkeypatch):
@@ -327,5 +338,5 @@ def test_learning_rate_schedule_and_parameters(tmp_path, monkeypatch):
         policy_params = params["policy"]
         model.set_parameters({"policy": {k: v * 0 for k, v in policy_params.items()}}, exact_match=True)
     """, tmp_path, monkeypatch)
-    assert all(float(p.abs().sum()) == 0 for p in ns["model"].policy.parameters())
+    assert all(not p.detach().any() for p in ns["model"].policy.parameters())
     assert ns["model"].logger.name_to_value == {}  # dumped

@@ -272,8 +272,10 @@ def test_native_training_equals_torch(env, net_arch):
             buffer.copy_(native.rollout.flat()[name])
         reference._generator.set_state(native._generator.get_state())
         got, want = native._update(1.0), reference._update(1.0)
-        assert got["n_updates"] == want["n_updates"] > 0
-        np.testing.assert_allclose(got["value_loss"], want["value_loss"], rtol=1e-4, atol=1e-6)
+        assert got["train/n_updates"] == want["train/n_updates"] == 3 * (iteration + 1)  # SB3's: epochs
+        # the minibatch updates, counted by each Adam: all of them, on both
+        assert native.optimizer.steps == reference.optimizer.steps == 3 * (iteration + 1) * 256 // 32
+        np.testing.assert_allclose(got["train/value_loss"], want["train/value_loss"], rtol=1e-4, atol=1e-6)
         lr = native.optimizer.lr
         np.testing.assert_allclose(native._flat.param.detach(), reference._flat.param.detach(), rtol=0,
                                    atol=0.01 * lr * (iteration + 1))
@@ -456,7 +458,7 @@ def test_checkpoint_with_the_old_activation_key_loads(tmp_path):
     model = PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, seed=0, policy_kwargs=dict(activation_fn="relu"))
     model.save(tmp_path / "m.pt")
     state = torch.load(tmp_path / "m.pt", weights_only=True)
-    state["hyperparameters"]["policy_kwargs"] = {"activation": "relu"}  # as fastppo 0.2 wrote it
+    state["version"], state["hyperparameters"]["policy_kwargs"] = 3, {"activation": "relu"}  # as fastppo 0.2 wrote it
     torch.save(state, tmp_path / "old.pt")
     assert PPO.load(tmp_path / "old.pt").policy.activation_fn is nn.ReLU
 
@@ -470,7 +472,7 @@ def test_torch_optimizer_state_resumes(tmp_path):
     resumed = PPO.load(tmp_path / "m.pt", policy_kwargs=dict(optimizer_class=torch.optim.SGD))
     assert resumed.optimizer.state_dict()["state"]  # the momentum buffers came back
     for m in (model, resumed):
-        m.learn(128, progress_bar=False)
+        m.learn(128, reset_num_timesteps=False, progress_bar=False)
     assert torch.equal(resumed._flat.param, model._flat.param)
 
 

@@ -37,7 +37,7 @@ from fastppo.algos.optim import uses_flat_adam
 from fastppo.algos.policies import MLP_POLICY_KWARGS, ActorCritic, ObsSpec, as_batch
 from fastppo.algos.rollout import NativeActor, NativeCollector, Rollout, StepCollector, TorchActor
 from fastppo.algos.sb3_policy import SB3Policy
-from fastppo.envs import SB3VecEnv, SB3View, as_vector_env
+from fastppo.envs import SB3VecEnv, SB3View, as_vector_env, sb3_view
 from fastppo.ops import gae
 
 
@@ -209,8 +209,9 @@ class OnPolicyAlgorithm:
             return None
         if isinstance(self.env, SB3VecEnv):
             return self.env.venv
-        if self._view is None or self._view.env is not self.env:
-            self._view = SB3View(self.env, on_use=self._env_used_outside)
+        view = sb3_view(self.env, on_use=self._env_used_outside)
+        if self._view is None or self._view.env is not self.env or type(self._view) is not type(view):
+            self._view = view  # one view per env (callbacks compare it by identity), SB3's class once imported
         return self._view
 
     def _env_used_outside(self) -> None:

@@ -209,10 +209,14 @@ def _current_hyperparameters(saved: dict, version: int) -> dict:
     """A checkpoint's hyperparameters with today's names and meanings: before format 4, TRPO's had other
     names (:data:`_RENAMED`) and PPO's ``vf_coef`` weighed fastppo.ppo_loss's half-MSE value loss, so it
     was twice SB3's (exactly: halving is exact). (Its ``clip_range_vf`` clipped the loss's max form: no
-    number translates that; the value is kept and now means SB3's clipping.)"""
+    number translates that; the value is kept and now means SB3's clipping.) Format 3 files may name
+    policy_kwargs' ``activation_fn`` ``activation`` (its name before SB3's)."""
     hyper = {_RENAMED.get(key, key): value for key, value in saved.items()}
     if version < 4 and isinstance(hyper.get("vf_coef"), (int, float)):
         hyper["vf_coef"] = hyper["vf_coef"] / 2
+    if version < 4 and isinstance(hyper.get("policy_kwargs"), dict):
+        hyper["policy_kwargs"] = {("activation_fn" if k == "activation" else k): v
+                                  for k, v in hyper["policy_kwargs"].items()}
     return hyper
 
 

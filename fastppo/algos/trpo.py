@@ -166,7 +166,7 @@ class TRPO(OnPolicyAlgorithm):
         lr = config.lr_schedule(progress)
         value_loss = self._fit_critic(lr)
         self._n_updates += 1
-        metrics = {"train/policy_objective": float(new_surrogate), "train/value_loss": 2 * value_loss,
+        metrics = {"train/policy_objective": float(new_surrogate), "train/value_loss": value_loss,
                    "train/kl_divergence_loss": float(kl), "train/is_line_search_success": float(accepted),
                    "train/n_updates": self._n_updates, "train/learning_rate": lr,
                    "train/entropy_loss": -float(dist.entropy().mean().detach()),

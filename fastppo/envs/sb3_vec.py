@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
+import sys
 import time
 
 import gymnasium as gym
@@ -19,7 +20,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-__all__ = ["SB3VecEnv", "SB3View", "find_vec_normalize", "is_sb3_vec_env", "to_sb3_infos"]
+__all__ = ["SB3VecEnv", "SB3View", "find_vec_normalize", "is_sb3_vec_env", "sb3_view", "to_sb3_infos"]
 
 _PROTOCOL_METHODS = ("reset", "step_async", "step_wait", "seed", "close")
 # SB3 puts these in each env's info; the adapter turns them into truncated / infos["final_obs"].
@@ -180,19 +181,37 @@ def to_sb3_infos(info: dict, terminated: np.ndarray, truncated: np.ndarray) -> l
     return infos
 
 
+def sb3_view(env: VectorEnv, on_use=None) -> SB3View:
+    """An :class:`SB3View` of ``env``; an instance of SB3's own ``VecEnv`` class too when the program has
+    imported stable_baselines3 (so that SB3's functions that check ``isinstance(env, VecEnv)``, such as its
+    ``evaluate_policy``, take it as one). fastppo imports nothing of SB3's: it only looks in ``sys.modules``."""
+    base = getattr(sys.modules.get("stable_baselines3.common.vec_env.base_vec_env"), "VecEnv", None)
+    if base is None:
+        return SB3View(env, on_use)
+    if base not in _VIEW_CLASSES:
+        _VIEW_CLASSES[base] = type("SB3View", (SB3View, base), {"__module__": __name__})
+    return _VIEW_CLASSES[base](env, on_use)
+
+
+_VIEW_CLASSES: dict[type, type] = {}
+
+
 class SB3View:
     """A fastppo (gymnasium SAME_STEP) vector env seen through SB3's VecEnv API, which is what
-    ``model.get_env()`` returns for envs that are not SB3's own, so that SB3 scripts and callbacks can
-    drive it: ``reset() -> obs``, ``step(actions) -> (obs, rewards, dones, infos)`` (SB3's per-env infos:
-    see :func:`to_sb3_infos`), ``step_async``/``step_wait``, ``seed``, ``render``, ``close``,
-    ``env_is_wrapped``. It steps the training env itself (as SB3's ``get_env()`` does): ``on_use`` is
-    called on every reset and step, so the trainer knows its next rollout must start from a reset."""
+    ``model.get_env()`` returns for envs that are not SB3's own (made by :func:`sb3_view`), so that SB3
+    scripts and callbacks can drive it: ``reset() -> obs``, ``step(actions) -> (obs, rewards, dones,
+    infos)`` (SB3's per-env infos: see :func:`to_sb3_infos`), ``step_async``/``step_wait``, ``seed``,
+    ``render``, ``close``, ``get_attr``/``set_attr``/``env_method`` (through gymnasium's
+    ``get_attr``/``set_attr``/``call`` where the env has them), ``env_is_wrapped``. It steps the training
+    env itself (as SB3's ``get_env()`` does): ``on_use`` is called on every reset and step, so the trainer
+    knows its next rollout must start from a reset."""
 
     def __init__(self, env: VectorEnv, on_use=None):
         self.env, self._on_use = env, on_use
         self.num_envs = env.num_envs
         self.observation_space, self.action_space = env.single_observation_space, env.single_action_space
         self.render_mode = getattr(env, "render_mode", None)
+        self.metadata = getattr(env, "metadata", {})
         self._seed: int | None = None
         self._actions = None
 
@@ -227,8 +246,37 @@ class SB3View:
     def render(self, mode: str | None = None):
         return self.env.render()
 
+    def _indices(self, indices) -> list[int]:
+        if indices is None:
+            return list(range(self.num_envs))
+        return [indices] if isinstance(indices, numbers.Integral) else list(indices)
+
+    def _vector_call(self, name: str, what: str):
+        method = getattr(self.env, name, None)
+        if not callable(method):
+            raise AttributeError(f"{type(self.env).__name__} has no per-env {name}(): {what} is not available on it")
+        return method
+
+    def get_attr(self, attr_name: str, indices=None) -> list:
+        values = self._vector_call("get_attr", f"get_attr({attr_name!r})")(attr_name)
+        return [values[i] for i in self._indices(indices)]
+
+    def set_attr(self, attr_name: str, value, indices=None) -> None:
+        indices = self._indices(indices)
+        values = list(self._vector_call("get_attr", f"set_attr({attr_name!r})")(attr_name))
+        for i in indices:
+            values[i] = value
+        self._vector_call("set_attr", f"set_attr({attr_name!r})")(attr_name, values)
+
+    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list:
+        results = self._vector_call("call", f"env_method({method_name!r})")(method_name, *method_args, **method_kwargs)
+        return [results[i] for i in self._indices(indices)]
+
     def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
-        return [False] * (self.num_envs if indices is None else len(np.atleast_1d(indices)))
+        """True for SB3's ``Monitor`` only: fastppo's envs report every finished episode's raw return and
+        length in ``infos[i]["episode"]`` as it does (so SB3's ``evaluate_policy`` counts them as such)."""
+        monitor = wrapper_class.__name__ == "Monitor" and wrapper_class.__module__.startswith("stable_baselines3")
+        return [monitor] * len(self._indices(indices))
 
     def close(self) -> None:
         self.env.close()
