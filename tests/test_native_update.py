@@ -41,9 +41,11 @@ def _twins(env, algo=PPO, **kwargs):
     if algo is PPO:
         kwargs.setdefault("n_epochs", 3)
 
+    kwargs.setdefault("batch_size", 32)
+
     def make(backend):
         return algo("MlpPolicy", env() if callable(env) else env, n_steps=64, num_envs=1 if callable(env) else 4,
-                    batch_size=32, seed=5, backend=backend, **kwargs)
+                    seed=5, backend=backend, **kwargs)
 
     native = make("auto")
     native._reset_envs()
@@ -96,6 +98,16 @@ ENVS = {"discrete": "CartPole-v1", "box": "Pendulum-v1", "multidiscrete": _Multi
 @pytest.mark.parametrize("env", ENVS)
 def test_native_update_matches_torch(env, option):
     _assert_same_update(*_twins(ENVS[env], **OPTIONS[option]))
+
+
+@pytest.mark.parametrize("batch_size", [100, 255])
+def test_truncated_minibatches_as_sb3(batch_size):
+    """A batch_size that does not divide the rollout (256 here) is allowed with SB3's warning: the last
+    minibatch is shorter (one sample with 255, which is not normalised), on both paths alike."""
+    with pytest.warns(UserWarning, match="truncated mini-batch of size"):
+        twins = _twins("CartPole-v1", batch_size=batch_size)
+    _assert_same_update(*twins)
+    assert twins[0].optimizer.steps == 2 * 3 * -(-256 // batch_size)  # 2 updates x 3 epochs x ceil(256 / batch_size)
 
 
 @pytest.mark.parametrize("env", ENVS)

@@ -108,7 +108,6 @@ def test_truncation_bootstraps_from_final_observation():
 
 
 @pytest.mark.parametrize("kwargs, exc, message", [
-    (dict(batch_size=100), ValueError, "batch_size=100 must divide the rollout size"),
     (dict(learning_rate=0.0), ValueError, "learning_rate must be > 0"),
     (dict(learning_rate=-1e-3), ValueError, "learning_rate must be > 0"),
     (dict(clip_range=1.5), ValueError, "clip_range must be in (0, 1)"),

@@ -50,6 +50,14 @@ def test_positional_hyperparameters_and_sb3_only_arguments():
         fastppo.PPO("MlpPolicy", "CartPole-v1", verbose=-1)
 
 
+def test_num_envs_is_for_env_ids_only():
+    from stable_baselines3.common.env_util import make_vec_env
+
+    with pytest.raises(ValueError, match="num_envs=4 applies to an env id"):
+        fastppo.PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2), num_envs=4)
+    assert fastppo.PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2), num_envs=2).num_envs == 2
+
+
 def test_device_auto_and_cuda_fallback():
     assert fastppo.PPO("MlpPolicy", "CartPole-v1").device == torch.device("cpu")
     if not torch.cuda.is_available():

@@ -89,6 +89,9 @@ class OnPolicyAlgorithm:
         self._view: SB3View | None = None  # get_env()'s view of a non-SB3 env
         if env is not None:
             self.env, self.env_id = as_vector_env(env, config.num_envs, seed=config.seed, backend=self.backend)
+            if self.env_id is None and config.num_envs not in (1, self.env.num_envs):
+                raise ValueError(f"num_envs={config.num_envs} applies to an env id; the env given brings its own "
+                                 f"count ({self.env.num_envs}): leave num_envs out")
             self.observation_space = self.env.single_observation_space
             self.action_space = self.env.single_action_space
             num_envs = self.env.num_envs

@@ -165,6 +165,8 @@ def restore(cls, ckpt: dict, env, overrides: dict, policy=None):
         # merged, so that loading needs only what was not stored (a class): policy_kwargs=dict(optimizer_class=...)
         hyper["policy_kwargs"] = {**hyper["policy_kwargs"], **(overrides.pop("policy_kwargs", None) or {})}
     hyper.update(overrides)
+    if env is not None and not isinstance(env, str):
+        hyper.pop("num_envs", None)  # the env given brings its own count
     for key, value in hyper.items():
         for inner, item in (value.items() if key == "policy_kwargs" and isinstance(value, dict) else [(None, value)]):
             if isinstance(item, dict) and "__function__" in item:

@@ -8,6 +8,8 @@ or :class:`NativePpoUpdater` (the same, one native call per epoch: ``fastppo._co
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -52,9 +54,13 @@ class PPO(OnPolicyAlgorithm):
         self._build_updaters()
 
     def _build_updaters(self) -> None:
-        if self.rollout_size % self.config.batch_size:
-            raise ValueError(f"batch_size={self.config.batch_size} must divide the rollout size n_steps * num_envs = "
-                             f"{self.config.n_steps} * {self.num_envs} = {self.rollout_size}")
+        batch_size, rest = self.config.batch_size, self.rollout_size % self.config.batch_size
+        if rest:  # as SB3: allowed, with its warning
+            warnings.warn(f"You have specified a mini-batch size of {batch_size}, but because the rollout is of size "
+                          f"n_steps * n_envs = {self.rollout_size}, after every {self.rollout_size // batch_size} "
+                          f"untruncated mini-batches, there will be a truncated mini-batch of size {rest}. We "
+                          f"recommend using a batch_size that is a factor of n_steps * n_envs (n_steps="
+                          f"{self.config.n_steps} and n_envs={self.num_envs})", UserWarning, stacklevel=3)
         self.updater = (NativePpoUpdater if self.native else TorchPpoUpdater)(self)
 
     def _optimizer_objects(self) -> dict:
@@ -150,9 +156,11 @@ class TorchPpoUpdater:
             dist = spec.distribution(params)
             log_probs = dist.log_prob(data["actions"][idx])
             kl = spec.distribution(data["dist_params"][idx]).kl(dist) if with_kl else None
+            # a truncated last minibatch of one sample is not normalised (as SB3, and the native update)
+            loss_kwargs = self.loss_kwargs if idx.numel() > 1 else {**self.loss_kwargs, "normalize_advantages": False}
             loss, stats = ppo_loss(log_probs, data["log_probs"][idx], data["advantages"][idx], values,
                                    old_values, data["returns"][idx], dist.entropy(), kl=kl,
-                                   backend=algo.backend, **self.loss_kwargs)
+                                   backend=algo.backend, **loss_kwargs)
             if config.target_kl is not None and float(stats["approx_kl"]) > 1.5 * config.target_kl:
                 return stats_sum, n_updates, True  # as SB3: this step would move too far; stop before it
             flat.grad.zero_()

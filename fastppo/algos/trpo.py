@@ -4,8 +4,8 @@ rollout path PPO uses.
 Per iteration: the policy gradient g of the surrogate mean(ratio * A); Fisher-vector products by
 differentiating the mean KL twice (the Fisher matrix is never formed), plus damping; conjugate
 gradient for x ~= F^-1 g; the step scaled so that 0.5 x^T F x = target_kl; then a backtracking line
-search that accepts the first shrunken step that improves the surrogate and keeps the measured mean KL
-within target_kl (the natural policy gradient takes the scaled step without the search). With
+search that accepts the first shrunken step that improves the surrogate and keeps the measured mean
+KL(new || old) below target_kl (sb3-contrib's measure) (the natural policy gradient takes the scaled step without the search). With
 ``sub_sampling_factor`` k > 1 the policy step runs on every k-th sample of the shuffled rollout, as
 sb3-contrib's. The critic regresses on the GAE returns (the mean squared error, as sb3-contrib) with
 its own Adam, several passes per iteration over the whole rollout.
@@ -104,9 +104,11 @@ class TRPO(OnPolicyAlgorithm):
         return (torch.exp(dist.log_prob(actions) - old_log_probs) * advantages).mean(), dist
 
     def mean_kl(self, obs, old_params) -> torch.Tensor:
-        """Mean KL(old || new) over the batch, differentiable in the actor's parameters."""
+        """Mean KL(new || old) over the batch, differentiable in the actor's parameters: what sb3-contrib's
+        ``target_kl`` bounds (the paper writes KL(old || new); both have the Fisher matrix as their Hessian
+        at the old parameters, so only the line search's measure differs)."""
         params, _ = self.policy(obs)
-        return self.action_spec.distribution(old_params).kl(self.action_spec.distribution(params)).mean()
+        return self.action_spec.distribution(params).kl(self.action_spec.distribution(old_params)).mean()
 
     def fisher_vector_product(self, obs, old_params) -> Callable[[torch.Tensor], torch.Tensor]:
         """v -> (F + damping I) v, with F the Hessian of the mean KL at the current parameters (where it
@@ -152,7 +154,7 @@ class TRPO(OnPolicyAlgorithm):
                     _copy_to_parameters(old_theta + shrink * step, self.actor_params)
                     new_surrogate = reduce(self.surrogate(obs, actions, old_log_probs, adv)[0])
                     kl = reduce(self.mean_kl(obs, old_params))
-                    if kl <= config.target_kl and new_surrogate > old_surrogate:
+                    if kl < config.target_kl and new_surrogate > old_surrogate:  # sb3-contrib's test
                         accepted = True
                         break
                 if not accepted:
