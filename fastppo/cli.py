@@ -37,7 +37,10 @@ def _read_config(path: str) -> dict:
 
 
 def _train(args: argparse.Namespace) -> int:
+    import torch
+
     import fastppo
+    from fastppo.algos import distributed
     from fastppo.algos.base import TrainingInterrupted
 
     cls = fastppo.presets.algorithm_class(args.algo)
@@ -66,10 +69,18 @@ def _train(args: argparse.Namespace) -> int:
         raise SystemExit(f"fastppo: {exc}{hint}") from None
     total = args.total_timesteps or fastppo.presets.total_timesteps(args.env_id, args.algo)
     run_dir = args.run_dir or os.path.join("runs", f"{args.env_id}-{args.algo}-{time.strftime('%Y%m%d-%H%M%S')}")
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump({"env_id": args.env_id, "algo": args.algo, "total_timesteps": total, "kwargs": kwargs}, f,
-                  indent=2, default=str)
+    # Under torchrun every rank runs this: they share rank 0's run directory, and rank 0 alone writes and
+    # reports (the others save their own part of the checkpoint beside rank 0's file).
+    reducer = distributed.setup(distributed.local_device(torch.device("cpu" if config.device == "auto"
+                                                                      else config.device)))
+    main = reducer is None or reducer.rank == 0
+    if reducer is not None:
+        run_dir = reducer.gather_objects(run_dir)[0]
+    if main:
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "config.json"), "w") as f:
+            json.dump({"env_id": args.env_id, "algo": args.algo, "total_timesteps": total, "kwargs": kwargs,
+                       "processes": 1 if reducer is None else reducer.world_size}, f, indent=2, default=str)
 
     start = time.perf_counter()
     model = cls("MlpPolicy", args.env_id, config=config, log_dir=run_dir)
@@ -79,12 +90,16 @@ def _train(args: argparse.Namespace) -> int:
     except TrainingInterrupted:
         model.save(model_path)  # learn() stopped between two iterations: the model is consistent
         model.close()
-        sys.stderr.write(f"fastppo: training interrupted at timestep {model.num_timesteps:,}; model saved to "
-                         f"{model_path}, logs in {run_dir} (resume: fastppo.load({model_path!r}).learn("
-                         f"{total - model.num_timesteps}, reset_num_timesteps=False))\n")
+        if main:
+            sys.stderr.write(f"fastppo: training interrupted at timestep {model.num_timesteps:,}; model saved to "
+                             f"{model_path}, logs in {run_dir} (resume: fastppo.load({model_path!r}).learn("
+                             f"{total - model.num_timesteps}, reset_num_timesteps=False))\n")
         return 130
     train_s = time.perf_counter() - start
     model.save(model_path)
+    if not main:
+        model.close()
+        return 0
     mean, std = fastppo.evaluate_policy(model, args.env_id, args.eval_episodes, deterministic=True, seed=10_000)
     model.close()
     wall = time.perf_counter() - start

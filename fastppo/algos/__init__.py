@@ -20,4 +20,4 @@ def load(path, env=None, *, policy=None, trust_pickle: bool = False, **overrides
     ckpt = checkpoint.read(path, trust_pickle)
     if ckpt["algo"] not in ALGORITHMS:
         raise ValueError(f"checkpoint holds an unknown algorithm {ckpt['algo']!r}")
-    return checkpoint.restore(ALGORITHMS[ckpt["algo"]], ckpt, env, overrides, policy)
+    return checkpoint.restore(ALGORITHMS[ckpt["algo"]], ckpt, env, overrides, policy, path)

@@ -520,7 +520,7 @@ class OnPolicyAlgorithm:
         (a loaded model's envs always start with a reset unless its env state was saved).
         """
         overrides = {**(custom_objects or {}), **overrides, **({"device": device} if device is not None else {})}
-        return checkpoint.restore(cls, checkpoint.read(path, trust_pickle), env, overrides, policy)
+        return checkpoint.restore(cls, checkpoint.read(path, trust_pickle), env, overrides, policy, path)
 
     def close(self) -> None:
         if self.env is not None:

@@ -61,8 +61,20 @@ def load_path(path: str | os.PathLike) -> str:
     return path
 
 
+def rank_path(path: str, rank: int) -> str:
+    """Where rank ``rank`` (> 0) of a data-parallel run keeps its own part of the checkpoint at ``path``."""
+    return f"{path}.rank{rank}"
+
+
+def _rank_world(model: OnPolicyAlgorithm) -> tuple[int, int]:
+    return getattr(model.reducer, "rank", 0), getattr(model.reducer, "world_size", 1)
+
+
 def save(model: OnPolicyAlgorithm, path: str | os.PathLike) -> None:
-    """Write ``model`` to ``path`` (``.zip`` added when it has no suffix) atomically."""
+    """Write ``model`` to ``path`` (``.zip`` added when it has no suffix) atomically. In a data-parallel
+    run every rank calls it, and each writes alone (no collective: a rank that is not coming cannot make
+    another wait): rank 0 the file, rank r its own state (its envs, generator and episodes) to
+    ``<path>.rank<r>``, each a whole checkpoint of that rank's view."""
     last_obs = model._last_obs  # None before the first learn(): then there is no env state to resume
     env_state = model.env.snapshot() if hasattr(model.env, "snapshot") and last_obs is not None else None
     custom = model._custom_policy
@@ -80,8 +92,10 @@ def save(model: OnPolicyAlgorithm, path: str | os.PathLike) -> None:
         "total_timesteps": model._total_timesteps, "generator": model._generator.get_state(),
         "env_state": _to_plain(env_state), "last_obs": last_obs.cpu() if env_state is not None else None,
         "episode_returns": list(model.episode_returns), "episode_lengths": list(model.episode_lengths),
+        "world_size": _rank_world(model)[1],
     }
-    path = save_path(path)
+    rank = _rank_world(model)[0]
+    path = save_path(path) if rank == 0 else rank_path(save_path(path), rank)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pt")
@@ -139,7 +153,7 @@ def read(path: str | os.PathLike, trust_pickle: bool = False) -> dict:
     return ckpt
 
 
-def restore(cls, ckpt: dict, env, overrides: dict, policy=None):
+def restore(cls, ckpt: dict, env, overrides: dict, policy=None, path: str | os.PathLike | None = None):
     """A ``cls`` model from :func:`read`'s contents, on ``env`` (default: the checkpoint's env id), with
     ``overrides`` replacing saved hyperparameters (a ``policy_kwargs`` dict is merged into the saved one);
     ``policy`` is the module (or the SB3 policy class) for a custom policy's weights. Without an env id or
@@ -192,19 +206,42 @@ def restore(cls, ckpt: dict, env, overrides: dict, policy=None):
     if model.obs_normalizer is not None and ckpt["obs_normalizer"] is not None:
         model.obs_normalizer.rms.load_state_dict(ckpt["obs_normalizer"])
     same_envs = model.num_envs == ckpt["num_envs"]
-    if model.reward_scaler is not None and ckpt["reward_scaler"] is not None and same_envs:
-        model.reward_scaler.load_state_dict(ckpt["reward_scaler"])
     model.num_timesteps, model.iteration = ckpt["num_timesteps"], ckpt["iteration"]
     model._n_updates = ckpt.get("n_updates", 0)  # absent before fastppo 0.2
     model._total_timesteps = ckpt["total_timesteps"]
-    if ckpt["generator"] is not None:
-        model._generator.set_state(ckpt["generator"])
-    model.episode_returns.extend(ckpt["episode_returns"])
-    model.episode_lengths.extend(ckpt["episode_lengths"])
-    if ckpt["env_state"] is not None and same_envs and model.env is not None and hasattr(model.env, "restore"):
-        model.env.restore(ckpt["env_state"])  # resume mid-episode, exactly where training stopped
-        model._last_obs = ckpt["last_obs"].to(model.device)
+    own = _own_part(model, ckpt, path)
+    if model.reward_scaler is not None and own["reward_scaler"] is not None and same_envs:
+        model.reward_scaler.load_state_dict(own["reward_scaler"])
+    if own["generator"] is not None:
+        model._generator.set_state(own["generator"])
+    model.episode_returns.extend(own["episode_returns"])
+    model.episode_lengths.extend(own["episode_lengths"])
+    if own["env_state"] is not None and same_envs and model.env is not None and hasattr(model.env, "restore"):
+        model.env.restore(own["env_state"])  # resume mid-episode, exactly where training stopped
+        model._last_obs = own["last_obs"].to(model.device)
     return model
+
+
+def _own_part(model: OnPolicyAlgorithm, ckpt: dict, path) -> dict:
+    """This rank's state: rank 0's is the file's own, rank r's its ``.rank<r>`` part. A data-parallel
+    checkpoint resumes only with the same number of processes; in one process it loads rank 0's view."""
+    rank, world = _rank_world(model)
+    saved = ckpt.get("world_size", 1)
+    if world > 1 and saved != world:
+        raise ValueError(f"the checkpoint was written by {saved} process(es) and this run has {world}: resume it "
+                         f"with the same number (torchrun --nproc_per_node ... so that WORLD_SIZE={saved})")
+    if world == 1 and saved > 1:
+        warnings.warn(f"the checkpoint was written by {saved} processes; loaded in one, it continues from rank 0's "
+                      f"envs and statistics", UserWarning, stacklevel=4)
+    if rank == 0:
+        return ckpt
+    if path is None:
+        raise ValueError("a data-parallel rank > 0 needs the checkpoint's path to find its own part")
+    part = rank_path(load_path(path), rank)
+    if not os.path.exists(part):
+        raise ValueError(f"rank {rank}'s part of the checkpoint, {part!r}, does not exist: save() must run on "
+                         f"every rank")
+    return read(part)
 
 
 def _current_hyperparameters(saved: dict, version: int) -> dict:
