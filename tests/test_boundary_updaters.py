@@ -132,13 +132,15 @@ def test_ppo_update_config(seed, kind, size, field, value, cfg, with_old):
 
 
 class _Recorder:
-    """An on_gradients that records the written buffers at each call (before that minibatch's step)."""
+    """An on_gradients that records the written buffers at each call (before that minibatch's step) and
+    goes on (PpoUpdate's passes the minibatch's approx_kl and reads a bool; CriticFit's passes nothing)."""
 
     def __init__(self, args):
         self.args, self.seen = args, []
 
-    def __call__(self):
+    def __call__(self, *approx_kl):
         self.seen.append(_written(self.args))
+        return True
 
 
 CALLBACK_KINDS = ["none", "noop", "int", "str", "raise_1", "raise_2", "rewrite_order", "rewrite_config",
@@ -153,7 +155,7 @@ def _check_on_gradients(kind, args, run, ref_run, order, extra):
     calls = []
     raised = KeyError("raised by on_gradients")
 
-    def callback():
+    def callback(*approx_kl):  # PpoUpdate's: the minibatch's approx_kl; CriticFit's: nothing
         calls.append(1)
         if kind.startswith("raise_") and len(calls) == int(kind[-1]):
             raise raised
@@ -166,6 +168,7 @@ def _check_on_gradients(kind, args, run, ref_run, order, extra):
         if kind == "reenter_refused":  # a nested call with a bad order raises; the outer epoch goes on
             with pytest.raises(ValueError, match="order"):
                 run(np.full(order.size, 2**62), None)
+        return True
 
     on_gradients = {"none": None, "int": 1, "str": "reducer"}.get(kind, callback)
     before = _written(args)
@@ -403,7 +406,7 @@ def test_on_gradients_cannot_unsettle_the_epoch():
         config.batch_size, config.target_kl = 2, -1.0
         want = _core.PpoUpdate(**ref).epoch(order.copy(), _copy_config(config))
 
-        def rewrite():
+        def rewrite(approx_kl):
             if kind == "order":
                 order[:] = 2**62
             elif kind == "config":
@@ -413,6 +416,7 @@ def test_on_gradients_cannot_unsettle_the_epoch():
             else:  # re-entered with an order it refuses: refused before it copies or reads anything
                 with pytest.raises(ValueError, match="order"):
                     update.epoch(np.full(8, 2**62), config)
+            return True
 
         if kind == "actions":
             with pytest.raises(ValueError, match=r"actions\[3\] = 1099511627776 is outside"):
@@ -421,6 +425,28 @@ def test_on_gradients_cannot_unsettle_the_epoch():
             continue
         _same_result(update.epoch(order, config, rewrite), want)
         _assert_written(_written(args), _written(ref), kind)
+
+
+def test_on_gradients_gets_the_kl_and_can_stop_the_epoch():
+    """PpoUpdate's on_gradients receives each minibatch's approx_kl and answers whether to take its step:
+    False stops the epoch before it, as target_kl does (the data-parallel run's vote on target_kl); any
+    other answer than a bool is refused."""
+    from fastppo._backend import _core
+
+    args = _ppo_args("discrete", 8, 1)
+    update, config, order = _core.PpoUpdate(**args), _ppo_config(3), np.arange(8)
+    config.batch_size, config.target_kl = 2, -1.0
+    seen = []
+    updates, stopped, sums = update.epoch(order, config, lambda kl: seen.append(kl) is None)
+    assert (updates, stopped, len(seen)) == (4, False, 4)
+    assert sums[3] == sum(seen)  # the KL passed is the one the epoch sums (approx_kl's slot)
+    steps = int(args["adam_steps"][0])
+    updates, stopped, _ = update.epoch(order, config, lambda kl: len(seen.append(kl) or seen) < 7)
+    assert (updates, stopped) == (2, True) and int(args["adam_steps"][0]) == steps + 2
+    for answer in (None, 1, "yes"):
+        with pytest.raises(TypeError, match="on_gradients must return a bool .*, got " + type(answer).__name__):
+            update.epoch(order, config, lambda kl, answer=answer: answer)
+    assert int(args["adam_steps"][0]) == steps + 2  # refused before the first step
 
 
 def test_order_must_be_a_permutation():

@@ -10,7 +10,7 @@ import torch
 
 import fastppo
 from fastppo import PPO, TRPO
-from fastppo.algos.base import Reducer
+from fastppo.algos.distributed import Reducer
 from fastppo.algos.ppo import NativePpoUpdater, TorchPpoUpdater
 from fastppo.algos.trpo import NativeCriticFit, TorchCriticFit
 
@@ -190,11 +190,12 @@ class _ScalingReducer(Reducer):
     def __init__(self, scale=1.0, fail=False):
         self.scale, self.fail, self.calls = scale, fail, 0
 
-    def gradients(self, flat_grad):
+    def gradients(self, flat_grad, approx_kl=None):
         self.calls += 1
         if self.fail:
             raise RuntimeError("all-reduce failed")
         flat_grad.mul_(self.scale)
+        return approx_kl
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.5])

@@ -8,7 +8,7 @@ from torch.func import functional_call
 
 import fastppo
 from conftest import RecordMetrics, assert_solves_cartpole, requires_cuda
-from fastppo.algos.base import Reducer
+from fastppo.algos.distributed import Reducer
 from fastppo.algos.trpo import conjugate_gradient
 
 
@@ -135,8 +135,9 @@ class _CountingReducer(Reducer):
     def __init__(self):
         self.calls = {"gradients": 0, "mean": 0}
 
-    def gradients(self, flat_grad):
+    def gradients(self, flat_grad, approx_kl=None):
         self.calls["gradients"] += 1
+        return approx_kl
 
     def mean(self, x):
         self.calls["mean"] += 1

@@ -99,7 +99,9 @@ class PpoUpdate {
 
   // One epoch: the minibatches of `order` (a permutation of the rollout) in turn, each Adam step
   // counted in adam_steps; on_gradients (None or a callable) is called between each minibatch's
-  // backward and its clipping and step. Returns (updates taken, stopped early by target_kl, the sums
+  // backward and its clipping and step with the minibatch's approx_kl, and returns a bool: False stops
+  // the epoch before this step, as target_kl does (the data-parallel run decides target_kl there, from
+  // every rank's KL). Returns (updates taken, stopped early by target_kl or on_gradients, the sums
   // over the updates taken of (policy_loss, value_loss, entropy, approx_kl, clipfrac)). An exception
   // from on_gradients propagates, with the steps before it taken and counted.
   py::tuple epoch(py::handle order, const PpoUpdateConfig& config, py::object on_gradients) {
@@ -131,7 +133,15 @@ class PpoUpdate {
           break;
         }
         if (call_back) {
-          callback();  // the GIL held: the gradients are in the flat buffer, not yet clipped
+          // the GIL held: the gradients are in the flat buffer, not yet clipped
+          const py::object go_on = callback(double(out[kOutApproxKl]));
+          if (!py::isinstance<py::bool_>(go_on))
+            throw_type_error("on_gradients must return a bool (False: stop before this step), got " +
+                             py::str(py::type::handle_of(go_on).attr("__name__")).cast<std::string>());
+          if (!go_on.cast<bool>()) {
+            stopped = true;
+            break;
+          }
           check_actions();  // Python code ran: the next minibatches index the logits by these
         }
         {

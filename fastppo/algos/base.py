@@ -27,9 +27,11 @@ import torch
 from torch import nn
 
 from fastppo import _backend
-from fastppo.algos import checkpoint
+from fastppo._version import __version__
+from fastppo.algos import checkpoint, distributed
 from fastppo.algos.callbacks import Callback, as_callback
 from fastppo.algos.config import OnPolicyConfig, check_int
+from fastppo.algos.distributed import Reducer, StatsMerge, describe
 from fastppo.algos.distributions import ActionSpec
 from fastppo.algos.logger import Logger, ProgressBar, make_output_format, run_folder
 from fastppo.algos.normalize import ObsNormalizer, RewardScaler
@@ -42,24 +44,7 @@ from fastppo.ops import gae
 
 
 OPTIMIZER_KWARGS = ("optimizer_class", "optimizer_kwargs")  # the policy_kwargs that choose the optimiser
-
-
-class Reducer:
-    """The data-parallel seam, identity in one process. The updaters call :meth:`gradients` on the flat
-    gradient buffer of every minibatch between backward and the optimiser step (gradient clipping
-    included), and :meth:`mean` on the quantities TRPO's step is computed from (the policy gradient, each
-    Fisher-vector product, the line search's surrogate and KL); an all-reduce over ranks goes there."""
-
-    local = True  # nothing to reduce: the native updaters then run whole epochs without calling back (a
-    # subclass that reduces sets it False, and the native loops call gradients() back per minibatch)
-
-    def gradients(self, flat_grad: torch.Tensor) -> None:
-        """Average ``flat_grad`` in place across processes."""
-
-    def mean(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` averaged across processes."""
-        return x
-
+PER_RANK = ("verbose", "tensorboard_log", "log_dir", "device")  # the settings ranks may differ in
 
 class OnPolicyAlgorithm:
     """Shared machinery. Subclasses set ``algo``, ``config_class`` and ``positional`` (the names of
@@ -73,22 +58,24 @@ class OnPolicyAlgorithm:
     def __init__(self, policy: str | nn.Module, env, config: OnPolicyConfig, *,
                  spaces: tuple[gym.Space, gym.Space, int] | None = None):
         self.config = config
-        self.device = _resolve_device(config.device, policy)
-        if config.verbose >= 1:
+        self.device = distributed.local_device(_resolve_device(config.device, policy))
+        # data-parallel under torchrun (fastppo/algos/distributed.py), else the identity
+        self.reducer: Reducer = distributed.setup(self.device) or Reducer()
+        if config.verbose >= 1 and distributed.is_main(self):
             print(f"Using {self.device} device")
         # PPO's networks are tiny: on the CPU torch's intra-op threads cost more in wake-ups than they
         # save (10x slower training measured on a busy 2-core machine), so learn() uses one by default.
         self.torch_threads = (config.torch_threads if config.torch_threads is not None
                               else (1 if self.device.type == "cpu" else None))
         self.backend = _backend.requested(config.backend)
-        self.reducer = Reducer()
         if env is None and spaces is None:
             raise ValueError("env must be given (an env id, a gymnasium VectorEnv or Env, or an SB3 VecEnv)")
         self.env = None
         self.env_id = None
         self._view: SB3View | None = None  # get_env()'s view of a non-SB3 env
         if env is not None:
-            self.env, self.env_id = as_vector_env(env, config.num_envs, seed=config.seed, backend=self.backend)
+            self.env, self.env_id = as_vector_env(env, config.num_envs, seed=self._env_seed(config.num_envs),
+                                                  backend=self.backend)
             if self.env_id is None and config.num_envs not in (1, self.env.num_envs):
                 raise ValueError(f"num_envs={config.num_envs} applies to an env id; the env given brings its own "
                                  f"count ({self.env.num_envs}): leave num_envs out")
@@ -104,6 +91,11 @@ class OnPolicyAlgorithm:
             if config.seed is not None:
                 torch.manual_seed(config.seed)
             self.policy = self._build_policy(policy, config.policy_kwargs or {}).to(self.device)
+        if not self.reducer.local:
+            self._check_same_run(num_envs)
+            with torch.no_grad():  # identical initial weights on every rank, whatever the seed
+                for tensor in self.policy.state_dict().values():
+                    self.reducer.broadcast_(tensor)
         self._custom_policy = None if isinstance(policy, str) else policy  # a module or a class: not stored
         # SB3's optimizer_class / optimizer_kwargs (fastppo.algos.optim.make_optimizer builds the optimiser): an
         # SB3 policy class's own, as SB3 takes them from the policy, else policy_kwargs'
@@ -113,7 +105,9 @@ class OnPolicyAlgorithm:
             self.backend, isinstance(self.policy, ActorCritic) and self.policy.native_ok()
             and uses_flat_adam(**self._optimizer_options))
         self._generator = torch.Generator(device=self.device)
-        self._generator.manual_seed(config.seed if config.seed is not None else int(torch.randint(2**62, ()).item()))
+        # each rank its own sampling stream
+        self._generator.manual_seed(config.seed + self.reducer.rank if config.seed is not None
+                                    else int(torch.randint(2**62, ()).item()))
 
         self.obs_normalizer = (ObsNormalizer(self.obs_spec.dim)
                                if config.normalize_obs and self.obs_spec.kind == "box" else None)
@@ -130,6 +124,22 @@ class OnPolicyAlgorithm:
         self._custom_logger = False
         self._n_updates = 0
         self._allocate(num_envs)
+
+    def _env_seed(self, num_envs: int) -> int | None:
+        """The envs' seed on this rank: rank r's envs follow rank r-1's, so the union of K ranks' envs is
+        seeded as one process's K * num_envs envs."""
+        seed = self.config.seed
+        return None if seed is None else seed + self.reducer.rank * num_envs
+
+    def _check_same_run(self, num_envs: int) -> None:
+        """Every rank runs the same code, algorithm, env and hyperparameters (a ValueError on every rank
+        naming what differs, instead of a hang or silently different training)."""
+        config = self.config.to_dict()
+        self.reducer.check_same({
+            "fastppo version": __version__, "algorithm": type(self).__name__,
+            "env": describe(self.env_id if self.env_id is not None else type(self.env).__name__),
+            "observation_space": repr(self.observation_space), "action_space": repr(self.action_space),
+            "num_envs": repr(num_envs), **{k: describe(v) for k, v in config.items() if k not in PER_RANK}})
 
     def _allocate(self, num_envs: int) -> None:
         """What depends on the number of envs: the rollout storage and per-env state (on construction
@@ -301,7 +311,7 @@ class OnPolicyAlgorithm:
         return torch.from_numpy(flat).to(self.device)
 
     def _reset_envs(self) -> None:
-        obs, _ = self.env.reset(seed=None if self._envs_seeded else self.config.seed)
+        obs, _ = self.env.reset(seed=None if self._envs_seeded else self._env_seed(self.num_envs))
         self._envs_seeded = True
         self._last_obs = self._policy_input(obs, update_stats=True, out=self._obs_buffer).clone()
 
@@ -361,11 +371,24 @@ class OnPolicyAlgorithm:
         row["train/explained_variance"] = _explained_variance(r.values, r.returns)
         if isinstance(self.policy, ActorCritic) and self.policy.log_std is not None:
             row["train/std"] = float(torch.exp(self.policy.log_std.detach()).mean())
+        if not self.reducer.local:
+            self._reduce_row(row)
         if log_interval is not None and iterations % log_interval == 0:
             for key, value in row.items():
                 self.logger.record(key, value, exclude="tensorboard" if key == "train/n_updates" else None)
             self.logger.dump(step=self.num_timesteps)
         return row
+
+    def _reduce_row(self, row: dict) -> None:
+        """The row of a data-parallel run, in place: the episode statistics over every rank's episodes, the
+        float train/ metrics (losses, KL, ...) averaged over the ranks; one collective."""
+        averaged = [k for k, v in row.items() if k.startswith("train/") and isinstance(v, float)]
+        local = [sum(self.episode_returns), sum(self.episode_lengths), len(self.episode_returns),
+                 *(row[k] for k in averaged)]
+        returns, lengths, episodes, *values = self.reducer.sum(torch.tensor(local, dtype=torch.float64)).tolist()
+        if episodes:
+            row["rollout/ep_rew_mean"], row["rollout/ep_len_mean"] = returns / episodes, lengths / episodes
+        row.update({k: v / self.reducer.world_size for k, v in zip(averaged, values)})
 
     def _configure_logger(self, tb_log_name: str, reset_num_timesteps: bool) -> None:
         """SB3's outputs for this learn() call (unless ``set_logger`` gave one): the metric table on stdout
@@ -374,6 +397,10 @@ class OnPolicyAlgorithm:
         if self._custom_logger:
             return
         config, outputs, folder = self.config, [], None
+        if not distributed.is_main(self):  # rank 0 writes; the others' loggers record nothing to disk
+            self.logger.close()
+            self.logger = Logger()
+            return
         if config.verbose >= 1:
             outputs.append(make_output_format("stdout", None))
         if config.tensorboard_log is not None:
@@ -416,6 +443,10 @@ class OnPolicyAlgorithm:
             self._last_obs = None
         self._total_timesteps = total_timesteps + (0 if reset_num_timesteps else self.num_timesteps)
         self._configure_logger(tb_log_name or type(self).__name__, reset_num_timesteps)
+        # data-parallel: the normalisers' statistics are identical on every rank here; each rank's updates
+        # from now on (the reset's observations included) are merged at each rollout's end
+        stats = [n.rms for n in (self.obs_normalizer, self.reward_scaler) if n is not None]
+        merge = StatsMerge(self.reducer, stats) if stats and not self.reducer.local else None
         if self._last_obs is None:
             self._reset_envs()
         started, steps_at_start, iterations = time.perf_counter(), self.num_timesteps, 0
@@ -425,12 +456,17 @@ class OnPolicyAlgorithm:
                                     "log_interval": log_interval, "tb_log_name": tb_log_name,
                                     "reset_num_timesteps": reset_num_timesteps, "progress_bar": progress_bar})
             callback.on_training_start()
-        bar = ProgressBar(self._total_timesteps, self.num_timesteps) if progress_bar else None
+        main, reducer = distributed.is_main(self), self.reducer
+        bar = ProgressBar(self._total_timesteps, self.num_timesteps) if progress_bar and main else None
+        stop = False
         with self.torch_thread_scope(), _InterruptAtIterationEnd() as interrupt:
             try:
-                while self.num_timesteps < self._total_timesteps and not interrupt.requested:
+                while self.num_timesteps < self._total_timesteps and not stop:
                     self.policy.train()
-                    if not self._collect(callback):
+                    collected = self._collect(callback)
+                    if merge is not None:
+                        merge.merge()
+                    if reducer.any(not collected):  # every rank stops where any callback asked
                         break
                     if callback is not None:
                         callback.on_rollout_end()
@@ -444,15 +480,15 @@ class OnPolicyAlgorithm:
                     row = self._log(metrics, iterations, started, steps_at_start, log_interval)
                     if bar is not None:
                         bar.update(self.num_timesteps, row.get("rollout/ep_rew_mean"))
-                    if callback is not None and not callback.on_iteration_end(row):
-                        break
+                    wants_stop = callback is not None and not callback.on_iteration_end(row)
+                    stop = reducer.any(wants_stop or interrupt.requested)  # a callback's stop or Ctrl-C, any rank
             finally:
                 if bar is not None:
                     bar.update(self.num_timesteps, _mean(self.episode_returns) if self.episode_returns else None, True)
                     bar.close()
                 if callback is not None:
                     callback.on_training_end()
-        if interrupt.requested:
+        if reducer.any(interrupt.requested):
             raise TrainingInterrupted(
                 f"training interrupted after iteration {self.iteration} (timestep {self.num_timesteps:,}); the model "
                 f"is consistent: save() it, and learn({self._total_timesteps - self.num_timesteps}, "

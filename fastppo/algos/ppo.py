@@ -15,6 +15,7 @@ from torch import nn
 
 from fastppo.algos.base import OnPolicyAlgorithm
 from fastppo.algos.config import VALUE_LOSS_SCALE, PPOConfig, with_config_signature
+from fastppo.algos.distributed import normalize_minibatches
 from fastppo.algos.optim import FlatParameters, make_optimizer
 from fastppo.ops import ppo_loss
 from fastppo.ops.ppo_loss import STATS
@@ -107,7 +108,8 @@ class PPO(OnPolicyAlgorithm):
         below d_targ / 1.5, double it when it rose above 1.5 d_targ."""
         data, spec = self.rollout.flat(), self.action_spec
         params, _ = self.policy(data["obs"])
-        d = float(spec.distribution(data["dist_params"]).kl(spec.distribution(params)).mean())
+        # every rank's mean KL (equal rollout sizes: the mean over all of them), so beta stays one value
+        d = float(self.reducer.mean(spec.distribution(data["dist_params"]).kl(spec.distribution(params)).mean()))
         if d < self.config.kl_target / 1.5:
             self.kl_coef /= 2
         elif d > self.config.kl_target * 1.5:
@@ -143,7 +145,7 @@ class TorchPpoUpdater:
     def epoch(self, order: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
         """The minibatches of ``order`` in turn: (stats sums, updates taken, stopped by target_kl)."""
         algo = self.algo
-        spec, policy, config, flat = algo.action_spec, algo.policy, algo.config, algo._flat
+        spec, policy, config, flat, reducer = algo.action_spec, algo.policy, algo.config, algo._flat, algo.reducer
         data = algo.rollout.flat()
         with_kl = config.variant == "kl"
         stats_sum, n_updates = torch.zeros(len(STATS), dtype=torch.float64, device=algo.device), 0
@@ -156,16 +158,24 @@ class TorchPpoUpdater:
             dist = spec.distribution(params)
             log_probs = dist.log_prob(data["actions"][idx])
             kl = spec.distribution(data["dist_params"][idx]).kl(dist) if with_kl else None
-            # a truncated last minibatch of one sample is not normalised (as SB3, and the native update)
-            loss_kwargs = self.loss_kwargs if idx.numel() > 1 else {**self.loss_kwargs, "normalize_advantages": False}
-            loss, stats = ppo_loss(log_probs, data["log_probs"][idx], data["advantages"][idx], values,
+            advantages, loss_kwargs = data["advantages"][idx], self.loss_kwargs
+            if loss_kwargs["normalize_advantages"] and (not reducer.local or idx.numel() == 1):
+                # data-parallel: with the moments of every rank's minibatch (so K ranks' minibatches of M
+                # update as one of K * M); a truncated last minibatch of one sample in one process is not
+                # normalised (as SB3, and the native update)
+                if not reducer.local:
+                    advantages = reducer.normalize(advantages)
+                loss_kwargs = {**loss_kwargs, "normalize_advantages": False}
+            loss, stats = ppo_loss(log_probs, data["log_probs"][idx], advantages, values,
                                    old_values, data["returns"][idx], dist.entropy(), kl=kl,
                                    backend=algo.backend, **loss_kwargs)
-            if config.target_kl is not None and float(stats["approx_kl"]) > 1.5 * config.target_kl:
-                return stats_sum, n_updates, True  # as SB3: this step would move too far; stop before it
             flat.grad.zero_()
             loss.backward()
-            algo.reducer.gradients(flat.grad)
+            # the KL that decides target_kl's stop: every rank's (averaged with the gradient), so all stop together
+            approx_kl = None if config.target_kl is None else float(stats["approx_kl"])
+            approx_kl = reducer.gradients(flat.grad, approx_kl)
+            if approx_kl is not None and approx_kl > 1.5 * config.target_kl:
+                return stats_sum, n_updates, True  # as SB3: this step would move too far; stop before it
             algo.optimizer.step(config.max_grad_norm)
             stats_sum += torch.stack([stats[k].detach() for k in STATS]).double()
             n_updates += 1
@@ -175,7 +185,9 @@ class TorchPpoUpdater:
 class NativePpoUpdater:
     """:class:`TorchPpoUpdater`'s epoch in one native call (``fastppo._core.PpoUpdate``, built once over the
     policy's, the gradients', Adam's (its moments and step count) and the rollout's own memory), with
-    the same data-parallel seam (``Reducer.gradients``, called back from the native loop)."""
+    the same data-parallel seam (``Reducer.gradients``, called back from the native loop). The advantages
+    it reads are its own buffer: the rollout's, or, data-parallel, the rollout's normalised per minibatch
+    with every rank's moments."""
 
     def __init__(self, algo: PPO):
         from fastppo._backend import _core
@@ -184,35 +196,50 @@ class NativePpoUpdater:
         policy, adam, spec, config = algo.policy, algo.optimizer, algo.action_spec, algo.config
         params, grads = policy.native_arrays(), policy.native_arrays(grads=True)
         data = {k: v.numpy() for k, v in algo.rollout.flat().items()}
+        self.advantages = torch.empty_like(algo.rollout.flat()["advantages"])
+        self.normalize_globally = False
         self.native = _core.PpoUpdate(
             params["actor"], grads["actor"], params["critic"], grads["critic"], policy.activation, spec.kind,
             list(spec.nvec), params["log_std"], grads["log_std"], algo._flat.param.detach().numpy(),
             algo._flat.grad.numpy(), adam.exp_avg.numpy(), adam.exp_avg_sq.numpy(), adam.step_count, data["obs"],
             data["actions"],
-            data["log_probs"], data["advantages"], data["values"], data["returns"],
+            data["log_probs"], self.advantages.numpy(), data["values"], data["returns"],
             data["dist_params"] if config.variant == "kl" else None)
         self.settings = _core.PpoUpdateConfig()
         self.settings.batch_size = config.batch_size
-        self.settings.target_kl = _off(config.target_kl)
         self.settings.max_grad_norm = _off(config.max_grad_norm)
 
     def begin(self, loss_kwargs: dict, clip_range_vf: float | None) -> None:
         """The loss's settings (the op's names, which the native config shares; None is -1 there),
         clip_range_vf (SB3's clipping, done natively before the op) and Adam's."""
-        s, adam = self.settings, self.algo.optimizer
+        s, adam, local = self.settings, self.algo.optimizer, self.algo.reducer.local
         s.clip_coef, s.vf_coef, s.ent_coef = loss_kwargs["clip_coef"], loss_kwargs["vf_coef"], loss_kwargs["ent_coef"]
         s.clip_range_vf = _off(clip_range_vf)
-        s.normalize_advantages = loss_kwargs["normalize_advantages"]
+        # data-parallel, the advantages' moments and target_kl's KL are every rank's, found in Python
+        self.normalize_globally = loss_kwargs["normalize_advantages"] and not local
+        s.normalize_advantages = loss_kwargs["normalize_advantages"] and local
+        s.target_kl = _off(self.algo.config.target_kl) if local else -1.0
         s.kl_coef = loss_kwargs["kl_coef"] if self.algo.config.variant == "kl" else -1.0
         s.lr, (s.beta1, s.beta2), s.eps = adam.lr, adam.betas, adam.eps
 
     def epoch(self, order: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
-        reducer, grad = self.algo.reducer, self.algo._flat.grad
+        algo = self.algo
+        reducer, grad, target_kl = algo.reducer, algo._flat.grad, algo.config.target_kl
+        advantages = algo.rollout.flat()["advantages"]
+        if self.normalize_globally:
+            self.advantages[order] = normalize_minibatches(reducer, advantages[order], self.settings.batch_size)
+        else:
+            self.advantages.copy_(advantages)
         # The data-parallel seam: the native loop calls back (the GIL held) between each minibatch's
         # backward and its clipping and step, and the reducer averages the flat gradient in place (the
-        # memory the native loop reads). In one process there is nothing to call.
-        on_gradients = None if reducer.local else (lambda: reducer.gradients(grad))
-        updates, stopped, sums = self.native.epoch(order.numpy(), self.settings, on_gradients)
+        # memory the native loop reads) and the minibatch's KL, which decides target_kl's stop (False:
+        # stop before this step). In one process there is nothing to call.
+        def on_gradients(approx_kl: float) -> bool:
+            approx_kl = reducer.gradients(grad, approx_kl)
+            return not (target_kl is not None and approx_kl > 1.5 * target_kl)
+
+        updates, stopped, sums = self.native.epoch(order.numpy(), self.settings,
+                                                   None if reducer.local else on_gradients)
         return torch.tensor(sums, dtype=torch.float64), updates, stopped
 
 

@@ -173,10 +173,11 @@ class StepCollector:
                 getattr(r, name)[t] = torch.from_numpy(np.ascontiguousarray(value)).to(algo.device)
 
         actor.begin()
+        stop = False
         for t in range(algo.n_steps):
             env_action = actor.act(t, algo._last_obs, rows)
             next_obs, reward, terminated, truncated, info = algo.env.step(spec.to_env(env_action))
-            algo.num_timesteps += algo.num_envs
+            algo.num_timesteps += algo.num_envs * algo.reducer.world_size  # global, as every rank steps
             terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
             reward = reward_raw = np.asarray(reward)
             if not np.isfinite(reward).all():
@@ -197,14 +198,16 @@ class StepCollector:
                 final = algo._policy_input(np.stack([info["final_obs"][i] for i in bootstrap]), False)
                 r.final_values[t, torch.from_numpy(bootstrap).to(algo.device)] = actor.values(final).to(algo.device)
             algo._last_obs = algo._policy_input(next_obs, update_stats=True, out=algo._obs_buffer)
-            if callback is not None:
+            if callback is not None and not stop:
                 if callback.needs_locals:
                     callback.update_locals(self._sb3_locals(callback, t, env_action, next_obs, reward_raw, terminated,
                                                             truncated, info))
                 if not callback._step():
-                    return False
+                    if algo.reducer.local:
+                        return False
+                    stop = True  # data-parallel: the other ranks finish the rollout; the stop is voted at its end
         algo._last_obs = algo._last_obs.clone()  # detach from the reused numpy buffer
-        return True
+        return not stop
 
     def _sb3_locals(self, callback, t, actions, new_obs, rewards, terminated, truncated, info) -> dict:
         """What SB3's rollout loop shares with its callbacks at step ``t`` (see callbacks.SB3Callback)."""
@@ -245,7 +248,7 @@ class NativeCollector:
                               self._last_obs, self._last_values,
                               algo.obs_normalizer.native_state() if algo.obs_normalizer is not None else None,
                               algo.reward_scaler.native_state() if algo.reward_scaler is not None else None)
-        algo.num_timesteps += algo.n_steps * algo.num_envs
+        algo.num_timesteps += algo.n_steps * algo.num_envs * algo.reducer.world_size
         if callback is not None:
             callback._steps(algo.n_steps)
         algo.episode_returns.extend(self._returns[:ended].tolist())

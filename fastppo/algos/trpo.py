@@ -23,7 +23,6 @@ from fastppo.algos.base import OnPolicyAlgorithm
 from fastppo.algos.config import TRPOConfig, with_config_signature
 from fastppo.algos.optim import FlatParameters, make_optimizer
 from fastppo.algos.policies import state_values
-from fastppo.ops.ppo_loss import normalize
 
 
 def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int,
@@ -134,8 +133,8 @@ class TRPO(OnPolicyAlgorithm):
             idx = idx[::config.sub_sampling_factor]
             obs, actions, old_log_probs, old_params, adv = (x[idx] for x in (obs, actions, old_log_probs, old_params,
                                                                              adv))
-        if config.normalize_advantage and adv.numel() > 1:
-            adv = normalize(adv)
+        if config.normalize_advantage and (adv.numel() > 1 or not self.reducer.local):
+            adv = self.reducer.normalize(adv)  # data-parallel: with the moments of every rank's samples
 
         surrogate, dist = self.surrogate(obs, actions, old_log_probs, adv)
         grad = reduce(parameters_to_vector(torch.autograd.grad(surrogate, self.actor_params)))
