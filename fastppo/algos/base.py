@@ -46,6 +46,7 @@ from fastppo.ops import gae
 OPTIMIZER_KWARGS = ("optimizer_class", "optimizer_kwargs")  # the policy_kwargs that choose the optimiser
 PER_RANK = ("verbose", "tensorboard_log", "log_dir", "device")  # the settings ranks may differ in
 
+
 class OnPolicyAlgorithm:
     """Shared machinery. Subclasses set ``algo``, ``config_class`` and ``positional`` (the names of
     the constructor's positional arguments after ``policy, env``, in Stable-Baselines3's order) and build
