@@ -41,7 +41,7 @@ def _train(args: argparse.Namespace) -> int:
 
     import fastppo
     from fastppo.algos import distributed
-    from fastppo.algos.base import TrainingInterrupted
+    from fastppo.algos.interrupt import TrainingInterrupted
 
     cls = fastppo.presets.algorithm_class(args.algo)
     fields = cls.config_class.field_names()

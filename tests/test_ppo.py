@@ -16,7 +16,7 @@ from torch import nn
 
 import fastppo
 from conftest import RecordMetrics, assert_solves_cartpole, requires_cuda
-from fastppo.algos.base import TrainingInterrupted
+from fastppo.algos.interrupt import TrainingInterrupted
 
 
 def cartpole(**overrides):
