@@ -85,7 +85,7 @@ def run(processes: int, num_envs: int, timesteps: int, seed: int, sizes: tuple =
 def scaling(args) -> None:
     print("| settings per process | processes | iterations | timesteps | steps/s | scaling | collectives per iteration |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for envs, steps, batch, epochs in ((8, 32, 64, 5), (16, 256, 2048, 4), (64, 256, 8192, 4)):
+    for envs, steps, batch, epochs in ((8, 32, 64, 5), (16, 256, 2048, 4), (64, 256, 8192, 4), (128, 256, 16384, 4)):
         name = f"{envs} envs x {steps} steps, minibatch {batch}, {epochs} epochs"
         sizes = ("--n-steps", str(steps), "--batch-size", str(batch), "--n-epochs", str(epochs))
         iterations = max(4, args.timesteps // (envs * steps))
