@@ -76,13 +76,15 @@ def evaluate_policy(model, env, n_eval_episodes: int = 10, deterministic: bool =
                 new_observations, rewards, terminated, truncated, step_info = vec_env.step(actions)
                 terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
                 dones = terminated | truncated
-                infos = vec_env.last_infos if sb3 else to_sb3_infos(step_info, terminated, truncated)  # SB3's form
+                infos = None if callback is None else (  # the callback's, in SB3's form
+                    vec_env.last_infos if sb3 else to_sb3_infos(step_info, terminated, truncated))
                 finished = step_info["_episode"] if "episode" in step_info else np.zeros(n_envs, bool)
                 for i in range(n_envs):
                     if episode_counts[i] < episode_count_targets[i]:
-                        reward, done, info = rewards[i], dones[i], infos[i]
+                        reward, done = rewards[i], dones[i]
                         episode_starts[i] = done
                         if callback is not None:
+                            info = infos[i]
                             callback(locals(), globals())
                         if finished[i]:  # a finished episode (not every done is one)
                             episode_rewards.append(float(step_info["episode"]["r"][i]))

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fastppo.algos.config import check_int
+
 if TYPE_CHECKING:
     from fastppo.algos.base import OnPolicyAlgorithm
 
@@ -227,8 +229,7 @@ class _Periodic(Callback):
 
     def __init__(self, freq: int, name: str):
         super().__init__()
-        if isinstance(freq, bool) or not isinstance(freq, (int, np.integer)) or freq < 1:
-            raise ValueError(f"{name} must be an integer >= 1 (vector steps), got {freq!r}")
+        check_int(freq, f"{name} (vector steps)", 1)
         self.freq, self._done = int(freq), 0
 
     def _due(self) -> bool:
@@ -388,8 +389,7 @@ class EveryNTimesteps(Callback):
 
     def __init__(self, n_steps: int, callback: Callback):
         super().__init__()
-        if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
-            raise ValueError(f"n_steps must be an integer >= 1 (timesteps), got {n_steps!r}")
+        check_int(n_steps, "n_steps (timesteps)", 1)
         self.n_steps, self.callback, self._last = int(n_steps), callback, 0
         callback.parent = self
 

@@ -66,10 +66,6 @@ def rank_path(path: str, rank: int) -> str:
     return f"{path}.rank{rank}"
 
 
-def _rank_world(model: OnPolicyAlgorithm) -> tuple[int, int]:
-    return getattr(model.reducer, "rank", 0), getattr(model.reducer, "world_size", 1)
-
-
 def save(model: OnPolicyAlgorithm, path: str | os.PathLike) -> None:
     """Write ``model`` to ``path`` (``.zip`` added when it has no suffix) atomically. In a data-parallel
     run every rank calls it, and each writes alone (no collective: a rank that is not coming cannot make
@@ -92,9 +88,9 @@ def save(model: OnPolicyAlgorithm, path: str | os.PathLike) -> None:
         "total_timesteps": model._total_timesteps, "generator": model._generator.get_state(),
         "env_state": _to_plain(env_state), "last_obs": last_obs.cpu() if env_state is not None else None,
         "episode_returns": list(model.episode_returns), "episode_lengths": list(model.episode_lengths),
-        "world_size": _rank_world(model)[1],
+        "world_size": model.reducer.world_size,
     }
-    rank = _rank_world(model)[0]
+    rank = model.reducer.rank
     path = save_path(path) if rank == 0 else rank_path(save_path(path), rank)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -225,7 +221,7 @@ def restore(cls, ckpt: dict, env, overrides: dict, policy=None, path: str | os.P
 def _own_part(model: OnPolicyAlgorithm, ckpt: dict, path) -> dict:
     """This rank's state: rank 0's is the file's own, rank r's its ``.rank<r>`` part. A data-parallel
     checkpoint resumes only with the same number of processes; in one process it loads rank 0's view."""
-    rank, world = _rank_world(model)
+    rank, world = model.reducer.rank, model.reducer.world_size
     saved = ckpt.get("world_size", 1)
     if world > 1 and saved != world:
         raise ValueError(f"the checkpoint was written by {saved} process(es) and this run has {world}: resume it "

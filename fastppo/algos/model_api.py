@@ -13,7 +13,7 @@ from torch import nn
 
 from fastppo.algos import checkpoint
 from fastppo.algos.policies import as_batch
-from fastppo.envs import SB3VecEnv, as_vector_env, sb3_view
+from fastppo.envs import SB3VecEnv, as_vector_env, sb3_view_class
 
 
 class ModelAPI:
@@ -27,9 +27,10 @@ class ModelAPI:
             return None
         if isinstance(self.env, SB3VecEnv):
             return self.env.venv
-        view = sb3_view(self.env, on_use=self._env_used_outside)
-        if self._view is None or self._view.env is not self.env or type(self._view) is not type(view):
-            self._view = view  # one view per env (callbacks compare it by identity), SB3's class once imported
+        view_class = sb3_view_class()
+        if self._view is None or self._view.env is not self.env or type(self._view) is not view_class:
+            # one view per env (callbacks compare it by identity), of SB3's class once SB3 is imported
+            self._view = view_class(self.env, on_use=self._env_used_outside)
         return self._view
 
     def _env_used_outside(self) -> None:

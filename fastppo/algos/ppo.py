@@ -186,8 +186,8 @@ class NativePpoUpdater:
     """:class:`TorchPpoUpdater`'s epoch in one native call (``fastppo._core.PpoUpdate``, built once over the
     policy's, the gradients', Adam's (its moments and step count) and the rollout's own memory), with
     the same data-parallel seam (``Reducer.gradients``, called back from the native loop). The advantages
-    it reads are its own buffer: the rollout's, or, data-parallel, the rollout's normalised per minibatch
-    with every rank's moments."""
+    it reads are the rollout's in one process; data-parallel, a buffer of its own, where each epoch writes
+    them normalised per minibatch with every rank's moments."""
 
     def __init__(self, algo: PPO):
         from fastppo._backend import _core
@@ -196,14 +196,15 @@ class NativePpoUpdater:
         policy, adam, spec, config = algo.policy, algo.optimizer, algo.action_spec, algo.config
         params, grads = policy.native_arrays(), policy.native_arrays(grads=True)
         data = {k: v.numpy() for k, v in algo.rollout.flat().items()}
-        self.advantages = torch.empty_like(algo.rollout.flat()["advantages"])
+        self.advantages = None if algo.reducer.local else torch.empty_like(algo.rollout.flat()["advantages"])
         self.normalize_globally = False
         self.native = _core.PpoUpdate(
             params["actor"], grads["actor"], params["critic"], grads["critic"], policy.activation, spec.kind,
             list(spec.nvec), params["log_std"], grads["log_std"], algo._flat.param.detach().numpy(),
             algo._flat.grad.numpy(), adam.exp_avg.numpy(), adam.exp_avg_sq.numpy(), adam.step_count, data["obs"],
             data["actions"],
-            data["log_probs"], self.advantages.numpy(), data["values"], data["returns"],
+            data["log_probs"], data["advantages"] if self.advantages is None else self.advantages.numpy(),
+            data["values"], data["returns"],
             data["dist_params"] if config.variant == "kl" else None)
         self.settings = _core.PpoUpdateConfig()
         self.settings.batch_size = config.batch_size
@@ -215,9 +216,10 @@ class NativePpoUpdater:
         s, adam, local = self.settings, self.algo.optimizer, self.algo.reducer.local
         s.clip_coef, s.vf_coef, s.ent_coef = loss_kwargs["clip_coef"], loss_kwargs["vf_coef"], loss_kwargs["ent_coef"]
         s.clip_range_vf = _off(clip_range_vf)
-        # data-parallel, the advantages' moments and target_kl's KL are every rank's, found in Python
-        self.normalize_globally = loss_kwargs["normalize_advantages"] and not local
-        s.normalize_advantages = loss_kwargs["normalize_advantages"] and local
+        # data-parallel, the advantages' moments (into the buffer built for it) and target_kl's KL are every
+        # rank's, found in Python
+        self.normalize_globally = loss_kwargs["normalize_advantages"] and self.advantages is not None
+        s.normalize_advantages = loss_kwargs["normalize_advantages"] and self.advantages is None
         s.target_kl = _off(self.algo.config.target_kl) if local else -1.0
         s.kl_coef = loss_kwargs["kl_coef"] if self.algo.config.variant == "kl" else -1.0
         s.lr, (s.beta1, s.beta2), s.eps = adam.lr, adam.betas, adam.eps
@@ -225,11 +227,12 @@ class NativePpoUpdater:
     def epoch(self, order: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
         algo = self.algo
         reducer, grad, target_kl = algo.reducer, algo._flat.grad, algo.config.target_kl
-        advantages = algo.rollout.flat()["advantages"]
-        if self.normalize_globally:
-            self.advantages[order] = normalize_minibatches(reducer, advantages[order], self.settings.batch_size)
-        else:
-            self.advantages.copy_(advantages)
+        if self.advantages is not None:  # data-parallel
+            advantages = algo.rollout.flat()["advantages"]
+            if self.normalize_globally:
+                self.advantages[order] = normalize_minibatches(reducer, advantages[order], self.settings.batch_size)
+            else:
+                self.advantages.copy_(advantages)
         # The data-parallel seam: the native loop calls back (the GIL held) between each minibatch's
         # backward and its clipping and step, and the reducer averages the flat gradient in place (the
         # memory the native loop reads) and the minibatch's KL, which decides target_kl's stop (False:

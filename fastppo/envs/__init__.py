@@ -8,10 +8,10 @@ first use, not with fastppo."""
 
 from fastppo.envs.builtin import BUILTIN_SPACES, BuiltinVecEnv
 from fastppo.envs.make import ENV_BACKENDS, as_vector_env, make_vec_env
-from fastppo.envs.sb3_vec import SB3VecEnv, SB3View, find_vec_normalize, is_sb3_vec_env, sb3_view, to_sb3_infos
+from fastppo.envs.sb3_vec import SB3VecEnv, SB3View, find_vec_normalize, is_sb3_vec_env, sb3_view_class, to_sb3_infos
 
 __all__ = ["BUILTIN_SPACES", "ENV_BACKENDS", "BuiltinVecEnv", "as_vector_env", "NumbaVecEnv", "SB3VecEnv",
-           "SB3View", "find_vec_normalize", "is_sb3_vec_env", "sb3_view", "to_sb3_infos", "make_vec_env", "register_numba_env", "uniform"]
+           "SB3View", "find_vec_normalize", "is_sb3_vec_env", "sb3_view_class", "to_sb3_infos", "make_vec_env", "register_numba_env", "uniform"]
 
 
 def __getattr__(name):

@@ -20,7 +20,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-__all__ = ["SB3VecEnv", "SB3View", "find_vec_normalize", "is_sb3_vec_env", "sb3_view", "to_sb3_infos"]
+__all__ = ["SB3VecEnv", "SB3View", "find_vec_normalize", "is_sb3_vec_env", "sb3_view_class", "to_sb3_infos"]
 
 _PROTOCOL_METHODS = ("reset", "step_async", "step_wait", "seed", "close")
 # SB3 puts these in each env's info; the adapter turns them into truncated / infos["final_obs"].
@@ -181,16 +181,17 @@ def to_sb3_infos(info: dict, terminated: np.ndarray, truncated: np.ndarray) -> l
     return infos
 
 
-def sb3_view(env: VectorEnv, on_use=None) -> SB3View:
-    """An :class:`SB3View` of ``env``; an instance of SB3's own ``VecEnv`` class too when the program has
-    imported stable_baselines3 (so that SB3's functions that check ``isinstance(env, VecEnv)``, such as its
-    ``evaluate_policy``, take it as one). fastppo imports nothing of SB3's: it only looks in ``sys.modules``."""
+def sb3_view_class() -> type:
+    """The class of :class:`SB3View` objects to make now: SB3View, and SB3's own ``VecEnv`` too once the
+    program has imported stable_baselines3 (so that SB3's functions that check ``isinstance(env, VecEnv)``,
+    such as its ``evaluate_policy``, take a view as one). fastppo imports nothing of SB3's: it only looks in
+    ``sys.modules``."""
     base = getattr(sys.modules.get("stable_baselines3.common.vec_env.base_vec_env"), "VecEnv", None)
     if base is None:
-        return SB3View(env, on_use)
+        return SB3View
     if base not in _VIEW_CLASSES:
         _VIEW_CLASSES[base] = type("SB3View", (SB3View, base), {"__module__": __name__})
-    return _VIEW_CLASSES[base](env, on_use)
+    return _VIEW_CLASSES[base]
 
 
 _VIEW_CLASSES: dict[type, type] = {}
@@ -198,7 +199,7 @@ _VIEW_CLASSES: dict[type, type] = {}
 
 class SB3View:
     """A fastppo (gymnasium SAME_STEP) vector env seen through SB3's VecEnv API, which is what
-    ``model.get_env()`` returns for envs that are not SB3's own (made by :func:`sb3_view`), so that SB3
+    ``model.get_env()`` returns for envs that are not SB3's own (of :func:`sb3_view_class`), so that SB3
     scripts and callbacks can drive it: ``reset() -> obs``, ``step(actions) -> (obs, rewards, dones,
     infos)`` (SB3's per-env infos: see :func:`to_sb3_infos`), ``step_async``/``step_wait``, ``seed``,
     ``render``, ``close``, ``get_attr``/``set_attr``/``env_method`` (through gymnasium's
