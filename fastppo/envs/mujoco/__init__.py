@@ -1,0 +1,37 @@
+"""gymnasium's MuJoCo v5 suite stepped by ``mujoco.batch`` (the optional ``mujoco`` extra):
+:class:`MujocoVecEnv` and the tasks it runs, :data:`MUJOCO_TASKS`. Importing this package does not
+import mujoco; :func:`unavailable` says why these envs cannot run here, or None."""
+
+from __future__ import annotations
+
+import functools
+
+from fastppo.envs.mujoco.locomotion import HalfCheetah, Hopper, Walker2d
+
+__all__ = ["MUJOCO_TASKS", "MujocoVecEnv", "unavailable"]
+
+# env id -> task (fastppo/envs/mujoco/task.py), for every id make_vec_env steps with mujoco.batch
+MUJOCO_TASKS = {
+    "HalfCheetah-v5": HalfCheetah,
+    "Hopper-v5": Hopper,
+    "Walker2d-v5": Walker2d,
+}
+
+
+@functools.cache
+def unavailable() -> str | None:
+    """Why the MuJoCo envs cannot run here (mujoco missing, or one without ``mujoco.batch``), or None."""
+    try:
+        import mujoco
+        import mujoco.batch  # noqa: F401  (mujoco >= 4.0)
+    except ImportError as exc:
+        return f"{exc} (install fastppo[mujoco] for mujoco >= 4.0 with mujoco.batch)"
+    return None
+
+
+def __getattr__(name):
+    if name == "MujocoVecEnv":
+        from fastppo.envs.mujoco.vec_env import MujocoVecEnv
+
+        return MujocoVecEnv
+    raise AttributeError(f"module 'fastppo.envs.mujoco' has no attribute {name!r}")
