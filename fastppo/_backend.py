@@ -45,6 +45,12 @@ def _unavailable(name: str) -> str | None:
         except Exception as exc:  # numba raises ImportError, and others on a numpy mismatch
             return f"numba is not importable ({exc})"
         return None
+    if name == "mujoco":  # an env engine, not an op backend: gymnasium's MuJoCo suite on mujoco.batch
+        try:
+            import mujoco.batch  # noqa: F401  (mujoco >= 4.0)
+        except ImportError as exc:
+            return f"{exc} (pip install 'fastppo[mujoco]' for mujoco >= 4.0; the MuJoCo ids run on gymnasium's envs)"
+        return None
     if _core is None:
         return _CORE_MISSING
     if name == "cpp":
@@ -62,7 +68,8 @@ def _unavailable(name: str) -> str | None:
 
 
 def backends() -> dict[str, BackendStatus]:
-    """Every backend with whether it can run on this machine and, if it cannot, why.
+    """Every backend with whether it can run on this machine and, if it cannot, why; and the same for
+    ``mujoco``, the engine of the native MuJoCo envs (:mod:`fastppo.envs.mujoco`).
 
     >>> fastppo.backends()["cpp"]
     BackendStatus(available=True, detail='native C++ kernels, 2 threads')
@@ -72,9 +79,10 @@ def backends() -> dict[str, BackendStatus]:
         "numba": "Numba-compiled CPU loops",
         "cpp": f"native C++ kernels, {_core.num_threads() if _core else 0} threads",
         "cuda": "native CUDA kernels",
+        "mujoco": "mujoco.batch steps gymnasium's MuJoCo v5 envs natively",
     }
     status = {}
-    for name in BACKENDS:
+    for name in (*BACKENDS, "mujoco"):
         why = _unavailable(name)
         status[name] = BackendStatus(why is None, details[name] if why is None else why)
     return status

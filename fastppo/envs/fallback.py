@@ -16,10 +16,12 @@ _SAME_STEP = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
 
 def make_gymnasium_vec_env(env_id: str, num_envs: int, *, seed: int | None, mode: str,
-                           copy: bool = True) -> GymnasiumVecEnv:
+                           copy: bool = True, env_kwargs: dict | None = None) -> GymnasiumVecEnv:
     """gymnasium's vector env for `env_id`; mode: "gymnasium" (the vectorised entry point if it supports
     SAME_STEP, else "sync"), "vector_entry_point", "sync" or "async". ``copy`` is gymnasium's (sync and
-    async envs; a vectorised entry point returns fresh arrays of its own)."""
+    async envs; a vectorised entry point returns fresh arrays of its own); ``env_kwargs``: the env's
+    constructor options."""
+    env_kwargs = env_kwargs or {}
     try:
         spec = gym.spec(env_id)
     except gym.error.Error as exc:
@@ -27,7 +29,7 @@ def make_gymnasium_vec_env(env_id: str, num_envs: int, *, seed: int | None, mode
                          f"with gymnasium ({exc})") from None
     env = None
     if mode in ("gymnasium", "vector_entry_point") and spec.vector_entry_point is not None:
-        env = _try_vector_entry_point(env_id, num_envs)
+        env = _try_vector_entry_point(env_id, num_envs, env_kwargs)
         if env is None and mode == "vector_entry_point":
             raise ValueError(f"backend 'vector_entry_point': {env_id}'s vectorised entry point does not support "
                              "SAME_STEP autoreset; use backend='sync' or 'async'")
@@ -35,17 +37,18 @@ def make_gymnasium_vec_env(env_id: str, num_envs: int, *, seed: int | None, mode
         raise ValueError(f"backend 'vector_entry_point': {env_id} has no vectorised entry point")
     if env is None:
         vmode = "async" if mode == "async" else "sync"
-        env = gym.make_vec(env_id, num_envs, vectorization_mode=vmode, vector_kwargs={**_SAME_STEP, "copy": copy})
+        env = gym.make_vec(env_id, num_envs, vectorization_mode=vmode, vector_kwargs={**_SAME_STEP, "copy": copy},
+                           **env_kwargs)
     return GymnasiumVecEnv(RecordEpisodeStatistics(env), seed)
 
 
-def _try_vector_entry_point(env_id: str, num_envs: int) -> VectorEnv | None:
+def _try_vector_entry_point(env_id: str, num_envs: int, env_kwargs: dict) -> VectorEnv | None:
     """The vectorised entry point's env if it autoresets in SAME_STEP mode (by default or when asked
     through its constructor's autoreset_mode argument), else None."""
     try:
-        env = gym.make_vec(env_id, num_envs, vectorization_mode="vector_entry_point", **_SAME_STEP)
+        env = gym.make_vec(env_id, num_envs, vectorization_mode="vector_entry_point", **_SAME_STEP, **env_kwargs)
     except TypeError:  # its constructor does not take autoreset_mode
-        env = gym.make_vec(env_id, num_envs, vectorization_mode="vector_entry_point")
+        env = gym.make_vec(env_id, num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
     if env.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
         env.close()
         return None

@@ -7,18 +7,22 @@ import sys
 
 from fastppo import _backend
 from fastppo.envs.builtin import BUILTIN_SPACES
+from fastppo.envs.mujoco import MUJOCO_TASKS
 
 __all__ = ["ENV_BACKENDS", "as_vector_env", "make_vec_env"]
 
-ENV_BACKENDS = ("auto", "cpp", "cuda", "numba", "gymnasium", "vector_entry_point", "sync", "async")
+ENV_BACKENDS = ("auto", "cpp", "cuda", "numba", "mujoco", "gymnasium", "vector_entry_point", "sync", "async")
 
 
 def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device: str = "cpu",
-                 backend: str = "auto", fast_math: bool = False, copy: bool = True):
+                 backend: str = "auto", fast_math: bool = False, copy: bool = True, env_kwargs: dict | None = None):
     """``num_envs`` copies of ``env_id`` as one :class:`gymnasium.vector.VectorEnv` in SAME_STEP autoreset mode.
 
     Built-in ids (``CartPole-v1``, ``Acrobot-v1``, ``MountainCar-v0``, ``MountainCarContinuous-v0``,
-    ``Pendulum-v1``) step natively with gymnasium's dynamics; ids registered with
+    ``Pendulum-v1``) step natively with gymnasium's dynamics; gymnasium's MuJoCo v5 suite (``HalfCheetah-v5``,
+    ``Hopper-v5``, ...: :data:`fastppo.envs.mujoco.MUJOCO_TASKS`) steps on ``mujoco.batch`` when the
+    ``mujoco`` extra is installed (:class:`fastppo.envs.mujoco.MujocoVecEnv`; else on gymnasium's envs, and
+    ``fastppo.backends()["mujoco"]`` says why); ids registered with
     :func:`fastppo.envs.register_numba_env` run as compiled Numba loops; any other id registered with
     gymnasium runs on gymnasium's own vector envs. All report finished episodes in
     ``infos["episode"]`` like :class:`gymnasium.wrappers.vector.RecordEpisodeStatistics` and the true
@@ -32,8 +36,8 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
         seed: seed of the first ``reset()`` called without one (None: a random seed).
         device: "cpu" (numpy arrays) or a CUDA device such as "cuda" / "cuda:1" (built-in envs only;
             observations and actions are CUDA torch tensors).
-        backend: "auto" (built-in native, else Numba, else gymnasium); "cpp" / "cuda" (the native
-            built-in envs, on the CPU / GPU); "numba"; "gymnasium" (its vectorised entry point when it
+        backend: "auto" (built-in native, else MuJoCo's batch, else Numba, else gymnasium); "cpp" / "cuda"
+            (the native built-in envs, on the CPU / GPU); "mujoco"; "numba"; "gymnasium" (its vectorised entry point when it
             supports SAME_STEP, else sync), "vector_entry_point", "sync" or "async" (gymnasium's own
             vector envs, for any id it knows, built-in ones included). ``FASTPPO_BACKEND`` does not apply.
         fast_math: trade gymnasium's bit-exact dynamics for speed where libm's scalar ``sin``/``cos``
@@ -43,6 +47,9 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
             is a fresh one, the caller's to keep. False: views of the env's buffers, overwritten by the
             next call: for loops that consume or copy each result first (fastppo's trainer does), saving
             the copies (bench/RESULTS.md, envs, measures them).
+        env_kwargs: the env's constructor options, as ``gymnasium.make`` takes them (the MuJoCo envs'
+            ``forward_reward_weight``, ``ctrl_cost_weight``, ...; checked by name and type); not for the
+            built-in classic-control envs or Numba envs, which have none.
 
     Raises:
         TypeError / ValueError: a bad argument (named in the message), or an id nothing knows.
@@ -65,8 +72,17 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
     numba_module = sys.modules.get("fastppo.envs.numba_env")  # nothing is registered if it was never imported
     builtin = env_id in BUILTIN_SPACES
     numba_env = numba_module is not None and env_id in numba_module.registered_numba_envs()
+    mujoco = env_id in MUJOCO_TASKS
+    if env_kwargs is None:
+        env_kwargs = {}
+    if not isinstance(env_kwargs, dict):
+        raise TypeError(f"env_kwargs must be a dict or None, got {type(env_kwargs).__name__}")
     if backend == "auto":
-        backend = ("cuda" if on_cuda else "cpp") if builtin else "numba" if numba_env else "gymnasium"
+        backend = (("cuda" if on_cuda else "cpp") if builtin else "numba" if numba_env
+                   else "mujoco" if mujoco and _backend._unavailable("mujoco") is None else "gymnasium")
+    if env_kwargs and backend in ("cpp", "cuda", "numba"):
+        raise ValueError(f"env_kwargs: {env_id} on backend {backend!r} takes no constructor options, got "
+                         f"{sorted(env_kwargs)}")
     if on_cuda and backend != "cuda":
         raise ValueError(f"device {device!r} needs backend 'cuda' (built-in envs only), got backend {backend!r}")
     if backend == "cuda" and not on_cuda:
@@ -84,6 +100,16 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
         from fastppo.envs.builtin import BuiltinVecEnv
 
         return BuiltinVecEnv(env_id, num_envs, seed=seed, device=device, fast_math=fast_math, copy=copy)
+    if backend == "mujoco":
+        if not mujoco:
+            raise ValueError(f"env_id {env_id!r} is not one of the MuJoCo envs backend 'mujoco' runs: "
+                             f"{', '.join(MUJOCO_TASKS)}")
+        why = _backend._unavailable("mujoco")
+        if why is not None:
+            raise _backend.BackendUnavailableError(f"backend 'mujoco' is unavailable: {why}")
+        from fastppo.envs.mujoco.vec_env import MujocoVecEnv
+
+        return MujocoVecEnv(env_id, num_envs, seed=seed, copy=copy, **env_kwargs)
     if backend == "numba":
         if not numba_env:
             raise ValueError(f"env_id {env_id!r} is not a registered Numba env (see fastppo.envs.register_numba_env)")
@@ -92,7 +118,7 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
         return NumbaVecEnv(env_id, num_envs, seed=seed, copy=copy)
     from fastppo.envs.fallback import make_gymnasium_vec_env
 
-    return make_gymnasium_vec_env(env_id, num_envs, seed=seed, mode=backend, copy=copy)
+    return make_gymnasium_vec_env(env_id, num_envs, seed=seed, mode=backend, copy=copy, env_kwargs=env_kwargs)
 
 
 def as_vector_env(env, num_envs: int, *, seed: int | None = None, backend: str = "auto"):
@@ -113,6 +139,7 @@ def as_vector_env(env, num_envs: int, *, seed: int | None = None, backend: str =
 
     from fastppo.envs._buffered import BufferedVecEnv
     from fastppo.envs.fallback import GymnasiumVecEnv
+    from fastppo.envs.mujoco.vec_env import MujocoVecEnv
     from fastppo.envs.sb3_vec import SB3VecEnv, SB3View, is_sb3_vec_env
 
     if isinstance(env, str):
@@ -132,7 +159,7 @@ def as_vector_env(env, num_envs: int, *, seed: int | None = None, backend: str =
         raise ValueError(f"env must autoreset in gymnasium's SAME_STEP mode (so that the true final observation "
                          f"is there to bootstrap from), got {mode}; create it with gymnasium.make_vec(..., "
                          f"vector_kwargs={{'autoreset_mode': AutoresetMode.SAME_STEP}}) or fastppo.make_vec_env")
-    if not isinstance(env, (BufferedVecEnv, GymnasiumVecEnv, SB3VecEnv)) and not _records_episodes(env):
+    if not isinstance(env, (BufferedVecEnv, GymnasiumVecEnv, MujocoVecEnv, SB3VecEnv)) and not _records_episodes(env):
         env = RecordEpisodeStatistics(env)
     return env, None
 

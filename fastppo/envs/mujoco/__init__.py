@@ -4,8 +4,6 @@ import mujoco; :func:`unavailable` says why these envs cannot run here, or None.
 
 from __future__ import annotations
 
-import functools
-
 from fastppo.envs.mujoco.locomotion import HalfCheetah, Hopper, Walker2d
 
 __all__ = ["MUJOCO_TASKS", "MujocoVecEnv", "unavailable"]
@@ -18,15 +16,11 @@ MUJOCO_TASKS = {
 }
 
 
-@functools.cache
 def unavailable() -> str | None:
-    """Why the MuJoCo envs cannot run here (mujoco missing, or one without ``mujoco.batch``), or None."""
-    try:
-        import mujoco
-        import mujoco.batch  # noqa: F401  (mujoco >= 4.0)
-    except ImportError as exc:
-        return f"{exc} (install fastppo[mujoco] for mujoco >= 4.0 with mujoco.batch)"
-    return None
+    """Why the MuJoCo envs cannot run here (no mujoco, or one without ``mujoco.batch``), or None."""
+    from fastppo import _backend
+
+    return _backend._unavailable("mujoco")
 
 
 def __getattr__(name):

@@ -45,6 +45,7 @@ class MujocoTask:
         self.env_id, self.model, self.batch = env_id, model, batch
         for name, value in options.items():  # gymnasium's names: self._ctrl_cost_weight, ...
             setattr(self, "_" + name, value)
+        self.frame_skip = frame_skip  # this env's (an option), over the class's default
         self.dt = model.opt.timestep * frame_skip
         self.init_qpos = model.qpos0.copy()  # gymnasium's init_qpos: a fresh MjData's qpos
         self.init_qvel = np.zeros(model.nv)

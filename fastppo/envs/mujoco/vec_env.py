@@ -79,8 +79,7 @@ class MujocoVecEnv(VectorEnv):
             raise FileNotFoundError(f"xml_file {xml!r}: no file at {path}")
         model = mujoco.MjModel.from_xml_path(path)
         self._batch = mujoco.batch.Batch(model, self.num_envs, int(num_threads))
-        self._frame_skip = options.pop("frame_skip")
-        self.task = task_class(env_id, model, self._batch, self._frame_skip, **options)
+        self.task = task_class(env_id, model, self._batch, options.pop("frame_skip"), **options)
         n, size = self.num_envs, self.task.observation_size
         self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (size,), np.float64)
         low, high = model.actuator_ctrlrange.T.astype(np.float32)
@@ -117,6 +116,7 @@ class MujocoVecEnv(VectorEnv):
             super().reset(seed=seed)
             self._rngs = [np.random.default_rng(seed + i) for i in range(self.num_envs)]
         self._reset_envs(ids)
+        self._before = self.task.before_step()
         self._started = True
         infos = _batched_info(self.task.reset_info(ids), ids, self.num_envs)
         return self._own(self._obs), infos
@@ -131,10 +131,9 @@ class MujocoVecEnv(VectorEnv):
         actions = np.asarray(actions.detach().cpu() if hasattr(actions, "detach") else actions)
         check_actions(actions, self.single_action_space, self.num_envs, self.env_id)
         task = self.task
-        before = task.before_step()
         task.ctrl[:] = actions
-        self._batch.step(None, nstep=self._frame_skip)
-        rewards, terminated, info = task.after_step(actions, before, self._obs)
+        self._batch.step(None, nstep=task.frame_skip)
+        rewards, terminated, info = task.after_step(actions, self._before, self._obs)
         self._elapsed += 1
         truncated = self._elapsed >= self.max_episode_steps
         self._episode_r += rewards
@@ -145,6 +144,9 @@ class MujocoVecEnv(VectorEnv):
             infos[key], infos["_" + key] = values, np.ones(self.num_envs, bool)
         if done.any():
             infos = self._end_episodes(np.flatnonzero(done), infos)
+        # what the next step needs from before it, read now: a snapshot can then carry it (the derived
+        # fields it may come from are not part of the state a snapshot restores)
+        self._before = task.before_step()
         own = self._own
         return own(self._obs), rewards, terminated, truncated, infos
 
@@ -201,11 +203,52 @@ class MujocoVecEnv(VectorEnv):
             target[:] = value
         self._batch.forward()
         task.observe(np.arange(self.num_envs), self._obs)
+        self._before = task.before_step()
 
     def get_state(self) -> tuple[np.ndarray, np.ndarray]:
         """Copies of every env's ``(qpos, qvel)``."""
         self._check_open()
         return self.task.qpos.copy(), self.task.qvel.copy()
+
+    def snapshot(self) -> dict:
+        """Everything that decides the envs' future — each simulation's integration state, what the next
+        step reads from before it, the generators, step counters, running episode statistics and the current
+        observations — as numpy copies and plain data: what a training checkpoint needs to resume
+        exactly (see :meth:`restore`)."""
+        self._check_open()
+        if not self._started:
+            return {"started": False}
+        return {"started": True, "state": {name: self._batch.bind(name).copy() for name in _STATE_FIELDS},
+                "before": _copy_tree(self._before), "rngs": [rng.bit_generator.state for rng in self._rngs],
+                "counters": {"elapsed": self._elapsed.copy(), "episode_r": self._episode_r.copy(),
+                             "episode_l": self._episode_l.copy(), "obs": self._obs.copy()}}
+
+    def restore(self, snapshot: dict) -> None:
+        """Put the envs back where :meth:`snapshot` found them (same env id, options and ``num_envs``);
+        the snapshot is checked whole before anything is written. Episodes in progress keep their returns;
+        their wall-clock start is now."""
+        self._check_open()
+        if not isinstance(snapshot, dict) or "started" not in snapshot:
+            raise TypeError(f"snapshot must be a dict as snapshot() returns it, got {type(snapshot).__name__}")
+        if not snapshot["started"]:
+            return
+        arrays = {**{f"state[{k!r}]": (v, self._batch.bind(k)) for k, v in snapshot["state"].items()},
+                  **{f"counters[{k!r}]": (v, getattr(self, "_" + k)) for k, v in snapshot["counters"].items()}}
+        if set(snapshot["state"]) != set(_STATE_FIELDS) or len(snapshot["rngs"]) != self.num_envs:
+            raise ValueError(f"snapshot does not hold this env's state ({self.env_id}, num_envs={self.num_envs})")
+        for name, (value, target) in arrays.items():
+            if not isinstance(value, np.ndarray) or value.shape != target.shape:
+                raise ValueError(f"snapshot {name} must be an array of shape {target.shape} (another env, options or "
+                                 f"num_envs?), got {getattr(value, 'shape', type(value).__name__)}")
+        rngs = []
+        for state in snapshot["rngs"]:
+            rng = np.random.default_rng()
+            rng.bit_generator.state = state
+            rngs.append(rng)
+        for value, target in arrays.values():
+            target[...] = value
+        self._before, self._rngs, self._started = _copy_tree(snapshot["before"]), rngs, True
+        self._episode_start[:] = _now()
 
     def _own(self, x: np.ndarray) -> np.ndarray:
         return x.copy() if self.copy else x
@@ -220,6 +263,17 @@ class MujocoVecEnv(VectorEnv):
 
     def __repr__(self) -> str:
         return f"MujocoVecEnv({self.env_id}, num_envs={self.num_envs})"
+
+
+# the fields of a simulation's integration state (mjSTATE_INTEGRATION) that these models use
+_STATE_FIELDS = ("time", "qpos", "qvel", "act", "qacc_warmstart", "ctrl", "qfrc_applied", "xfrc_applied")
+
+
+def _copy_tree(x):
+    """Copies of the arrays in ``x`` (an array, a tuple of arrays, or None)."""
+    if isinstance(x, tuple):
+        return tuple(_copy_tree(v) for v in x)
+    return None if x is None else np.array(x)
 
 
 def _now() -> float:
