@@ -9,6 +9,7 @@ policy gradient). Hot paths, each with a pure-PyTorch (or gymnasium) reference: 
 :func:`ppo_loss`, :func:`make_vec_env`. :func:`backends` says which native backends run here.
 """
 
+from fastppo import _backend
 from fastppo._backend import BackendStatus, BackendUnavailableError, backends
 from fastppo.envs import make_vec_env
 from fastppo.ops import gae, ppo_loss
@@ -27,9 +28,7 @@ __all__ = ["PPO", "PPOConfig", "TRPO", "TRPOConfig", "__version__", "BackendStat
 
 def get_num_threads() -> int:
     """Threads the native CPU kernels use (1 when the extension is missing)."""
-    from fastppo._backend import _core
-
-    return _core.num_threads() if _core else 1
+    return _backend.num_threads()
 
 
 def set_num_threads(n: int) -> None:

@@ -67,6 +67,11 @@ def _unavailable(name: str) -> str | None:
     return None
 
 
+def num_threads() -> int:
+    """Threads the native CPU kernels use (1 when the extension is missing): ``fastppo.get_num_threads``."""
+    return _core.num_threads() if _core else 1
+
+
 def backends() -> dict[str, BackendStatus]:
     """Every backend with whether it can run on this machine and, if it cannot, why; and the same for
     ``mujoco``, the engine of the native MuJoCo envs (:mod:`fastppo.envs.mujoco`).

@@ -14,6 +14,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from fastppo import _backend
 from fastppo.envs._buffered import _check_seed, check_actions
 from fastppo.envs.mujoco.task import MujocoTask, assets_dir, check_range
 
@@ -64,9 +65,7 @@ class MujocoVecEnv(VectorEnv):
         if not isinstance(copy, bool):
             raise TypeError(f"copy must be a bool, got {type(copy).__name__}")
         if num_threads is None:
-            from fastppo import get_num_threads
-
-            num_threads = get_num_threads()
+            num_threads = _backend.num_threads()
         if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral) or num_threads < 1:
             raise ValueError(f"num_threads must be an int >= 1, got {num_threads!r}")
         task_class: type[MujocoTask] = MUJOCO_TASKS[env_id]

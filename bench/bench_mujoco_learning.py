@@ -1,0 +1,96 @@
+"""Learning on MuJoCo: fastppo against Stable-Baselines3 at identical settings (CleanRL's continuous-control
+defaults), each seed's final return by the same evaluation. Never run in CI.
+
+    flock /tmp/fastppo-bench.lock python bench/bench_mujoco_learning.py parity --envs Hopper-v5 HalfCheetah-v5 \\
+        --seeds 1 2 3 4 5 --out bench/mujoco_parity.jsonl
+    python bench/bench_mujoco_learning.py table bench/mujoco_parity.jsonl
+
+One JSON line per finished run (appended, so a long sweep can be split across invocations with
+``--trainers``/``--seeds`` and resumed); ``table`` prints per-seed returns and medians for RESULTS.md.
+Settings (both trainers): 1 env x 2048 steps, 10 epochs of minibatches of 64, learning rate 3e-4 annealed
+linearly to 0, gamma 0.99, lambda 0.95, clip 0.2, no value clipping, entropy 0, vf_coef 0.5 (SB3's
+meaning in both), max gradient norm 0.5, 64-64 tanh with orthogonal initialisation, log-std 0, and
+observations and rewards normalised (SB3's VecNormalize; fastppo's normalize_obs / normalize_reward).
+Evaluation: 10 deterministic episodes of one gymnasium env seeded 10,000, observations normalised with
+the trained statistics, frozen (bench_train.evaluate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+sys.path.insert(0, "bench")
+
+import fastppo  # noqa: E402
+from bench_train import evaluate  # noqa: E402
+
+SETTINGS = dict(n_steps=2048, batch_size=64, n_epochs=10, gamma=0.99, gae_lambda=0.95, clip_range=0.2,
+                ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5)
+EVAL_EPISODES = 10
+
+
+def fastppo_model(env_id: str, seed: int):
+    return fastppo.PPO("MlpPolicy", env_id, seed=seed, learning_rate="lin_3e-4", normalize_obs=True,
+                       normalize_reward=True, **SETTINGS)
+
+
+def sb3_model(env_id: str, seed: int):
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    env = VecNormalize(make_vec_env(env_id, n_envs=1, seed=seed), gamma=SETTINGS["gamma"])
+    return PPO("MlpPolicy", env, seed=seed, device="cpu", learning_rate=lambda progress: 3e-4 * progress,
+               **SETTINGS)
+
+
+TRAINERS = {"fastppo": fastppo_model, "SB3": sb3_model}
+
+
+def cmd_parity(args) -> None:
+    for env_id in args.envs:
+        for seed in args.seeds:
+            for trainer in args.trainers:
+                model = TRAINERS[trainer](env_id, seed)
+                start = time.perf_counter()
+                model.learn(args.timesteps)
+                seconds = time.perf_counter() - start
+                row = dict(env=env_id, trainer=trainer, seed=seed, timesteps=args.timesteps, seconds=round(seconds, 1),
+                           ret=round(float(evaluate(model, env_id, n=EVAL_EPISODES)), 1))
+                print(json.dumps(row), flush=True)
+                if args.out:
+                    with open(args.out, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+
+
+def cmd_table(args) -> None:
+    rows = [json.loads(line) for line in open(args.results) if line.strip()]
+    print("| env | trainer | steps | returns by seed | median | mean s per run |\n|---|---|---|---|---|---|")
+    for key in sorted({(r["env"], r["trainer"], r["timesteps"]) for r in rows}):
+        runs = sorted((r for r in rows if (r["env"], r["trainer"], r["timesteps"]) == key), key=lambda r: r["seed"])
+        returns = ", ".join(f"{r['ret']:,.0f} ({r['seed']})" for r in runs)
+        print(f"| {key[0]} | {key[1]} | {key[2]:,} | {returns} | {statistics.median(r['ret'] for r in runs):,.0f} | "
+              f"{statistics.mean(r['seconds'] for r in runs):.0f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    parity = sub.add_parser("parity", help="train and evaluate; one JSON line per run")
+    parity.add_argument("--envs", nargs="+", default=["Hopper-v5", "HalfCheetah-v5"])
+    parity.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    parity.add_argument("--trainers", nargs="+", choices=list(TRAINERS), default=list(TRAINERS))
+    parity.add_argument("--timesteps", type=int, default=200_000)
+    parity.add_argument("--out", help="append the JSON lines to this file")
+    table = sub.add_parser("table", help="the markdown table of a results file")
+    table.add_argument("results")
+    args = parser.parse_args()
+    {"parity": cmd_parity, "table": cmd_table}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
