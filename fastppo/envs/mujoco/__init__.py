@@ -4,7 +4,10 @@ import mujoco; :func:`unavailable` says why these envs cannot run here, or None.
 
 from __future__ import annotations
 
+from fastppo.envs.mujoco.arms import Pusher, Reacher
 from fastppo.envs.mujoco.locomotion import HalfCheetah, Hopper, Walker2d
+from fastppo.envs.mujoco.pendulums import InvertedDoublePendulum, InvertedPendulum
+from fastppo.envs.mujoco.swimmer import Swimmer
 
 __all__ = ["MUJOCO_TASKS", "MujocoVecEnv", "unavailable"]
 
@@ -13,6 +16,11 @@ MUJOCO_TASKS = {
     "HalfCheetah-v5": HalfCheetah,
     "Hopper-v5": Hopper,
     "Walker2d-v5": Walker2d,
+    "Swimmer-v5": Swimmer,
+    "Reacher-v5": Reacher,
+    "Pusher-v5": Pusher,
+    "InvertedPendulum-v5": InvertedPendulum,
+    "InvertedDoublePendulum-v5": InvertedDoublePendulum,
 }
 
 

@@ -34,12 +34,15 @@ class MujocoTask:
         max_episode_steps: gymnasium's time limit for the id.
         options: gymnasium v5's constructor options with their defaults (``xml_file`` and ``frame_skip``
             are accepted too).
+        excluded_positions: how many leading ``qpos`` entries ``planar_observation`` leaves out under
+            ``exclude_current_positions_from_observation`` (1: x; 2: x and y).
     """
 
     xml_file: ClassVar[str]
     frame_skip: ClassVar[int]
     max_episode_steps: ClassVar[int] = 1000
     options: ClassVar[dict[str, Any]] = {}
+    excluded_positions: ClassVar[int] = 1
 
     def __init__(self, env_id: str, model, batch, frame_skip: int, **options):
         self.env_id, self.model, self.batch = env_id, model, batch
@@ -83,10 +86,17 @@ class MujocoTask:
         """``ctrl_cost_weight * sum(action**2)`` per env, in the actions' dtype as gymnasium computes it."""
         return self._ctrl_cost_weight * np.sum(np.square(actions), axis=1)
 
+    @property
+    def skipped_positions(self) -> int:
+        """How many leading ``qpos`` entries ``planar_observation`` leaves out: ``excluded_positions``
+        under ``exclude_current_positions_from_observation``, else none."""
+        return self.excluded_positions * int(self._exclude_current_positions_from_observation)
+
     def planar_observation(self, obs: np.ndarray, ids=slice(None), velocity_clip: float | None = None) -> None:
-        """``qpos`` (without the x position when ``exclude_current_positions_from_observation``) and ``qvel``
-        (clipped to ±``velocity_clip`` if given): the observation of the planar walkers."""
-        skip = int(self._exclude_current_positions_from_observation)
+        """``qpos`` (without its first ``excluded_positions`` entries when
+        ``exclude_current_positions_from_observation``) and ``qvel`` (clipped to ±``velocity_clip`` if
+        given): the observation of the planar walkers and the swimmer."""
+        skip = self.skipped_positions
         npos = self.model.nq - skip
         obs[ids, :npos] = self.qpos[ids, skip:]
         qvel = self.qvel[ids]
@@ -96,6 +106,15 @@ class MujocoTask:
     def in_range(x: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
         """``low < x < high`` elementwise, as gymnasium's healthy checks write it."""
         return (bounds[0] < x) & (x < bounds[1])
+
+    @staticmethod
+    def norms(vectors: np.ndarray) -> np.ndarray:
+        """The Euclidean norm of each row of ``vectors`` (``(num_envs, d)``), bit-identical to gymnasium's
+        ``np.linalg.norm(vector)``, which is ``sqrt(vector.dot(vector))``: a stacked matmul of
+        vector by vector takes the same BLAS dot per row (``np.linalg.norm(..., axis=1)`` sums the
+        squares differently and differs in the last bit)."""
+        vectors = np.ascontiguousarray(vectors)
+        return np.sqrt(np.matmul(vectors[:, None, :], vectors[:, :, None])[:, 0, 0])
 
 
 def check_range(name: str, value) -> tuple[float, float]:
