@@ -7,6 +7,8 @@ them exactly."""
 
 import inspect
 
+import gymnasium as gym
+
 import numpy as np
 import pytest
 import torch
@@ -167,3 +169,104 @@ def test_trpo_critic_fit_matches_sb3_contrib(env_id, backend):
     for key in ("train/n_updates", "train/is_line_search_success"):
         assert metrics[key] == logged[key], key
 
+
+
+class _Recorder(gym.vector.VectorWrapper):
+    """What the env gave fastppo's rollout, step by step (raw, before any normalisation)."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.steps = []
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.first_obs = obs.copy()
+        return obs, info
+
+    def step(self, actions):
+        obs, rewards, terminated, truncated, info = self.env.step(actions)
+        final = info["final_obs"][0].copy() if info.get("_final_obs", [False])[0] else None
+        self.steps.append((obs.copy(), rewards.copy(), bool(terminated[0]), bool(truncated[0]), final))
+        return obs, rewards, terminated, truncated, info
+
+
+class _Replay(sb3.common.vec_env.VecEnv):
+    """One env that replays a _Recorder's steps as SB3's DummyVecEnv reports them."""
+
+    def __init__(self, recorder: _Recorder):
+        super().__init__(1, recorder.single_observation_space, recorder.single_action_space)
+        self.recorder, self.t = recorder, 0
+
+    def reset(self):
+        return self.recorder.first_obs.copy()
+
+    def step_async(self, actions):
+        pass
+
+    def step_wait(self):
+        obs, rewards, terminated, truncated, final = self.recorder.steps[self.t]
+        self.t += 1
+        info = {}
+        if terminated or truncated:
+            info = {"terminal_observation": final, "TimeLimit.truncated": truncated and not terminated}
+        return obs.copy(), rewards.copy(), np.array([terminated or truncated]), [info]
+
+    def close(self):
+        pass
+
+    def get_attr(self, attr_name, indices=None):
+        return [None]
+
+    def set_attr(self, attr_name, value, indices=None):
+        pass
+
+    def env_method(self, method_name, *method_args, indices=None, **method_kwargs):
+        return [None]
+
+    def env_is_wrapped(self, wrapper_class, indices=None):
+        return [False]
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_rollout_with_normalisation_matches_sb3_vec_normalize(backend):
+    """normalize_obs / normalize_reward against SB3's VecNormalize, and the time-limit bootstrap against
+    SB3's collect_rollouts: fastppo's rollout (a time limit every 10 steps) replayed through SB3, with the
+    same weights and actions, gives the same normalised observations, values, log-probs, advantages,
+    returns and running statistics. In particular the true final observation of a truncated episode is
+    normalised with the statistics that already include the step's (reset) observations, as
+    VecNormalize.step_wait does."""
+    env = _Recorder(gym.make_vec("Pendulum-v1", 1, vectorization_mode="sync", max_episode_steps=10,
+                                 vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}))
+    ours = fastppo.PPO("MlpPolicy", env, n_steps=N_STEPS, seed=0, backend=_backend(backend), normalize_obs=True,
+                       normalize_reward=True)
+    ours._reset_envs()
+    ours._collect(None)
+    ours._advantages()
+    data = ours.rollout.flat()
+    assert int(data["truncated"].sum()) == N_STEPS // 10
+
+    vec_normalize = sb3.common.vec_env.VecNormalize(_Replay(env), gamma=ours.config.gamma)
+    theirs = sb3.PPO("MlpPolicy", vec_normalize, n_steps=N_STEPS, device="cpu", seed=0)
+    sb3_params = dict(theirs.policy.named_parameters())
+    with torch.no_grad():
+        for name, p in ours.policy.named_parameters():
+            sb3_params[_sb3_name(name)].copy_(p.view_as(sb3_params[_sb3_name(name)]))
+    policy, actions = theirs.policy, iter(data["actions"])
+
+    def forward(obs, deterministic=False):  # SB3's policy step with fastppo's sampled (unclipped) action
+        action = next(actions)[None]
+        values, log_prob, _ = policy.evaluate_actions(obs, action)
+        return action, values, log_prob
+
+    policy.forward = forward
+    _, callback = theirs._setup_learn(N_STEPS, None)
+    assert theirs.collect_rollouts(theirs.env, callback, theirs.rollout_buffer, N_STEPS)
+    buf = theirs.rollout_buffer
+    for ours_key, sb3_field in (("obs", "observations"), ("values", "values"), ("log_probs", "log_probs"),
+                                ("advantages", "advantages"), ("returns", "returns")):
+        theirs_array = getattr(buf, sb3_field).reshape(data[ours_key].shape)
+        np.testing.assert_allclose(data[ours_key].numpy(), theirs_array, rtol=1e-5, atol=1e-5, err_msg=ours_key)
+    for mine, sb3s in ((ours.obs_normalizer.rms, vec_normalize.obs_rms), (ours.reward_scaler.rms, vec_normalize.ret_rms)):
+        assert mine.count == sb3s.count
+        np.testing.assert_allclose(mine.mean, sb3s.mean, rtol=1e-6)
+        np.testing.assert_allclose(mine.var, sb3s.var, rtol=1e-6)

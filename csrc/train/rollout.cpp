@@ -171,16 +171,17 @@ int64_t collect_steps(const EnvBatch& envs, const PolicyAct& policy, const Rollo
         bootstrap[n_boot++] = i;
       }
     }
-    if (n_boot) {  // the time limit is not the end of the task: V(true final observation)
-      if (obs_norm) obs_norm->apply(final_rows.data(), n_boot, final_rows.data());  // statistics before this step's
-      policy.value_rows(final_rows.data(), n_boot, final_v.data());
-      for (int64_t k = 0; k < n_boot; ++k) r.final_values[t * N + bootstrap[k]] = final_v[k];
-    }
     if (obs_norm) {
       obs_norm->rms.update(p.obs, N);
       obs_norm->apply(p.obs, N, current.data());
     } else {
       std::copy(p.obs, p.obs + N * obs_dim, current.begin());
+    }
+    if (n_boot) {  // the time limit is not the end of the task: V(true final observation)
+      // normalised with the statistics that include this step's observations, as SB3's VecNormalize
+      if (obs_norm) obs_norm->apply(final_rows.data(), n_boot, final_rows.data());
+      policy.value_rows(final_rows.data(), n_boot, final_v.data());
+      for (int64_t k = 0; k < n_boot; ++k) r.final_values[t * N + bootstrap[k]] = final_v[k];
     }
   }
   std::copy(current.begin(), current.end(), last_obs);

@@ -193,11 +193,12 @@ class StepCollector:
             put("rewards", t, reward)
             put("terminated", t, terminated)
             put("truncated", t, truncated)
+            algo._last_obs = algo._policy_input(next_obs, update_stats=True, out=algo._obs_buffer)
             bootstrap = np.flatnonzero(truncated & ~terminated)
             if bootstrap.size:  # V(true final observation): the time limit is not the end of the task
+                # normalised with the statistics that include next_obs (just updated), as SB3's VecNormalize
                 final = algo._policy_input(np.stack([info["final_obs"][i] for i in bootstrap]), False)
                 r.final_values[t, torch.from_numpy(bootstrap).to(algo.device)] = actor.values(final).to(algo.device)
-            algo._last_obs = algo._policy_input(next_obs, update_stats=True, out=algo._obs_buffer)
             if callback is not None and not stop:
                 if callback.needs_locals:
                     callback.update_locals(self._sb3_locals(callback, t, env_action, next_obs, reward_raw, terminated,
