@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 
+from fastppo.envs.mujoco.bodies import Ant, Humanoid, HumanoidStandup
 from fastppo.envs.mujoco.locomotion import HalfCheetah, Hopper, Walker2d
 
 __all__ = ["MUJOCO_TASKS", "MujocoVecEnv", "unavailable"]
@@ -15,6 +16,9 @@ MUJOCO_TASKS = {
     "HalfCheetah-v5": HalfCheetah,
     "Hopper-v5": Hopper,
     "Walker2d-v5": Walker2d,
+    "Ant-v5": Ant,
+    "Humanoid-v5": Humanoid,
+    "HumanoidStandup-v5": HumanoidStandup,
 }
 
 

@@ -34,12 +34,18 @@ class MujocoTask:
         max_episode_steps: gymnasium's time limit for the id.
         options: gymnasium v5's constructor options with their defaults (``xml_file`` and ``frame_skip``
             are accepted too).
+        named_options: the int options that may name a model element instead (a str, which the task
+            resolves), as Ant's ``main_body`` may.
+        normal_velocity_noise: whether ``reset_state`` draws the velocity noise from a normal
+            distribution (scaled by ``reset_noise_scale``) rather than a uniform one.
     """
 
     xml_file: ClassVar[str]
     frame_skip: ClassVar[int]
     max_episode_steps: ClassVar[int] = 1000
     options: ClassVar[dict[str, Any]] = {}
+    named_options: ClassVar[frozenset[str]] = frozenset()
+    normal_velocity_noise: ClassVar[bool] = False
 
     def __init__(self, env_id: str, model, batch, frame_skip: int, **options):
         self.env_id, self.model, self.batch = env_id, model, batch
@@ -57,7 +63,10 @@ class MujocoTask:
         """One env's initial ``(qpos, qvel)``, drawn from ``rng`` as gymnasium's ``reset_model`` draws."""
         scale = self._reset_noise_scale
         qpos = self.init_qpos + rng.uniform(low=-scale, high=scale, size=self.model.nq)
-        qvel = self.init_qvel + rng.uniform(low=-scale, high=scale, size=self.model.nv)
+        if self.normal_velocity_noise:
+            qvel = self.init_qvel + scale * rng.standard_normal(self.model.nv)
+        else:
+            qvel = self.init_qvel + rng.uniform(low=-scale, high=scale, size=self.model.nv)
         return qpos, qvel
 
     def before_step(self) -> Any:
@@ -66,7 +75,7 @@ class MujocoTask:
 
     def after_step(self, actions: np.ndarray, before: Any, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
         """Write every env's observation into ``obs``; return ``(rewards, terminated, info)``, each info
-        term a ``(num_envs,)`` array, in gymnasium's key order."""
+        term a ``(num_envs, ...)`` array (one row per env), in gymnasium's key order."""
         raise NotImplementedError
 
     def observe(self, ids: np.ndarray, obs: np.ndarray) -> None:
@@ -74,7 +83,7 @@ class MujocoTask:
         raise NotImplementedError
 
     def reset_info(self, ids: np.ndarray) -> dict[str, np.ndarray]:
-        """gymnasium's ``_get_reset_info`` for the envs ``ids``, each term a ``(len(ids),)`` array."""
+        """gymnasium's ``_get_reset_info`` for the envs ``ids``, each term a ``(len(ids), ...)`` array."""
         return {}
 
     # -- shared pieces -------------------------------------------------------------------------------
