@@ -73,11 +73,14 @@ def test_matches_gymnasium_through_resets_and_time_limits(env_id):
 
 
 def _changed_options(task) -> dict:
-    """Every option away from its default: bools flipped, numbers scaled, ranges narrowed."""
+    """Every option away from its default: bools flipped, ints (model elements: Ant's main_body) the next
+    one, numbers scaled, ranges narrowed."""
     changed = {}
     for name, default in task.options.items():
         if isinstance(default, bool):
             changed[name] = not default
+        elif isinstance(default, int):
+            changed[name] = default + 1
         elif isinstance(default, tuple):
             low, high = default
             changed[name] = (low * 0.9, high * 0.9 if high != float("inf") else high)
@@ -89,6 +92,15 @@ def _changed_options(task) -> dict:
 @pytest.mark.parametrize("env_id", TASKS)
 def test_matches_gymnasium_with_every_option_changed(env_id):
     run_both(env_id, 150, **_changed_options(MUJOCO_TASKS[env_id]))
+
+
+def test_ant_main_body_by_name():
+    """Ant's main_body may name a body, as gymnasium's ``data.body(name)`` takes it; an unknown one is refused."""
+    run_both("Ant-v5", 30, main_body="aux_1")
+    with pytest.raises(ValueError, match="main_body 'nose'"):
+        MujocoVecEnv("Ant-v5", 1, main_body="nose")
+    with pytest.raises(ValueError, match="main_body 99"):
+        MujocoVecEnv("Ant-v5", 1, main_body=99)
 
 
 @pytest.mark.parametrize("env_id", TASKS)

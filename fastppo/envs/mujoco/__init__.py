@@ -5,6 +5,7 @@ import mujoco; :func:`unavailable` says why these envs cannot run here, or None.
 from __future__ import annotations
 
 from fastppo.envs.mujoco.arms import Pusher, Reacher
+from fastppo.envs.mujoco.bodies import Ant, Humanoid, HumanoidStandup
 from fastppo.envs.mujoco.locomotion import HalfCheetah, Hopper, Walker2d
 from fastppo.envs.mujoco.pendulums import InvertedDoublePendulum, InvertedPendulum
 from fastppo.envs.mujoco.swimmer import Swimmer
@@ -21,6 +22,9 @@ MUJOCO_TASKS = {
     "Pusher-v5": Pusher,
     "InvertedPendulum-v5": InvertedPendulum,
     "InvertedDoublePendulum-v5": InvertedDoublePendulum,
+    "Ant-v5": Ant,
+    "Humanoid-v5": Humanoid,
+    "HumanoidStandup-v5": HumanoidStandup,
 }
 
 

@@ -39,12 +39,7 @@ class HalfCheetah(_Runner):
     xml_file, frame_skip = "half_cheetah.xml", 5
     options = {"forward_reward_weight": 1.0, "ctrl_cost_weight": 0.1, "reset_noise_scale": 0.1,
                "exclude_current_positions_from_observation": True}
-
-    def reset_state(self, rng):
-        scale = self._reset_noise_scale
-        qpos = self.init_qpos + rng.uniform(low=-scale, high=scale, size=self.model.nq)
-        qvel = self.init_qvel + scale * rng.standard_normal(self.model.nv)
-        return qpos, qvel
+    normal_velocity_noise = True
 
     def after_step(self, actions, x_before, obs):
         x_velocity = self.x_velocity(x_before)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastppo.envs.mujoco.locomotion import HalfCheetah
 from fastppo.envs.mujoco.task import MujocoTask
 
 __all__ = ["InvertedDoublePendulum", "InvertedPendulum"]
@@ -47,7 +46,7 @@ class InvertedDoublePendulum(MujocoTask):
     xml_file, frame_skip = "inverted_double_pendulum.xml", 5
     options = {"healthy_reward": 10.0, "reset_noise_scale": 0.1}
     observation_size = 9
-    reset_state = HalfCheetah.reset_state  # the same draws: uniform qpos noise, Gaussian qvel noise
+    normal_velocity_noise = True  # as HalfCheetah: uniform qpos noise, Gaussian qvel noise
 
     def __init__(self, env_id, model, batch, frame_skip, **options):
         super().__init__(env_id, model, batch, frame_skip, **options)

@@ -36,6 +36,10 @@ class MujocoTask:
             are accepted too).
         excluded_positions: how many leading ``qpos`` entries ``planar_observation`` leaves out under
             ``exclude_current_positions_from_observation`` (1: x; 2: x and y).
+        named_options: the int options that may name a model element instead (a str, which the task
+            resolves), as Ant's ``main_body`` may.
+        normal_velocity_noise: whether ``reset_state`` draws the velocity noise from a normal
+            distribution (scaled by ``reset_noise_scale``) rather than a uniform one.
     """
 
     xml_file: ClassVar[str]
@@ -43,6 +47,9 @@ class MujocoTask:
     max_episode_steps: ClassVar[int] = 1000
     options: ClassVar[dict[str, Any]] = {}
     excluded_positions: ClassVar[int] = 1
+    named_options: ClassVar[frozenset[str]] = frozenset()
+    persistent: ClassVar[bool] = False  # one MjData per simulation in the batch (mujoco.batch's persistent)
+    normal_velocity_noise: ClassVar[bool] = False
 
     def __init__(self, env_id: str, model, batch, frame_skip: int, **options):
         self.env_id, self.model, self.batch = env_id, model, batch
@@ -61,7 +68,10 @@ class MujocoTask:
         """One env's initial ``(qpos, qvel)``, drawn from ``rng`` as gymnasium's ``reset_model`` draws."""
         scale = self._reset_noise_scale
         qpos = self.init_qpos + rng.uniform(low=-scale, high=scale, size=self.model.nq)
-        qvel = self.init_qvel + rng.uniform(low=-scale, high=scale, size=self.model.nv)
+        if self.normal_velocity_noise:
+            qvel = self.init_qvel + scale * rng.standard_normal(self.model.nv)
+        else:
+            qvel = self.init_qvel + rng.uniform(low=-scale, high=scale, size=self.model.nv)
         return qpos, qvel
 
     def before_step(self) -> Any:
@@ -70,15 +80,18 @@ class MujocoTask:
 
     def after_step(self, actions: np.ndarray, before: Any, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
         """Write every env's observation into ``obs``; return ``(rewards, terminated, info)``, each info
-        term a ``(num_envs,)`` array, in gymnasium's key order."""
+        term a ``(num_envs, ...)`` array (one row per env), in gymnasium's key order."""
         raise NotImplementedError
 
     def observe(self, ids: np.ndarray, obs: np.ndarray) -> None:
         """Write the observations of the envs ``ids`` (after a reset) into ``obs[ids]``."""
         raise NotImplementedError
 
+    def after_reset(self, ids: np.ndarray) -> None:
+        """Called after the envs ``ids`` were reset (and ``mj_forward`` ran), before ``observe``."""
+
     def reset_info(self, ids: np.ndarray) -> dict[str, np.ndarray]:
-        """gymnasium's ``_get_reset_info`` for the envs ``ids``, each term a ``(len(ids),)`` array."""
+        """gymnasium's ``_get_reset_info`` for the envs ``ids``, each term a ``(len(ids), ...)`` array."""
         return {}
 
     # -- shared pieces -------------------------------------------------------------------------------

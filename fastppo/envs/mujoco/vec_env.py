@@ -31,7 +31,7 @@ class MujocoVecEnv(VectorEnv):
     call but ``close`` refused after ``close()``. What differs is what gymnasium's MuJoCo envs do
     differently: observations and rewards are float64, and every step's ``info`` terms (``x_velocity``,
     ``reward_forward``, ``reward_ctrl``, ...) come as gymnasium's sync vector env gives them: one
-    ``(num_envs,)`` array per key with its ``_key`` mask; an env that ended holds its reset info there and
+    ``(num_envs, ...)`` array per key with its ``_key`` mask; an env that ended holds its reset info there and
     its last step's terms in ``infos["final_info"]``.
 
     Seeding follows gymnasium's vector envs: ``reset(seed=s)`` seeds env i's generator with ``s + i``, so
@@ -77,7 +77,7 @@ class MujocoVecEnv(VectorEnv):
         if not os.path.exists(path):
             raise FileNotFoundError(f"xml_file {xml!r}: no file at {path}")
         model = mujoco.MjModel.from_xml_path(path)
-        self._batch = mujoco.batch.Batch(model, self.num_envs, int(num_threads))
+        self._batch = mujoco.batch.Batch(model, self.num_envs, int(num_threads), persistent=task_class.persistent)
         self.task = task_class(env_id, model, self._batch, options.pop("frame_skip"), **options)
         n, size = self.num_envs, self.task.observation_size
         self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (size,), np.float64)
@@ -155,7 +155,7 @@ class MujocoVecEnv(VectorEnv):
         vector env arranges them."""
         n, mask = self.num_envs, np.zeros(self.num_envs, bool)
         mask[ids] = True
-        final_info = {key: (np.where(mask, v, 0).astype(v.dtype) if not key.startswith("_") else mask.copy())
+        final_info = {key: (np.where(_rows(mask, v), v, 0).astype(v.dtype) if not key.startswith("_") else mask.copy())
                       for key, v in step_info.items()}
         self._final_obs[ids] = self._obs[ids]
         now = _now()
@@ -165,10 +165,10 @@ class MujocoVecEnv(VectorEnv):
         infos = {}
         if not mask.all():  # (gymnasium has no key that no env reported)
             for key in [k for k in step_info if not k.startswith("_")]:
-                infos[key] = np.where(mask, 0, step_info[key]).astype(step_info[key].dtype)
+                infos[key] = np.where(_rows(mask, step_info[key]), 0, step_info[key]).astype(step_info[key].dtype)
                 infos["_" + key] = ~mask
         for key, values in self.task.reset_info(ids).items():
-            infos.setdefault(key, np.zeros(n, values.dtype))[ids] = values
+            infos.setdefault(key, np.zeros((n, *values.shape[1:]), values.dtype))[ids] = values
             infos.setdefault("_" + key, np.zeros(n, bool))[ids] = True
         infos.update(final_obs=self._own(self._final_obs), _final_obs=mask, final_info=final_info,
                      _final_info=mask.copy(), episode=episode, _episode=mask.copy())
@@ -184,6 +184,7 @@ class MujocoVecEnv(VectorEnv):
         for i in ids:
             task.qpos[i], task.qvel[i] = task.reset_state(self._rngs[i])
         batch.forward(ids)
+        task.after_reset(ids)
         task.observe(ids, self._obs)
         self._elapsed[ids] = 0
         self._episode_r[ids], self._episode_l[ids] = 0.0, 0
@@ -281,11 +282,17 @@ def _now() -> float:
     return time.perf_counter()
 
 
+def _rows(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``mask`` over the envs, shaped to select the rows of ``values`` (an info term may be an array per
+    env, as Humanoid's ``tendon_length``)."""
+    return mask.reshape(mask.shape + (1,) * (values.ndim - 1))
+
+
 def _batched_info(info: dict[str, np.ndarray], ids: np.ndarray, n: int) -> dict:
-    """Per-env terms of the envs ``ids`` as gymnasium's vector infos: ``(n,)`` values and ``_key`` masks."""
+    """Per-env terms of the envs ``ids`` as gymnasium's vector infos: ``(n, ...)`` values and ``_key`` masks."""
     out = {}
     for key, values in info.items():
-        out[key] = np.zeros(n, values.dtype)
+        out[key] = np.zeros((n, *values.shape[1:]), values.dtype)
         out[key][ids] = values
         out["_" + key] = np.zeros(n, bool)
         out["_" + key][ids] = True
@@ -303,7 +310,9 @@ def _checked_options(env_id: str, task_class: type[MujocoTask], options: dict) -
     out = dict(known)
     for name, value in options.items():
         default = known[name]
-        if isinstance(default, bool):
+        if name in task_class.named_options and isinstance(value, str):
+            pass  # a model element by name, which the task resolves (Ant's main_body)
+        elif isinstance(default, bool):
             if not isinstance(value, (bool, np.bool_)):
                 raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
             value = bool(value)
