@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a policy with the env's preset")
-    train.add_argument("env_id", help="a built-in env id (CartPole-v1, ...), a MuJoCo v5 id (HalfCheetah-v5, ...; the mujoco extra) or any gymnasium id")
+    train.add_argument("env_id", help="a built-in env id (CartPole-v1, ...), a MuJoCo v5 id (HalfCheetah-v5, ...; "
+                                      "the mujoco extra) or any gymnasium id")
     train.add_argument("--algo", choices=presets.ALGOS, default="ppo",
                        help="ppo (clipped), ppo-kl (adaptive KL penalty), trpo, npg (TRPO without line search)")
     train.add_argument("--total-timesteps", type=int, help="training budget (default: the preset's)")
