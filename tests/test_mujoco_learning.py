@@ -28,6 +28,7 @@ def test_preset_solves_inverted_pendulum(algo):
 
 def test_cli_trains_a_mujoco_id(tmp_path):
     out = subprocess.run([sys.executable, "-m", "fastppo", "train", "Reacher-v5", "--total-timesteps", "2048",
-                          "--run-dir", str(tmp_path / "run"), "--no-progress"], cwd=tmp_path, capture_output=True, text=True, timeout=240)
+                          "--run-dir", str(tmp_path / "run"), "--no-progress"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Reacher-v5 (ppo): mean return" in out.stdout

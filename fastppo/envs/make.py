@@ -37,9 +37,9 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
         device: "cpu" (numpy arrays) or a CUDA device such as "cuda" / "cuda:1" (built-in envs only;
             observations and actions are CUDA torch tensors).
         backend: "auto" (built-in native, else MuJoCo's batch, else Numba, else gymnasium); "cpp" / "cuda"
-            (the native built-in envs, on the CPU / GPU); "mujoco"; "numba"; "gymnasium" (its vectorised entry point when it
-            supports SAME_STEP, else sync), "vector_entry_point", "sync" or "async" (gymnasium's own
-            vector envs, for any id it knows, built-in ones included). ``FASTPPO_BACKEND`` does not apply.
+            (the native built-in envs, on the CPU / GPU); "mujoco"; "numba"; "gymnasium" (its vectorised entry
+            point when it supports SAME_STEP, else sync), "vector_entry_point", "sync" or "async" (gymnasium's
+            own vector envs, for any id it knows, built-in ones included). ``FASTPPO_BACKEND`` does not apply.
         fast_math: trade gymnasium's bit-exact dynamics for speed where libm's scalar ``sin``/``cos``
             bound it: vectorised polynomials within 1 ulp of them instead (built-in CartPole-v1 on the
             CPU only; see :class:`fastppo.envs.BuiltinVecEnv`). Off by default.
