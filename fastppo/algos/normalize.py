@@ -26,7 +26,13 @@ class RunningMeanStd:
 
     def update(self, batch: np.ndarray) -> None:
         batch = np.asarray(batch, np.float64)  # float32 observations: batch statistics in float64 too
-        b_mean, b_var, b_count = batch.mean(0), batch.var(0), batch.shape[0]
+        b_count = batch.shape[0]
+        # batch.mean(0) and batch.var(0) in numpy's own operations, without their Python wrappers (which
+        # were most of a small batch's cost): the same sums and divisions, so the same numbers
+        b_mean = np.add.reduce(batch, 0, keepdims=True) / b_count
+        deviations = batch - b_mean
+        b_var = np.add.reduce(np.multiply(deviations, deviations, out=deviations), 0) / b_count
+        b_mean = b_mean[0]
         delta = b_mean - self.mean
         total = self.count + b_count
         self.mean = self.mean + delta * b_count / total
