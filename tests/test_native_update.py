@@ -3,6 +3,8 @@ against TorchPpoUpdater) and TRPO's critic regression (NativeCriticFit, fastppo.
 TorchCriticFit). From the same rollout and the same parameters, one whole update on each must land on
 the same parameters, Adam moments and logged statistics."""
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -179,6 +181,55 @@ def _assert_same_critic_fit(native, reference):
 @pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
 def test_native_critic_fit_matches_torch(env):
     _assert_same_critic_fit(*_twins(env, TRPO, n_critic_updates=3, learning_rate=1e-3))
+
+
+class _CheetahShapedEnv(gym.Env):
+    """HalfCheetah's sizes (17 observations, 6 actions) in a random walk: a first layer wide enough for the
+    native update to split its weight gradient among threads (Pendulum's 3 inputs take another path)."""
+
+    observation_space = gym.spaces.Box(-1, 1, (17,), np.float32)
+    action_space = gym.spaces.Box(-1, 1, (6,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.np_random.uniform(-1, 1, 17).astype(np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        obs = self.np_random.uniform(-1, 1, 17).astype(np.float32)
+        return obs, float(-np.square(action).sum() + obs[0]), False, self.t >= 50, {}
+
+
+@pytest.mark.parametrize("algo", [PPO, TRPO])
+@pytest.mark.parametrize("env", ["Pendulum-v1", _CheetahShapedEnv])
+def test_native_update_is_the_same_on_any_thread_count(env, algo):
+    """Threads split the native update's matrix products by output row (at multiples of the kernel's row
+    block) and Adam's elementwise work into fixed chunks, and no sum is split: on a 256-256 net, wide
+    enough to split, 1, 2 and 3 threads land on the same bits. The minibatches (100, the last 56) end
+    between row blocks."""
+    kwargs = dict(policy_kwargs=dict(net_arch=[256, 256], activation_fn="relu"), batch_size=100, seed=5,
+                  n_steps=256 if callable(env) else 64, num_envs=1 if callable(env) else 4)
+    kwargs.update(n_epochs=2) if algo is PPO else kwargs.update(n_critic_updates=2)
+    states = []
+    try:
+        for threads in (1, 2, 3):
+            fastppo.set_num_threads(threads)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "You have specified a mini-batch size", UserWarning)
+                model = algo("MlpPolicy", env() if callable(env) else env, **kwargs)
+            model._reset_envs()
+            model._collect(None)
+            model._advantages()
+            for _ in range(2):
+                model._update(1.0) if algo is PPO else model._fit_critic(1e-3)
+            adam = model.optimizer if algo is PPO else model.critic_optimizer
+            states.append({**model.policy.state_dict(), "exp_avg": adam.exp_avg, "exp_avg_sq": adam.exp_avg_sq})
+    finally:
+        fastppo.set_num_threads(0)
+    for other in states[1:]:
+        for name, tensor in states[0].items():
+            assert torch.equal(tensor, other[name]), name
 
 
 class _ScalingReducer(Reducer):

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
+#include <memory>
 #include <new>
 #include <thread>
 #include <vector>
@@ -29,6 +30,23 @@ int default_threads() {
 // paying a futex wake-up, which costs tens of microseconds on some virtual machines.
 constexpr auto kSpin = std::chrono::microseconds(200);
 
+// Whether this thread is running a part of a job: a parallel_for inside one (a rollout block's MLP
+// forward, whose matrix products split too) runs inline, as the pool is busy with the outer job and
+// the caller holds its job lock.
+thread_local bool t_in_part = false;
+
+// Marks the current thread as running a part for its lifetime.
+class InPart {
+ public:
+  InPart() : was_(t_in_part) { t_in_part = true; }
+  ~InPart() { t_in_part = was_; }
+  InPart(const InPart&) = delete;
+  InPart& operator=(const InPart&) = delete;
+
+ private:
+  const bool was_;
+};
+
 // Polls `ready` until it holds or kSpin has passed; returns whether it holds.
 template <typename Ready>
 bool spin_until(const Ready& ready) {
@@ -42,13 +60,16 @@ bool spin_until(const Ready& ready) {
   }
 }
 
-// Static partition: part i of a job always runs on worker i (part 0 on the caller), so a worker that
-// wakes late still runs exactly its own part of the current job, and results never depend on timing.
-// The job's fields are written and read under m_; generation_ and done_ are atomics so that they can
-// also be polled without the lock.
+// Static partition: part i of a job is fn over the same range [n * i / parts, n * (i + 1) / parts)
+// whichever thread runs it, so results never depend on timing. Part 0 runs on the caller; worker i
+// claims part i, and the caller, once its own part is done, runs any part whose worker has not claimed
+// it yet (on a busy machine a worker may wait milliseconds for a core, and the job would wait with it).
+// The job's fields, and a worker's claim, are written and read under m_ (so a worker claims a part of
+// the job whose fields it read); generation_, done_ and the claims are atomics so that they can also be
+// polled or taken by the caller without the lock.
 class ThreadPool {
  public:
-  explicit ThreadPool(int threads) : threads_(threads) {
+  explicit ThreadPool(int threads) : threads_(threads), claimed_(new std::atomic<bool>[threads]) {
     for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { work(i); });
   }
   ~ThreadPool() {
@@ -73,11 +94,20 @@ class ThreadPool {
       fn_ = &fn;
       n_ = n;
       parts_ = parts;
+      for (int i = 1; i < parts; ++i) claimed_[i].store(false);
       done_.store(0);
       generation_.fetch_add(1);
     }
     wake_.notify_all();
-    fn(0, n / parts);
+    {
+      InPart part;
+      fn(0, n / parts);
+      for (int i = parts - 1; i >= 1; --i)  // from the last: a worker that is awake takes the first ones
+        if (!claimed_[i].exchange(true)) {
+          fn(n * i / parts, n * (i + 1) / parts);
+          done_.fetch_add(1);
+        }
+    }
     const auto all_done = [&] { return done_.load() == parts - 1; };
     if (!spin_until(all_done)) {
       std::unique_lock<std::mutex> lk(m_);
@@ -89,11 +119,13 @@ class ThreadPool {
 
  private:
   void work(int index) {
+    InPart always;  // a worker runs nothing but parts
     uint64_t seen = 0;
     for (;;) {
       const std::function<void(int64_t, int64_t)>* fn;
       int64_t n;
       int parts;
+      bool mine;
       spin_until([&] { return generation_.load() != seen; });
       {
         std::unique_lock<std::mutex> lk(m_);
@@ -103,8 +135,9 @@ class ThreadPool {
         fn = fn_;
         n = n_;
         parts = parts_;
+        mine = index < parts && !claimed_[index].exchange(true);
       }
-      if (index >= parts) continue;
+      if (!mine) continue;
       (*fn)(n * index / parts, n * (index + 1) / parts);
       {
         std::lock_guard<std::mutex> lk(m_);
@@ -122,6 +155,7 @@ class ThreadPool {
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
   int64_t n_ = 0;
   int parts_ = 0;
+  std::unique_ptr<std::atomic<bool>[]> claimed_;  // per part (1..parts_ - 1): taken by a worker or the caller
   std::atomic<int> done_{0};
   std::atomic<uint64_t> generation_{0};
   bool stop_ = false;
@@ -159,6 +193,10 @@ void set_num_threads(int n) {
 
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
+  if (t_in_part) {
+    fn(0, n);
+    return;
+  }
   ThreadPool& p = pool();
   const int64_t by_grain = std::max<int64_t>(1, n / std::max<int64_t>(1, grain));
   const int parts = static_cast<int>(std::min<int64_t>(p.threads(), by_grain));
