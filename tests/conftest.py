@@ -35,6 +35,19 @@ def assert_solves_cartpole(model, label: str) -> None:
     assert mean >= 475, f"{label} did not solve CartPole-v1: mean return {mean}"
 
 
+class SaveAndStop(fastppo.Callback):
+    """Saves the model to ``path`` at the end of iteration ``iteration`` and stops training there."""
+
+    def __init__(self, path, iteration: int = 2):
+        self.path, self.iteration = path, iteration
+
+    def on_iteration_end(self, metrics):
+        if self.model.iteration == self.iteration:
+            self.model.save(self.path)
+            return False
+        return True
+
+
 class RecordMetrics(fastppo.Callback):
     """Keeps every iteration's logged metrics in ``self.seen``."""
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import fastppo
+from conftest import SaveAndStop
 from fastppo.algos.checkpoint import FORMAT as CHECKPOINT_FORMAT
 
 
@@ -36,15 +37,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     as the run that was never interrupted (CPU, bit for bit), annealed schedules included."""
     kwargs = dict(normalize_obs=True, normalize_reward=True, n_epochs=2)
     straight = cartpole(**kwargs).learn(4 * 256, progress_bar=False)
-
-    class SaveAndStop(fastppo.Callback):
-        def on_iteration_end(self, metrics):
-            if self.model.iteration == 2:
-                self.model.save(tmp_path / "half.pt")
-                return False
-            return True
-
-    cartpole(**kwargs).learn(4 * 256, callback=SaveAndStop(), progress_bar=False)
+    cartpole(**kwargs).learn(4 * 256, callback=SaveAndStop(tmp_path / "half.pt"), progress_bar=False)
     resumed = fastppo.PPO.load(tmp_path / "half.pt").learn(2 * 256, progress_bar=False, reset_num_timesteps=False)
     assert resumed.num_timesteps == straight.num_timesteps
     for (name, a), b in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values()):

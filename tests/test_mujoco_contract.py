@@ -9,6 +9,7 @@ import torch
 pytest.importorskip("mujoco.batch")
 
 import fastppo  # noqa: E402
+from conftest import SaveAndStop  # noqa: E402
 from fastppo import _backend  # noqa: E402
 from fastppo.envs.mujoco import MujocoVecEnv  # noqa: E402
 
@@ -160,15 +161,8 @@ def test_training_resumes_from_a_checkpoint_exactly(tmp_path):
     checkpoint carries the simulations mid-episode."""
     kwargs = dict(n_steps=64, batch_size=64, n_epochs=2, seed=0, normalize_obs=True, normalize_reward=True)
     straight = fastppo.PPO("MlpPolicy", hopper(num_envs=2, copy=False), **kwargs).learn(4 * 128)
-
-    class SaveAndStop(fastppo.Callback):
-        def on_iteration_end(self, metrics):
-            if self.model.iteration == 2:
-                self.model.save(tmp_path / "half.pt")
-                return False
-            return True
-
-    fastppo.PPO("MlpPolicy", hopper(num_envs=2, copy=False), **kwargs).learn(4 * 128, callback=SaveAndStop())
+    fastppo.PPO("MlpPolicy", hopper(num_envs=2, copy=False), **kwargs).learn(4 * 128,
+                                                                           callback=SaveAndStop(tmp_path / "half.pt"))
     resumed = fastppo.PPO.load(tmp_path / "half.pt", env=hopper(num_envs=2, copy=False, seed=5))
     resumed.learn(2 * 128, reset_num_timesteps=False)
     for (name, a), b in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values()):
