@@ -132,6 +132,15 @@ def peers(env_id, n, seconds, rounds):
     return {**out, **best}
 
 
+def print_table(lines: list[str], out: str | None) -> None:
+    """Print a finished markdown table (its rows were printed as they came) and write it to `out` if given."""
+    text = "\n".join(lines)
+    print("\n" + text)
+    if out:
+        with open(out, "w") as f:
+            f.write(text + "\n")
+
+
 def fmt(x) -> str:
     return f"{x / 1e6:.3f}M" if isinstance(x, float) else x
 
@@ -162,11 +171,7 @@ def main():
                     f"{r['fastppo copy=False'] / r['fastppo']:.2f}x"]
             lines.append("| " + " | ".join(row) + " |")
             print(lines[-1], flush=True)
-    text = "\n".join(lines)
-    print("\n" + text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    print_table(lines, args.out)
 
 
 if __name__ == "__main__":

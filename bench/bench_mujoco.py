@@ -21,7 +21,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 import fastppo
-from bench_envs import timed
+from bench_envs import print_table, timed
 
 ENVS = ("HalfCheetah-v5", "Hopper-v5", "Humanoid-v5")
 NUM_ENVS = (1, 16, 64)
@@ -98,11 +98,7 @@ def main():
                     for p in ("gym sync", "envpool", "physics only")]
             lines.append("| " + " | ".join(row) + " |")
             print(lines[-1], flush=True)
-    text = "\n".join(lines)
-    print("\n" + text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    print_table(lines, args.out)
 
 
 if __name__ == "__main__":

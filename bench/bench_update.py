@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import fastppo
+from bench_envs import print_table
 from fastppo import PPO
 
 OBS, ACT, HIDDEN = 17, 6, (256, 256)
@@ -145,11 +146,7 @@ def main():
     finally:
         torch.set_num_threads(torch_threads)
         fastppo.set_num_threads(0)
-    text = "\n".join(lines)
-    print("\n" + text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    print_table(lines, args.out)
 
 
 if __name__ == "__main__":
