@@ -103,7 +103,34 @@ def test_policy_act_outputs_must_not_overlap():
 
 
 # --- collect --------------------------------------------------------------------------------------------------
-def _collect_setup(env_id, n, T, seed, norms):
+def _writable(buf):
+    """The numpy view of a buffer collect accepted (a CPU torch tensor, say: the memory it reads)."""
+    return buf.detach().numpy() if isinstance(buf, torch.Tensor) else buf
+
+
+def _python_env(env):
+    """A built-in env (copy=False) as collect takes a Python-stepped env: its gymnasium step, then copies
+    into the numpy buffers of the returned dict (whatever they are by then: mutations replace them)."""
+    n, d = env.num_envs, env.single_observation_space.shape[0]
+    envs = dict(obs=np.zeros((n, d), np.float32), rewards=np.zeros(n, np.float32), terminated=np.zeros(n, bool),
+                truncated=np.zeros(n, bool), final_obs=np.zeros((n, d), np.float32), episode_r=np.zeros(n),
+                episode_l=np.zeros(n, np.int64))
+
+    def step(actions):
+        obs, rewards, terminated, truncated, info = env.step(actions)
+        results = dict(obs=obs, rewards=rewards, terminated=terminated, truncated=truncated)
+        if "episode" in info:
+            results.update(final_obs=info["final_obs"], episode_r=info["episode"]["r"],
+                           episode_l=info["episode"]["l"])
+        for key, value in results.items():
+            _writable(envs[key])[...] = value
+
+    envs["step"] = step
+    return envs
+
+
+def _collect_setup(env_id, n, T, seed, norms, python_env=False):
+    """collect's arguments, clean; python_env: the env as a Python-stepped one (Box envs)."""
     env = fastppo.make_vec_env(env_id, n, backend="cpp", seed=seed, copy=False)
     obs, _ = env.reset()
     from fastppo.algos.policies import ActorCritic
@@ -119,9 +146,11 @@ def _collect_setup(env_id, n, T, seed, norms):
                    dist_params=np.zeros((T, n, P), np.float32), rewards=np.zeros((T, n), np.float32),
                    terminated=np.zeros((T, n), bool), truncated=np.zeros((T, n), bool),
                    final_values=np.zeros((T, n), np.float32))
-    args = dict(envs=env.native_batch(), policy=policy.native_act(), first_obs=obs.copy(), rollout=rollout,
-                episode_returns=np.zeros(T * n), episode_lengths=np.zeros(T * n, np.int64), seed=seed,
-                action_low=-1.0, action_high=1.0, last_obs=np.zeros((n, D), np.float32),
+    args = dict(envs=_python_env(env) if python_env else env.native_batch(), policy=policy.native_act(),
+                first_obs=obs.copy(), rollout=rollout, episode_returns=np.zeros(T * n),
+                episode_lengths=np.zeros(T * n, np.int64), seed=seed,
+                action_low=None if discrete else spec.low.copy(), action_high=None if discrete else spec.high.copy(),
+                last_obs=np.zeros((n, D), np.float32),
                 last_values=np.zeros(n, np.float32),
                 obs_norm=dict(mean=np.zeros(D), var=np.ones(D), count=np.array([1e-4]), clip=10.0, eps=1e-8)
                 if norms else None,
@@ -141,6 +170,7 @@ def _collect_written(args):
     return out
 
 
+PY_ENV_KEYS = ["obs", "rewards", "terminated", "truncated", "final_obs", "episode_r", "episode_l"]
 ROLLOUT_KEYS = ["obs", "actions", "log_probs", "values", "dist_params", "rewards", "terminated", "truncated",
                 "final_values"]
 COLLECT_MUTATIONS = (
@@ -152,18 +182,25 @@ COLLECT_MUTATIONS = (
        "obs_norm.missing", "obs_norm.extra", "obs_norm.mean:variant", "obs_norm.var:variant",
        "obs_norm.count:variant", "obs_norm.clip:bad", "reward_norm.returns:variant", "reward_norm.gamma:bad",
        "reward_norm.mean=obs_norm.count", "obs_norm.var=obs_norm.mean", "reward_norm.returns=episode_returns",
-       "rollout.rewards=env_rewards"]
+       "rollout.rewards=env_rewards", "action_low:variant", "action_high:variant", "action_low:bad"]
+    + [f"envs.{k}:{v}" for k in PY_ENV_KEYS for v in ("missing", "variant")]
+    + ["envs.step:bad", "envs.extra:bad", "envs.final_obs=envs.obs", "envs.episode_l=envs.episode_r",
+       "rollout.rewards=envs.rewards", "envs.obs=rollout.obs", "obs_norm.mean=envs.final_obs"]
 )
 
 
-@_settings(150)
-@given(seed=st.integers(0, 2**20), env_id=st.sampled_from(["CartPole-v1", "MountainCarContinuous-v0"]),
+@_settings(250)
+@given(seed=st.integers(0, 2**20), env_id=st.sampled_from(["CartPole-v1", "MountainCarContinuous-v0",
+                                                           "Python:MountainCarContinuous-v0"]),
        n=st.integers(1, 3), T=st.integers(0, 4), norms=st.booleans(), mutation=st.sampled_from(COLLECT_MUTATIONS),
        variant=st.sampled_from(VARIANT_NAMES), bad=st.sampled_from(["1", None, True, float("nan")]))
 def test_collect(seed, env_id, n, T, norms, mutation, variant, bad):
+    """Python:<id>: the built-in env stepped in Python (a dict of its step and buffers), whose rollout must
+    equal the reference's, the same env as an EnvBatch."""
     from fastppo._backend import _core
 
-    env, args = _collect_setup(env_id, n, T, seed, norms)
+    python_env, _, env_id = env_id.rpartition(":")
+    env, args = _collect_setup(env_id, n, T, seed, norms, python_env=bool(python_env))
     twin_env, ref = _collect_setup(env_id, n, T, seed, norms)
     what, _, how = mutation.partition(":")
     names = (what.split("=")[0].split(".")[-1], what.split(".")[0].split("=")[0])
@@ -172,9 +209,11 @@ def test_collect(seed, env_id, n, T, norms, mutation, variant, bad):
         names = (dst.split(".")[-1], src.split(".")[-1], dst.split(".")[0], src.split(".")[0])
 
         def get(path):
-            if path == "env_rewards":
-                return env._buffers["rewards"]
+            if path == "env_rewards":  # the built-in env's own buffer (not one collect sees, when stepped in Python)
+                return None if python_env else env._buffers["rewards"]
             head, _, key = path.partition(".")
+            if not isinstance(args[head], dict) and key:
+                return None  # envs.* of an EnvBatch
             return args[head][key] if key else args[head]
 
         def put(path, value):
@@ -193,6 +232,8 @@ def test_collect(seed, env_id, n, T, norms, mutation, variant, bad):
             put(dst, s.reshape(-1).view(np.uint8)[:d.size * d.itemsize].view(d.dtype).reshape(d.shape))
         else:
             return
+        if dst == "first_obs":  # an input: the reference acts on the values it now holds
+            ref["first_obs"] = np.array(args["first_obs"])
     elif mutation == "rollout:not_a_dict":
         args["rollout"] = list(args["rollout"].values())
     elif mutation == "rollout.obs_overlaps_actions":
@@ -222,7 +263,8 @@ def test_collect(seed, env_id, n, T, norms, mutation, variant, bad):
     if not ok:
         return
     # accepted: the same rollout as the clean call on an identical env
-    assert not mutation.endswith("missing") and mutation != "rollout:not_a_dict", f"collect accepted {mutation}"
+    assert not mutation.endswith("missing") and mutation not in ("rollout:not_a_dict", "envs.extra:bad"), \
+        f"collect accepted {mutation}"
     got = {k: clean(v) for k, v in _collect_written(args).items()}
     assert res == _core.collect(*ref.values())
     want = _collect_written(ref)
@@ -244,4 +286,25 @@ def test_collect_outputs_must_not_overlap():
     _, args = _collect_setup("CartPole-v1", 2, 3, 0, False)
     args["episode_returns"] = args["rollout"]["obs"].reshape(-1).view(np.float64)[:6]
     with pytest.raises(ValueError, match="episode_returns must not overlap obs"):
+        _core.collect(*args.values())
+
+
+def test_collect_steps_a_python_env_as_its_env_batch():
+    """A Python-stepped env (a dict of its step and buffers) gives the rollout its EnvBatch gives, with
+    and without the normalisers; an exception of its step propagates as itself."""
+    from fastppo._backend import _core
+
+    for norms in (False, True):
+        _, args = _collect_setup("MountainCarContinuous-v0", 3, 4, 7, norms, python_env=True)
+        _, ref = _collect_setup("MountainCarContinuous-v0", 3, 4, 7, norms)
+        assert _core.collect(*args.values()) == _core.collect(*ref.values())
+        want = _collect_written(ref)
+        for k, v in _collect_written(args).items():
+            np.testing.assert_array_equal(v, want[k], err_msg=k)
+
+    def step(actions):
+        raise ZeroDivisionError("from the step")
+
+    args["envs"]["step"] = step
+    with pytest.raises(ZeroDivisionError, match="from the step"):
         _core.collect(*args.values())

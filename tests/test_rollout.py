@@ -72,6 +72,83 @@ def test_native_rollout_matches_the_step_loop(env, normalize):
         assert native.rollout.truncated.any() and (native.rollout.final_values != 0).any()
 
 
+def _mujoco_models(env_id, normalize, max_episode_steps, env_kwargs=None):
+    pytest.importorskip("mujoco.batch")
+    models = [PPO("MlpPolicy", fastppo.make_vec_env(env_id, 3, env_kwargs=env_kwargs), n_steps=40, batch_size=40,
+                  seed=5, normalize_obs=normalize, normalize_reward=normalize) for _ in range(2)]
+    for model in models:
+        model.env.max_episode_steps = max_episode_steps  # episodes end both ways within the rollouts
+        model._reset_envs()
+    return models
+
+
+@pytest.mark.parametrize("env_id, normalize", [("Hopper-v5", True), ("Hopper-v5", False),
+                                               ("HalfCheetah-v5", True)])
+def test_native_rollout_of_a_mujoco_env_matches_the_step_loop(env_id, normalize):
+    """A MuJoCo env (its step in Python, fastppo.algos.rollout.EnvStepper) in the native rollout against
+    the step loop: the same rollout bit for bit, with multi-dimensional Box actions (Hopper 3, HalfCheetah
+    6) clipped per dimension for the env, terminations (Hopper falls) and truncations (a time limit of 12
+    steps) with their final values, the episodes' statistics and the normalisers' state."""
+    native, stepped = _mujoco_models(env_id, normalize, 12, env_kwargs={"reset_noise_scale": 0.1})
+    callback = _OnStep()
+    callback.init(stepped)
+    assert isinstance(native._collector(None), NativeCollector)
+    assert isinstance(stepped._collector(callback), StepCollector)
+    for _ in range(2):
+        assert native._collect(None) and stepped._collect(callback)
+        for name, a in native.rollout.flat().items():
+            assert torch.equal(a, stepped.rollout.flat()[name]), name
+        assert native.num_timesteps == stepped.num_timesteps
+        assert list(native.episode_returns) == list(stepped.episode_returns)
+        assert list(native.episode_lengths) == list(stepped.episode_lengths)
+        assert torch.equal(native._last_obs, stepped._last_obs)
+        if normalize:
+            for a, b in [(native.obs_normalizer.rms, stepped.obs_normalizer.rms),
+                         (native.reward_scaler.rms, stepped.reward_scaler.rms)]:
+                assert a.count == b.count
+                np.testing.assert_allclose(a.mean, b.mean, rtol=1e-12)
+                np.testing.assert_allclose(a.var, b.var, rtol=1e-12)
+    r, low = native.rollout, torch.from_numpy(native.action_spec.low)
+    assert r.actions.shape[-1] > 1 and (r.actions < low).any()  # clipping mattered
+    assert r.truncated.any() and (r.final_values != 0).any()
+    assert r.terminated.any() == (env_id == "Hopper-v5")
+
+
+@pytest.mark.parametrize("what", ["reward", "observation", "final observation"])
+def test_native_rollout_of_a_mujoco_env_raises_as_the_step_loop(what, monkeypatch):
+    """A non-finite reward or observation from a MuJoCo env raises the step loop's ValueError, word for
+    word, through the native rollout; so does an exception of the env's own step."""
+    native, stepped = _mujoco_models("HalfCheetah-v5", False, 3)
+    errors = []
+    for model, callback in ((native, None), (stepped, _OnStep())):
+        env, step = model.env, model.env._step
+
+        def bad_step(actions, own, env=env, step=step):
+            obs, reward, terminated, truncated, info = step(actions, own)
+            if what == "reward" and env._elapsed[1] == 2:
+                reward[1] = np.inf
+            elif what == "observation" and env._elapsed[1] == 2:
+                obs[1, 2] = np.nan
+            elif what == "final observation" and truncated[1]:  # the third step: the time limit
+                info["final_obs"][1, 0] = np.nan
+            return obs, reward, terminated, truncated, info
+
+        monkeypatch.setattr(env, "_step", bad_step)
+        if callback is not None:
+            callback.init(model)
+        with pytest.raises(ValueError) as error:
+            model._collect(callback)
+        errors.append(str(error.value))
+    assert errors[0] == errors[1] and "non-finite " + what.split()[-1] in errors[0], errors
+
+    def broken(actions, own):
+        raise KeyError("from the env")
+
+    monkeypatch.setattr(native.env, "_step", broken)
+    with pytest.raises(KeyError, match="from the env"):
+        native._collect(None)
+
+
 def test_native_rollout_outputs_after_the_last_step_and_its_checks(monkeypatch):
     """_core.collect's last_obs (the policy's input after the last step: what the trainer computes from the
     envs' observations) and last_values (V of it), and its checks of the normaliser dicts and outputs."""

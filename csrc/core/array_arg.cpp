@@ -38,8 +38,6 @@ struct DLManagedTensor {
 enum : int32_t { kDLCPU = 1, kDLCUDA = 2, kDLCUDAHost = 3, kDLCUDAManaged = 13 };
 enum : uint8_t { kDLInt = 0, kDLUInt = 1, kDLFloat = 2, kDLBool = 6 };
 
-std::string py_type_name(py::handle obj) { return py::str(py::type::of(obj).attr("__name__")); }
-
 std::string repr(double x) { return py::repr(py::float_(x)).cast<std::string>(); }
 
 const char* accepted(bool allow_int) {
@@ -150,6 +148,8 @@ ArrayArg from_dlpack(py::handle obj, const char* name, py::handle stream, bool a
 }
 
 }  // namespace
+
+std::string py_type_name(py::handle obj) { return py::str(py::type::of(obj).attr("__name__")); }
 
 void throw_value_error(const std::string& msg) { throw py::value_error(msg); }
 
@@ -280,6 +280,17 @@ void check_contiguous(const ArrayArg& a) {
                         a.shape_str() + " with other strides");
     compact *= a.shape[d];
   }
+}
+
+ArrayArg cpu_out_arg(py::handle obj, const char* name, ScalarType dtype, const char* dtype_name,
+                     const std::vector<int64_t>& shape) {
+  ArrayArg a = array_arg(obj, name, py::none(), /*allow_int=*/dtype == ScalarType::Int64);
+  check_dtype(a, dtype, dtype_name);
+  if (a.device != DeviceType::CPU || a.shape != shape || !a.writeable)
+    throw_value_error(std::string(name) + " must be a writeable CPU array of shape " + shape_str(shape) + ", got " +
+                      (a.writeable ? "" : "a read-only ") + a.device_str() + " array of shape " + a.shape_str());
+  check_contiguous(a);
+  return a;
 }
 
 template <typename T>

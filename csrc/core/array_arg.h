@@ -43,6 +43,11 @@ std::string shape_str(const std::vector<int64_t>& shape);
 // allow_int: also accept int32/int64 arrays (actions, counters); otherwise float32, float64 or bool.
 ArrayArg array_arg(py::handle obj, const char* name, py::handle stream, bool allow_int = false);
 
+// A writeable, contiguous CPU array of `dtype` and exactly `shape` (what a native loop writes in place,
+// or reads from memory a Python callee writes).
+ArrayArg cpu_out_arg(py::handle obj, const char* name, ScalarType dtype, const char* dtype_name,
+                     const std::vector<int64_t>& shape);
+
 // Checks that raise ValueError / TypeError with a message naming `a`.
 void check_ndim(const ArrayArg& a, size_t ndim, const char* layout);
 void check_same_shape(const ArrayArg& a, const ArrayArg& like);
@@ -63,6 +68,9 @@ void* cuda_stream(py::handle stream);
 // What a binding raises when it gets CUDA memory in a build without CUDA. `what` names the arrays
 // ("rewards is a CUDA array"), `instead` the alternative ("CPU arrays").
 [[noreturn]] void throw_built_without_cuda(const std::string& what, const std::string& instead);
+
+// The name of obj's type, for messages ("float", "list").
+std::string py_type_name(py::handle obj);
 
 [[noreturn]] void throw_value_error(const std::string& msg);
 [[noreturn]] void throw_type_error(const std::string& msg);

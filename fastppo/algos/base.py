@@ -34,7 +34,8 @@ from fastppo.algos.model_api import ModelAPI
 from fastppo.algos.normalize import ObsNormalizer, RewardScaler
 from fastppo.algos.optim import uses_flat_adam
 from fastppo.algos.policies import MLP_POLICY_KWARGS, ActorCritic, ObsSpec
-from fastppo.algos.rollout import NativeActor, NativeCollector, Rollout, StepCollector, TorchActor
+from fastppo.algos.rollout import (NativeActor, NativeCollector, Rollout, StepCollector, TorchActor,
+                                   check_observations)
 from fastppo.algos.sb3_policy import SB3Policy
 from fastppo.envs import SB3View, as_vector_env
 from fastppo.ops import gae
@@ -216,10 +217,7 @@ class OnPolicyAlgorithm(ModelAPI):
         if out is None:
             out = np.empty((len(raw_obs), self.obs_spec.dim), np.float32)
         flat = self.obs_spec.flatten(np.asarray(raw_obs), out)
-        if not np.isfinite(flat).all():
-            bad = np.flatnonzero(~np.isfinite(flat).all(axis=1)).tolist()
-            raise ValueError(f"env returned a non-finite observation (NaN or inf) in env(s) {bad} at "
-                             f"timestep {self.num_timesteps}")
+        check_observations(flat, self.num_timesteps)
         if self.obs_normalizer is not None:
             flat = self.obs_normalizer(flat, update_stats)
         return torch.from_numpy(flat).to(self.device)
@@ -231,16 +229,18 @@ class OnPolicyAlgorithm(ModelAPI):
 
     # -- COLLECT ------------------------------------------------------------------------------------
     def _collector(self, callback: Callback | None) -> StepCollector | NativeCollector:
-        """The native collector where it applies (the native policy, a built-in env on the CPU, and no
-        callback that runs per step), else the step loop; each built once."""
+        """The native collector where it applies (the native policy, a built-in env on the CPU or a
+        MuJoCo env, and no callback that runs per step), else the step loop; each built once."""
         from fastppo.envs.builtin import BuiltinVecEnv
+        from fastppo.envs.mujoco.vec_env import MujocoVecEnv
 
         if self._actor is None:
             self._actor = NativeActor(self) if self.native else TorchActor(self)
         per_step = callback is not None and callback.per_step()
         if per_step not in self._collectors:
-            whole = (self.native and not per_step and isinstance(self.env, BuiltinVecEnv)
-                     and self.env.device == "cpu")
+            native_env = ((isinstance(self.env, BuiltinVecEnv) and self.env.device == "cpu")
+                          or isinstance(self.env, MujocoVecEnv))
+            whole = self.native and not per_step and native_env
             self._collectors[per_step] = (NativeCollector if whole else StepCollector)(self, self._actor)
         return self._collectors[per_step]
 

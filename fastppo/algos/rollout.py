@@ -8,7 +8,8 @@ write the same :class:`Rollout`:
   :class:`TorchActor` (torch ops; any module, any device, gSDE) or :class:`NativeActor` (the built-in MLP
   in one native call per step, ``fastppo._core.PolicyAct``).
 - :class:`NativeCollector`: the same loop as one native call (``fastppo._core.collect``), for a built-in
-  env on the CPU with the native policy and no callback that runs per step.
+  env on the CPU or a MuJoCo env (:class:`~fastppo.envs.mujoco.MujocoVecEnv`, whose own step then runs in
+  Python through :class:`EnvStepper`), with the native policy and no callback that runs per step.
 
 The algorithm chooses once (``OnPolicyAlgorithm._collector``), from ``_backend.native_trainer``'s answer,
 the env and whether a callback needs every step.
@@ -25,6 +26,7 @@ import torch
 from fastppo.algos.distributions import ActionSpec
 from fastppo.algos.policies import state_values
 from fastppo.envs import SB3VecEnv, to_sb3_infos
+from fastppo.envs.builtin import BuiltinVecEnv
 
 if TYPE_CHECKING:
     from fastppo.algos.base import OnPolicyAlgorithm
@@ -177,13 +179,10 @@ class StepCollector:
         for t in range(algo.n_steps):
             env_action = actor.act(t, algo._last_obs, rows)
             next_obs, reward, terminated, truncated, info = algo.env.step(spec.to_env(env_action))
-            algo.num_timesteps += algo.num_envs * algo.reducer.world_size  # global, as every rank steps
+            algo.num_timesteps += vector_step_size(algo)
             terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
             reward = reward_raw = np.asarray(reward)
-            if not np.isfinite(reward).all():
-                bad = np.flatnonzero(~np.isfinite(reward))
-                raise ValueError(f"env returned a non-finite reward ({float(reward[bad[0]])!r}) in env(s) {bad.tolist()} at "
-                                 f"timestep {algo.num_timesteps} (step {t} of the rollout)")
+            check_rewards(reward, algo.num_timesteps, t)
             if "episode" in info:
                 done = info["_episode"]
                 algo.episode_returns.extend(info["episode"]["r"][done].tolist())
@@ -224,11 +223,77 @@ class StepCollector:
         return self.actor.values(self.algo._last_obs).to(self.algo.device)
 
 
+def vector_step_size(algo: OnPolicyAlgorithm) -> int:
+    """Timesteps one vector step counts: global, as every rank steps."""
+    return algo.num_envs * algo.reducer.world_size
+
+
+def check_rewards(reward: np.ndarray, timestep: int, t: int) -> None:
+    """The env's rewards at step ``t`` of the rollout are finite, else a ValueError naming the envs."""
+    if not np.isfinite(reward).all():
+        bad = np.flatnonzero(~np.isfinite(reward))
+        raise ValueError(f"env returned a non-finite reward ({float(reward[bad[0]])!r}) in env(s) {bad.tolist()} at "
+                         f"timestep {timestep} (step {t} of the rollout)")
+
+
+def check_observations(flat: np.ndarray, timestep: int) -> None:
+    """The policy's (flattened, float32) input rows are finite, else a ValueError naming the rows."""
+    if not np.isfinite(flat).all():
+        bad = np.flatnonzero(~np.isfinite(flat).all(axis=1)).tolist()
+        raise ValueError(f"env returned a non-finite observation (NaN or inf) in env(s) {bad} at "
+                         f"timestep {timestep}")
+
+
+class EnvStepper:
+    """A :class:`~fastppo.envs.mujoco.MujocoVecEnv` as ``_core.collect`` steps a Python env: :meth:`step`
+    steps it (no copies: ``step_views``) and writes the buffers the native loop reads after the call, with
+    :class:`StepCollector`'s casts and checks: observations (and the final ones of truncated episodes)
+    flattened to float32 as ``_policy_input`` does, rewards as float32 (what the rollout stores, and what
+    the reward scaler takes), the same ValueErrors for non-finite rewards or observations, and the
+    finished episodes' statistics from ``infos["episode"]``."""
+
+    def __init__(self, algo: OnPolicyAlgorithm):
+        n, dim = algo.num_envs, algo.obs_spec.dim
+        self.algo, self.t = algo, 0
+        self.buffers = {"obs": np.zeros((n, dim), np.float32), "rewards": np.zeros(n, np.float32),
+                        "terminated": np.zeros(n, bool), "truncated": np.zeros(n, bool),
+                        "final_obs": np.zeros((n, dim), np.float32), "episode_r": np.zeros(n, np.float64),
+                        "episode_l": np.zeros(n, np.int64)}
+
+    def begin(self) -> dict:
+        """The env as ``_core.collect`` takes it, for one rollout."""
+        self.t = 0
+        return {"step": self.step, **self.buffers}
+
+    def step(self, actions: np.ndarray) -> None:
+        """One vector step with the clipped actions (float32 (N, d), the native loop's own array)."""
+        algo, b, t = self.algo, self.buffers, self.t
+        self.t += 1
+        timestep = algo.num_timesteps + (t + 1) * vector_step_size(algo)  # StepCollector's count by now
+        obs, reward, terminated, truncated, info = algo.env.step_views(actions)
+        reward = np.asarray(reward)
+        check_rewards(reward, timestep, t)
+        b["rewards"][:] = reward
+        b["terminated"][:] = terminated
+        b["truncated"][:] = truncated
+        if "episode" in info:
+            b["episode_r"][:] = info["episode"]["r"]
+            b["episode_l"][:] = info["episode"]["l"]
+        check_observations(algo.obs_spec.flatten(np.asarray(obs), b["obs"]), timestep)
+        bootstrap = np.flatnonzero(b["truncated"] & ~b["terminated"])
+        if bootstrap.size:  # only these final rows are read (and checked, as StepCollector does)
+            rows = np.empty((bootstrap.size, algo.obs_spec.dim), np.float32)
+            final = algo.obs_spec.flatten(info["final_obs"][bootstrap], rows)
+            check_observations(final, timestep)
+            b["final_obs"][bootstrap] = final
+
+
 class NativeCollector:
     """:class:`StepCollector`'s loop with a :class:`NativeActor` in one native call (``fastppo._core.collect``,
-    csrc/train/rollout.cpp): a built-in env on the CPU, the policy's sampling, the normalisers and the
-    episode bookkeeping without the interpreter (``tests/test_rollout.py`` checks the two give the same
-    rollout)."""
+    csrc/train/rollout.cpp): the policy's sampling, the normalisers and the episode bookkeeping without
+    the interpreter, and the env too for a built-in one on the CPU; a MuJoCo env's step runs in Python
+    (:class:`EnvStepper`), one call per vector step (``tests/test_rollout.py`` checks both give the same
+    rollout as the step loop)."""
 
     def __init__(self, algo: OnPolicyAlgorithm, actor: NativeActor):
         self.algo, self.actor = algo, actor
@@ -236,20 +301,22 @@ class NativeCollector:
         self._returns, self._lengths = np.empty(capacity, np.float64), np.empty(capacity, np.int64)
         self._last_obs = np.empty((algo.num_envs, algo.obs_spec.dim), np.float32)
         self._last_values = np.empty(algo.num_envs, np.float32)
-        spec = algo.action_spec  # Box actions are clipped for the env (as ActionSpec.to_env); 1-D Boxes only
-        self._bounds = (float(spec.low[0]), float(spec.high[0])) if spec.kind == "gaussian" else (0.0, 0.0)
+        spec = algo.action_spec  # Box actions are clipped per dimension for the env (as ActionSpec.to_env)
+        self._bounds = (spec.low, spec.high) if spec.kind == "gaussian" else (None, None)
+        self._stepper = None if isinstance(algo.env, BuiltinVecEnv) else EnvStepper(algo)
 
     def collect(self, callback: Callback | None) -> bool:
         from fastppo._backend import _core
 
         algo = self.algo
         self.actor.begin()
-        ended = _core.collect(algo.env.native_batch(), self.actor.native, algo._last_obs.numpy(),
-                              algo.rollout.host_rows(), self._returns, self._lengths, self.actor.seed, *self._bounds,
+        envs = algo.env.native_batch() if self._stepper is None else self._stepper.begin()
+        ended = _core.collect(envs, self.actor.native, algo._last_obs.numpy(), algo.rollout.host_rows(),
+                              self._returns, self._lengths, self.actor.seed, *self._bounds,
                               self._last_obs, self._last_values,
                               algo.obs_normalizer.native_state() if algo.obs_normalizer is not None else None,
                               algo.reward_scaler.native_state() if algo.reward_scaler is not None else None)
-        algo.num_timesteps += algo.n_steps * algo.num_envs * algo.reducer.world_size
+        algo.num_timesteps += algo.n_steps * vector_step_size(algo)
         if callback is not None:
             callback._steps(algo.n_steps)
         algo.episode_returns.extend(self._returns[:ended].tolist())

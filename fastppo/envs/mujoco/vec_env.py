@@ -124,6 +124,16 @@ class MujocoVecEnv(VectorEnv):
         """Step every env with ``actions``, float32/float64 of shape ``(num_envs, action_dim)`` and finite;
         as in gymnasium's MuJoCo envs they reach the controls unclipped (MuJoCo clamps them to the
         actuators' ``ctrlrange``; the control cost sees them as given)."""
+        return self._step(actions, self._own)
+
+    def step_views(self, actions):
+        """:meth:`step` as with ``copy=False`` whatever ``copy`` is: the observations and
+        ``infos["final_obs"]`` are the env's own buffers, valid until the next call (for the native
+        rollout, which copies what it reads; ``fastppo.algos.rollout.EnvStepper``)."""
+        return self._step(actions, _view)
+
+    def _step(self, actions, own):
+        """The step; ``own(buffer)`` is what the caller gets of each of the env's buffers."""
         self._check_open()
         if not self._started:
             raise RuntimeError(f"{self.env_id}: call reset() before step()")
@@ -142,17 +152,16 @@ class MujocoVecEnv(VectorEnv):
         for key, values in info.items():
             infos[key], infos["_" + key] = values, np.ones(self.num_envs, bool)
         if done.any():
-            infos = self._end_episodes(np.flatnonzero(done), infos)
+            infos = self._end_episodes(np.flatnonzero(done), infos, own)
         # what the next step needs from before it, read now: a snapshot can then carry it (the derived
         # fields it may come from are not part of the state a snapshot restores)
         self._before = task.before_step()
-        own = self._own
         return own(self._obs), rewards, terminated, truncated, infos
 
-    def _end_episodes(self, ids: np.ndarray, step_info: dict) -> dict:
+    def _end_episodes(self, ids: np.ndarray, step_info: dict, own) -> dict:
         """SAME_STEP autoreset of the envs ``ids``: their final observations, their last step's info in
         ``final_info``, their episode statistics; then their reset and its info, as gymnasium's sync
-        vector env arranges them."""
+        vector env arranges them (the final observations as ``own`` gives them)."""
         n, mask = self.num_envs, np.zeros(self.num_envs, bool)
         mask[ids] = True
         final_info = {key: (np.where(_rows(mask, v), v, 0).astype(v.dtype) if not key.startswith("_") else mask.copy())
@@ -170,7 +179,7 @@ class MujocoVecEnv(VectorEnv):
         for key, values in self.task.reset_info(ids).items():
             infos.setdefault(key, np.zeros((n, *values.shape[1:]), values.dtype))[ids] = values
             infos.setdefault("_" + key, np.zeros(n, bool))[ids] = True
-        infos.update(final_obs=self._own(self._final_obs), _final_obs=mask, final_info=final_info,
+        infos.update(final_obs=own(self._final_obs), _final_obs=mask, final_info=final_info,
                      _final_info=mask.copy(), episode=episode, _episode=mask.copy())
         return infos
 
@@ -274,6 +283,11 @@ def _copy_tree(x):
     if isinstance(x, tuple):
         return tuple(_copy_tree(v) for v in x)
     return None if x is None else np.array(x)
+
+
+def _view(x: np.ndarray) -> np.ndarray:
+    """The buffer itself (``step_views``' ``own``)."""
+    return x
 
 
 def _now() -> float:
