@@ -1,6 +1,6 @@
 """MuJoCo env stepping speed: fastppo's native MuJoCo envs (``mujoco.batch`` physics, batched task logic)
 against gymnasium's SyncVectorEnv and EnvPool's MuJoCo envs, all in one run, with the bare physics
-(``mujoco.batch`` stepping the same model with no task logic) as the floor of what any engine can reach.
+(the env's own ``mujoco.batch`` stepped with no task logic) as the floor of what any engine can reach.
 Never run in CI.
 
     flock /tmp/fastppo-bench.lock python bench/bench_mujoco.py [--rounds 3] [--out FILE]
@@ -33,13 +33,11 @@ def random_actions(space: gym.spaces.Box, n: int, batches: int = 64) -> list[np.
 
 
 def physics_only(env_id: str, n: int):
-    """The same model's physics alone: ``mujoco.batch`` steps with the env's frame skip, nothing else."""
-    import mujoco.batch
-
+    """The physics alone: a fastppo env's own ``mujoco.batch`` stepped with its frame skip after a reset,
+    with no task logic (and so no resets: its states drift as the env's would between resets)."""
     env = fastppo.make_vec_env(env_id, n, seed=0)
-    batch = mujoco.batch.Batch(env.task.model, n, fastppo.get_num_threads())
-    batch.reset()
-    ctrl, frame_skip = batch.bind("ctrl"), env.task.frame_skip
+    env.reset(seed=0)
+    batch, ctrl, frame_skip = env._batch, env.task.ctrl, env.task.frame_skip
 
     def step(a):
         ctrl[:] = a

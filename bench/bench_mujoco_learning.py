@@ -4,6 +4,7 @@ defaults), each seed's final return by the same evaluation. Never run in CI.
     flock /tmp/fastppo-bench.lock python bench/bench_mujoco_learning.py parity --envs Hopper-v5 HalfCheetah-v5 \\
         --seeds 1 2 3 4 5 --out bench/mujoco_parity.jsonl
     python bench/bench_mujoco_learning.py table bench/mujoco_parity.jsonl
+    flock /tmp/fastppo-bench.lock python bench/bench_mujoco_learning.py sps --envs HalfCheetah-v5 --repeats 3
 
 One JSON line per finished run (appended, so a long sweep can be split across invocations with
 ``--trainers``/``--seeds`` and resumed); ``table`` prints per-seed returns and medians for RESULTS.md.
@@ -67,6 +68,47 @@ def cmd_parity(args) -> None:
                         f.write(json.dumps(row) + "\n")
 
 
+def cmd_sps(args) -> None:
+    """Training steps per second at an env's fastppo preset, fastppo and SB3 with the same settings (the
+    preset's net, normalisation and schedule), alternating, after a warm-up iteration each."""
+    from stable_baselines3 import PPO as SB3PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    print("| env | steps | fastppo steps/s | SB3 steps/s | ratio |\n|---|---|---|---|---|")
+    for env_id in args.envs:
+        kwargs = fastppo.presets.get(env_id)
+        num_envs = kwargs.pop("num_envs")
+        normalize = dict(norm_obs=kwargs.pop("normalize_obs", False), norm_reward=kwargs.pop("normalize_reward", False))
+        sb3_kwargs = {**kwargs, "policy_kwargs": _sb3_policy_kwargs(kwargs.get("policy_kwargs", {}))}
+        for _ in range(args.repeats):
+            rates = {}
+            for trainer in ("fastppo", "SB3"):
+                if trainer == "fastppo":
+                    model = fastppo.PPO("MlpPolicy", env_id, num_envs=num_envs, seed=0, **kwargs,
+                                        normalize_obs=normalize["norm_obs"], normalize_reward=normalize["norm_reward"])
+                else:
+                    env = VecNormalize(make_vec_env(env_id, n_envs=num_envs, seed=0), gamma=kwargs.get("gamma", 0.99),
+                                       **normalize)
+                    model = SB3PPO("MlpPolicy", env, seed=0, device="cpu", **sb3_kwargs)
+                model.learn(kwargs["n_steps"] * num_envs)  # warm-up: one iteration
+                start = time.perf_counter()
+                model.learn(args.timesteps, reset_num_timesteps=False)
+                rates[trainer] = args.timesteps / (time.perf_counter() - start)
+            print(f"| {env_id} | {args.timesteps:,} | {rates['fastppo']:,.0f} | {rates['SB3']:,.0f} | "
+                  f"{rates['fastppo'] / rates['SB3']:.1f}x |", flush=True)
+
+
+def _sb3_policy_kwargs(policy_kwargs: dict) -> dict:
+    """fastppo's policy_kwargs for SB3 (an activation named by string there, a class here)."""
+    import torch
+
+    out = dict(policy_kwargs)
+    if isinstance(out.get("activation_fn"), str):
+        out["activation_fn"] = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[out["activation_fn"]]
+    return out
+
+
 def cmd_table(args) -> None:
     rows = [json.loads(line) for line in open(args.results) if line.strip()]
     print("| env | trainer | steps | returns by seed | median | mean s per run |\n|---|---|---|---|---|---|")
@@ -86,10 +128,14 @@ def main() -> None:
     parity.add_argument("--trainers", nargs="+", choices=list(TRAINERS), default=list(TRAINERS))
     parity.add_argument("--timesteps", type=int, default=200_000)
     parity.add_argument("--out", help="append the JSON lines to this file")
+    sps = sub.add_parser("sps", help="steps/s at the preset's settings, fastppo against SB3")
+    sps.add_argument("--envs", nargs="+", default=["HalfCheetah-v5"])
+    sps.add_argument("--timesteps", type=int, default=5120)
+    sps.add_argument("--repeats", type=int, default=3)
     table = sub.add_parser("table", help="the markdown table of a results file")
     table.add_argument("results")
     args = parser.parse_args()
-    {"parity": cmd_parity, "table": cmd_table}[args.command](args)
+    {"parity": cmd_parity, "sps": cmd_sps, "table": cmd_table}[args.command](args)
 
 
 if __name__ == "__main__":
