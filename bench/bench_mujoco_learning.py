@@ -5,6 +5,7 @@ defaults), each seed's final return by the same evaluation. Never run in CI.
         --seeds 1 2 3 4 5 --out bench/mujoco_parity.jsonl
     python bench/bench_mujoco_learning.py table bench/mujoco_parity.jsonl
     flock /tmp/fastppo-bench.lock python bench/bench_mujoco_learning.py sps --envs HalfCheetah-v5 --repeats 3
+    python bench/bench_mujoco_learning.py curve --envs HalfCheetah-v5 --seeds 0 --out bench/mujoco_curve.jsonl
 
 One JSON line per finished run (appended, so a long sweep can be split across invocations with
 ``--trainers``/``--seeds`` and resumed); ``table`` prints per-seed returns and medians for RESULTS.md.
@@ -68,6 +69,33 @@ def cmd_parity(args) -> None:
                         f.write(json.dumps(row) + "\n")
 
 
+def cmd_curve(args) -> None:
+    """fastppo's preset over a long budget, evaluated every --every steps (one JSON line each): the return
+    at the end against the best seen on the way, and the end beside published numbers."""
+    for env_id in args.envs:
+        for seed in args.seeds:
+            model = fastppo.PPO("MlpPolicy", env_id, seed=seed, **fastppo.presets.get(env_id))
+            marks = iter(range(args.every, args.timesteps + 1, args.every))
+            state = {"next": next(marks, None), "start": time.perf_counter()}
+
+            class Evaluate(fastppo.Callback):
+                def on_iteration_end(self, metrics):
+                    if state["next"] is not None and self.model.num_timesteps >= state["next"]:
+                        mean, std = fastppo.evaluate_policy(self.model, env_id, n_eval_episodes=EVAL_EPISODES,
+                                                            seed=10_000)
+                        row = dict(env=env_id, trainer="fastppo preset", seed=seed, steps=self.model.num_timesteps,
+                                   seconds=round(time.perf_counter() - state["start"], 1), ret=round(float(mean), 1),
+                                   std=round(float(std), 1))
+                        print(json.dumps(row), flush=True)
+                        if args.out:
+                            with open(args.out, "a") as f:
+                                f.write(json.dumps(row) + "\n")
+                        state["next"] = next(marks, None)
+                    return True
+
+            model.learn(args.timesteps, callback=Evaluate())
+
+
 def cmd_sps(args) -> None:
     """Training steps per second at an env's fastppo preset, fastppo and SB3 with the same settings (the
     preset's net, normalisation and schedule), alternating, after a warm-up iteration each."""
@@ -128,6 +156,12 @@ def main() -> None:
     parity.add_argument("--trainers", nargs="+", choices=list(TRAINERS), default=list(TRAINERS))
     parity.add_argument("--timesteps", type=int, default=200_000)
     parity.add_argument("--out", help="append the JSON lines to this file")
+    curve = sub.add_parser("curve", help="fastppo's preset over a long budget, evaluated along the way")
+    curve.add_argument("--envs", nargs="+", default=["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"])
+    curve.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    curve.add_argument("--timesteps", type=int, default=1_000_000)
+    curve.add_argument("--every", type=int, default=100_000)
+    curve.add_argument("--out", help="append the JSON lines to this file")
     sps = sub.add_parser("sps", help="steps/s at the preset's settings, fastppo against SB3")
     sps.add_argument("--envs", nargs="+", default=["HalfCheetah-v5"])
     sps.add_argument("--timesteps", type=int, default=5120)
@@ -135,7 +169,7 @@ def main() -> None:
     table = sub.add_parser("table", help="the markdown table of a results file")
     table.add_argument("results")
     args = parser.parse_args()
-    {"parity": cmd_parity, "sps": cmd_sps, "table": cmd_table}[args.command](args)
+    {"parity": cmd_parity, "curve": cmd_curve, "sps": cmd_sps, "table": cmd_table}[args.command](args)
 
 
 if __name__ == "__main__":
