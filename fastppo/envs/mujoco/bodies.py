@@ -71,7 +71,7 @@ class _Body(MujocoTask):
     def clipped_contact_cost(self, weight: float, bounds: tuple[float, float]) -> np.ndarray:
         """``weight * sum(cfrc_ext**2)`` over every body, clipped to ``bounds`` (the humanoids' costs)."""
         forces = self.cfrc_ext.reshape(len(self.cfrc_ext), -1)
-        return np.clip(weight * np.sum(np.square(forces), axis=1), *bounds)
+        return np.clip(weight * np.add.reduce(np.square(forces), axis=1), *bounds)
 
 
 class _Walker:
@@ -157,7 +157,7 @@ class Ant(_Walker, _Body):
     def after_step(self, actions, xy_before, obs):
         self.refresh_contact_forces()
         forces = self.contact_forces(slice(None))
-        contact_cost = self._contact_cost_weight * np.sum(np.square(forces.reshape(len(forces), -1)), axis=1)
+        contact_cost = self._contact_cost_weight * np.add.reduce(np.square(forces.reshape(len(forces), -1)), axis=1)
         return self.walk(xy_before, obs, self.control_cost(actions), contact_cost)
 
     def reset_info(self, ids):

@@ -97,7 +97,7 @@ class MujocoTask:
     # -- shared pieces -------------------------------------------------------------------------------
     def control_cost(self, actions: np.ndarray) -> np.ndarray:
         """``ctrl_cost_weight * sum(action**2)`` per env, in the actions' dtype as gymnasium computes it."""
-        return self._ctrl_cost_weight * np.sum(np.square(actions), axis=1)
+        return self._ctrl_cost_weight * np.add.reduce(np.square(actions), axis=1)  # np.sum without its wrapper
 
     @property
     def skipped_positions(self) -> int:

@@ -86,6 +86,7 @@ class MujocoVecEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, n)
         self.action_space = batch_space(self.single_action_space, n)
         self._obs, self._final_obs = np.zeros((n, size)), np.zeros((n, size))
+        self._action_shape, self._every_env = (n, *self.single_action_space.shape), np.ones(n, bool)
         self._rngs: list[np.random.Generator] = []
         self._pending_seed = _check_seed(seed, "seed")
         self._elapsed = np.zeros(n, np.int64)
@@ -138,7 +139,8 @@ class MujocoVecEnv(VectorEnv):
         if not self._started:
             raise RuntimeError(f"{self.env_id}: call reset() before step()")
         actions = np.asarray(actions.detach().cpu() if hasattr(actions, "detach") else actions)
-        check_actions(actions, self.single_action_space, self.num_envs, self.env_id)
+        if not (actions.dtype in _FLOATS and actions.shape == self._action_shape and np.isfinite(actions).all()):
+            check_actions(actions, self.single_action_space, self.num_envs, self.env_id)  # raises, naming why
         task = self.task
         task.ctrl[:] = actions
         self._batch.step(None, nstep=task.frame_skip)
@@ -150,7 +152,7 @@ class MujocoVecEnv(VectorEnv):
         done = terminated | truncated
         infos = {}
         for key, values in info.items():
-            infos[key], infos["_" + key] = values, np.ones(self.num_envs, bool)
+            infos[key], infos["_" + key] = values, self._every_env.copy()  # (np.ones, at a third of its cost)
         if done.any():
             infos = self._end_episodes(np.flatnonzero(done), infos, own)
         # what the next step needs from before it, read now: a snapshot can then carry it (the derived
@@ -283,6 +285,9 @@ def _copy_tree(x):
     if isinstance(x, tuple):
         return tuple(_copy_tree(v) for v in x)
     return None if x is None else np.array(x)
+
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _view(x: np.ndarray) -> np.ndarray:
