@@ -167,3 +167,30 @@ def test_training_resumes_from_a_checkpoint_exactly(tmp_path):
     resumed.learn(2 * 128, reset_num_timesteps=False)
     for (name, a), b in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name} differs after resuming")
+
+
+def test_sb3_infos_are_sb3s_own():
+    """Through SB3's VecEnv API (model.get_env()), each step's infos are those SB3's DummyVecEnv gives
+    for gymnasium's env: an ended env reports its last step's terms (and terminal_observation), not its
+    reset's."""
+    import gymnasium as gym
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from fastppo.envs import to_sb3_infos
+
+    ours = hopper(num_envs=2, seed=4)
+    theirs = DummyVecEnv([lambda: gym.make("Hopper-v5")] * 2)
+    theirs.seed(4)
+    ours.reset(), theirs.reset()
+    ended = 0
+    for a in actions(ours, seed=1, steps=120):
+        _, _, terminated, truncated, info = ours.step(a)
+        got = to_sb3_infos(info, terminated, truncated)
+        want = theirs.step(a)[3]
+        for g, w in zip(got, want):
+            g.pop("episode", None)  # SB3 reports episodes through its Monitor wrapper, not here
+            assert g.keys() == w.keys()
+            for key in g:
+                np.testing.assert_array_equal(g[key], w[key], err_msg=key)
+        ended += int((terminated | truncated).sum())
+    assert ended >= 2

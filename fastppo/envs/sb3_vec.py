@@ -162,21 +162,27 @@ class SB3VecEnv(VectorEnv):
 
 def to_sb3_infos(info: dict, terminated: np.ndarray, truncated: np.ndarray) -> list[dict]:
     """A gymnasium vector step's info dict as SB3's per-env list: each env's own entries (where their
-    ``_key`` mask is set), a finished episode as ``episode`` (``{"r", "l"}``), and for every finished env
-    ``TimeLimit.truncated`` (truncated, not terminated) and ``terminal_observation`` (the true final one)."""
+    ``_key`` mask is set; for an env whose episode ended, those of its last step, ``final_info``, as
+    SB3's vector envs report them, not its reset's), a finished episode as ``episode`` (``{"r", "l"}``),
+    ``TimeLimit.truncated`` on every step (truncated, not terminated), and for every finished env
+    ``terminal_observation`` (the true final one)."""
     infos: list[dict] = [{} for _ in range(len(terminated))]
-    for key, value in info.items():
-        if key.startswith("_") or key in ("episode", "final_obs", "final_info"):
-            continue
-        mask = info.get(f"_{key}")
-        for i in (range(len(infos)) if mask is None else np.flatnonzero(mask)):
-            infos[i][key] = value[i]
+    ended = np.asarray(terminated) | np.asarray(truncated)
+    final = info.get("final_info") or {}
+    for source, rows in ((info, ~ended), (final, ended)):
+        for key, value in source.items():
+            if key.startswith("_") or key in ("episode", "final_obs", "final_info") or isinstance(value, dict):
+                continue
+            mask = source.get(f"_{key}")
+            for i in np.flatnonzero(rows if mask is None else rows & mask):
+                infos[i][key] = value[i]
     if "episode" in info:
         for i in np.flatnonzero(info["_episode"]):
             infos[i]["episode"] = {"r": float(info["episode"]["r"][i]), "l": int(info["episode"]["l"][i])}
-    for i in np.flatnonzero(np.asarray(terminated) | np.asarray(truncated)):
-        infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-        if "final_obs" in info:
+    for i, env_info in enumerate(infos):  # on every step, as SB3's vector envs set it
+        env_info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+    if "final_obs" in info:
+        for i in np.flatnonzero(ended):
             infos[i]["terminal_observation"] = info["final_obs"][i]
     return infos
 
