@@ -70,11 +70,13 @@ def cmd_parity(args) -> None:
 
 
 def cmd_curve(args) -> None:
-    """fastppo's preset over a long budget, evaluated every --every steps (one JSON line each): the return
-    at the end against the best seen on the way, and the end beside published numbers."""
+    """fastppo's preset (or CleanRL's defaults) over a long budget, evaluated every --every steps (one JSON
+    line each): the return at the end against the best seen on the way, and the end beside published
+    numbers."""
     for env_id in args.envs:
         for seed in args.seeds:
-            model = fastppo.PPO("MlpPolicy", env_id, seed=seed, **fastppo.presets.get(env_id))
+            model = (fastppo_model(env_id, seed) if args.settings == "cleanrl"
+                     else fastppo.PPO("MlpPolicy", env_id, seed=seed, **fastppo.presets.get(env_id)))
             marks = iter(range(args.every, args.timesteps + 1, args.every))
             state = {"next": next(marks, None), "start": time.perf_counter()}
 
@@ -83,7 +85,7 @@ def cmd_curve(args) -> None:
                     if state["next"] is not None and self.model.num_timesteps >= state["next"]:
                         mean, std = fastppo.evaluate_policy(self.model, env_id, n_eval_episodes=EVAL_EPISODES,
                                                             seed=10_000)
-                        row = dict(env=env_id, trainer="fastppo preset", seed=seed, steps=self.model.num_timesteps,
+                        row = dict(env=env_id, trainer=f"fastppo {args.settings}", seed=seed, steps=self.model.num_timesteps,
                                    seconds=round(time.perf_counter() - state["start"], 1), ret=round(float(mean), 1),
                                    std=round(float(std), 1))
                         print(json.dumps(row), flush=True)
@@ -161,6 +163,8 @@ def main() -> None:
     curve.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     curve.add_argument("--timesteps", type=int, default=1_000_000)
     curve.add_argument("--every", type=int, default=100_000)
+    curve.add_argument("--settings", choices=["preset", "cleanrl"], default="preset",
+                       help="the env's fastppo preset, or CleanRL's defaults (the parity settings)")
     curve.add_argument("--out", help="append the JSON lines to this file")
     sps = sub.add_parser("sps", help="steps/s at the preset's settings, fastppo against SB3")
     sps.add_argument("--envs", nargs="+", default=["HalfCheetah-v5"])
