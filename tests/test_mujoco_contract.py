@@ -144,6 +144,10 @@ def test_restore_resumes_exactly_and_refuses_another_env():
             np.testing.assert_array_equal(x, y, err_msg=f"step {t} after restore")
     with pytest.raises(ValueError, match="snapshot does not hold this env.s state"):
         hopper(num_envs=2).restore(snap)
+    for damaged in ({**snap, "state": {**snap["state"], "extra": snap["state"]["qpos"]}},
+                    {**snap, "counters": {}}, {**snap, "rngs": None}):
+        with pytest.raises(ValueError, match="snapshot does not hold this env.s state"):
+            other.restore(damaged)
 
 
 def test_without_mujoco_batch_the_ids_fall_back_to_gymnasium(monkeypatch):

@@ -1,6 +1,6 @@
 """gymnasium's MuJoCo v5 suite stepped by ``mujoco.batch`` (the optional ``mujoco`` extra):
 :class:`MujocoVecEnv` and the tasks it runs, :data:`MUJOCO_TASKS`. Importing this package does not
-import mujoco; :func:`unavailable` says why these envs cannot run here, or None."""
+import mujoco; ``fastppo.backends()["mujoco"]`` says whether these envs can run here, and if not, why."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastppo.envs.mujoco.locomotion import HalfCheetah, Hopper, Walker2d
 from fastppo.envs.mujoco.pendulums import InvertedDoublePendulum, InvertedPendulum
 from fastppo.envs.mujoco.swimmer import Swimmer
 
-__all__ = ["MUJOCO_TASKS", "MujocoVecEnv", "unavailable"]
+__all__ = ["MUJOCO_TASKS", "MujocoVecEnv"]
 
 # env id -> task (fastppo/envs/mujoco/task.py), for every id make_vec_env steps with mujoco.batch
 MUJOCO_TASKS = {
@@ -26,13 +26,6 @@ MUJOCO_TASKS = {
     "Humanoid-v5": Humanoid,
     "HumanoidStandup-v5": HumanoidStandup,
 }
-
-
-def unavailable() -> str | None:
-    """Why the MuJoCo envs cannot run here (no mujoco, or one without ``mujoco.batch``), or None."""
-    from fastppo import _backend
-
-    return _backend._unavailable("mujoco")
 
 
 def __getattr__(name):

@@ -231,8 +231,7 @@ class MujocoVecEnv(VectorEnv):
             return {"started": False}
         return {"started": True, "state": {name: self._batch.bind(name).copy() for name in _STATE_FIELDS},
                 "before": _copy_tree(self._before), "rngs": [rng.bit_generator.state for rng in self._rngs],
-                "counters": {"elapsed": self._elapsed.copy(), "episode_r": self._episode_r.copy(),
-                             "episode_l": self._episode_l.copy(), "obs": self._obs.copy()}}
+                "counters": {name: getattr(self, "_" + name).copy() for name in _COUNTERS}}
 
     def restore(self, snapshot: dict) -> None:
         """Put the envs back where :meth:`snapshot` found them (same env id, options and ``num_envs``);
@@ -243,10 +242,12 @@ class MujocoVecEnv(VectorEnv):
             raise TypeError(f"snapshot must be a dict as snapshot() returns it, got {type(snapshot).__name__}")
         if not snapshot["started"]:
             return
-        arrays = {**{f"state[{k!r}]": (v, self._batch.bind(k)) for k, v in snapshot["state"].items()},
-                  **{f"counters[{k!r}]": (v, getattr(self, "_" + k)) for k, v in snapshot["counters"].items()}}
-        if set(snapshot["state"]) != set(_STATE_FIELDS) or len(snapshot["rngs"]) != self.num_envs:
+        parts = (snapshot.get("state"), snapshot.get("counters"), snapshot.get("rngs"))
+        if not (isinstance(parts[0], dict) and set(parts[0]) == set(_STATE_FIELDS) and isinstance(parts[1], dict)
+                and set(parts[1]) == set(_COUNTERS) and isinstance(parts[2], list) and len(parts[2]) == self.num_envs):
             raise ValueError(f"snapshot does not hold this env's state ({self.env_id}, num_envs={self.num_envs})")
+        arrays = {**{f"state[{k!r}]": (v, self._batch.bind(k)) for k, v in parts[0].items()},
+                  **{f"counters[{k!r}]": (v, getattr(self, "_" + k)) for k, v in parts[1].items()}}
         for name, (value, target) in arrays.items():
             if not isinstance(value, np.ndarray) or value.shape != target.shape:
                 raise ValueError(f"snapshot {name} must be an array of shape {target.shape} (another env, options or "
@@ -278,6 +279,8 @@ class MujocoVecEnv(VectorEnv):
 
 # the fields of a simulation's integration state (mjSTATE_INTEGRATION) that these models use
 _STATE_FIELDS = ("time", "qpos", "qvel", "act", "qacc_warmstart", "ctrl", "qfrc_applied", "xfrc_applied")
+# the env's own per-env arrays a snapshot carries (attributes ``_<name>``)
+_COUNTERS = ("elapsed", "episode_r", "episode_l", "obs")
 
 
 def _copy_tree(x):
