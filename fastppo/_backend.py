@@ -10,19 +10,90 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
 from typing import NamedTuple
 
 BACKENDS = ("torch", "numba", "cpp", "cuda")
 
-try:
-    from fastppo import _core
-except ImportError as exc:  # a checkout without a compiler, or a broken build
-    _core = None
-    _CORE_MISSING = (
-        f"the compiled extension fastppo._core is not importable ({exc}); "
-        "install fastppo from source on a machine with a C++17 compiler"
-    )
+# CUDA plugins, newest CUDA major first: distribution fastppo-cudaNN, import fastppo_cudaNN, each holding
+# a build of this package's native module with the CUDA kernels (docs/release.md). Installed with
+# `pip install 'fastppo[cudaNN]'`; several may sit side by side (distinct import names).
+CUDA_PLUGINS = (13, 12)
+CUDA_HINT = "pip install 'fastppo[cuda12]' (or [cuda13]), or build fastppo from source with nvcc"
+
+
+def _load_core():
+    """(native module, why CUDA plugins were passed over): fastppo._core when it has CUDA kernels (a build
+    from source with nvcc) or no usable plugin is installed, else the plugin the driver supports."""
+    try:
+        from fastppo import _core as core
+    except ImportError as exc:  # a checkout without a compiler, or a broken build
+        return None, [f"the compiled extension fastppo._core is not importable ({exc}); "
+                      "install fastppo from source on a machine with a C++17 compiler"]
+    return _pick_core(core, importlib.import_module)
+
+
+def _pick_core(core, import_module):
+    """_load_core's choice given fastppo._core and an importer (tests pass a fake one)."""
+    if core.with_cuda:
+        return core, []
+    from fastppo._version import __version__
+
+    plugins, passed_over = [], []
+    for major in CUDA_PLUGINS:
+        name = f"fastppo_cuda{major}"
+        try:
+            plugin = import_module(f"{name}._core")
+        except ModuleNotFoundError as exc:
+            if exc.name not in (name, f"{name}._core"):
+                passed_over.append(f"{name} is installed but not importable ({exc})")
+            continue
+        except ImportError as exc:
+            passed_over.append(f"{name} is installed but not importable ({exc})")
+            continue
+        if plugin.__version__ != __version__:
+            passed_over.append(f"fastppo-cuda{major} {plugin.__version__} does not match fastppo {__version__} "
+                               f"(pip install 'fastppo[cuda{major}]=={__version__}')")
+            continue
+        plugins.append(plugin)
+    if len(plugins) > 1:  # the newest CUDA major the driver runs; the driver is asked only in this case
+        plugins.sort(key=lambda p: not _driver_runs(*p.cuda_versions()))
+    return (plugins[0] if plugins else core), passed_over
+
+
+def _driver_runs(driver: int, runtime: int) -> bool:
+    """Whether a driver supporting CUDA ``driver`` runs kernels built with CUDA ``runtime`` (both as
+    1000 * major + 10 * minor): any driver of the same major or newer (CUDA's minor-version compatibility)."""
+    return driver // 1000 >= runtime // 1000
+
+
+def _version_str(v: int) -> str:
+    return f"{v // 1000}.{v % 1000 // 10}"
+
+
+def cuda_unavailable(driver: int, runtime: int, device_count: int, why: str, origin: str) -> str | None:
+    """Why CUDA kernels built with CUDA ``runtime`` (from ``origin``) cannot run, given the driver's CUDA
+    version (0: no driver) and the runtime's device count and error; None if they can."""
+    if driver == 0:
+        return f"no NVIDIA driver was found (libcuda.so.1 is not loadable), which {origin} needs"
+    if not _driver_runs(driver, runtime):
+        older = driver // 1000
+        remedy = f"pip install 'fastppo[cuda{older}]'" if older in CUDA_PLUGINS else "update the driver"
+        return (f"the NVIDIA driver supports CUDA {_version_str(driver)}, but {origin} was built with CUDA "
+                f"{_version_str(runtime)} and needs a driver for CUDA {runtime // 1000}.0 or newer ({remedy})")
+    if device_count == 0:
+        return f"no CUDA device is usable by {origin} ({why})"
+    return None
+
+
+_core, _PASSED_OVER = _load_core()
+_CORE_MISSING = _PASSED_OVER[0] if _core is None else None
+
+
+def native_origin() -> str:
+    """Where the native module comes from: "fastppo._core" or a CUDA plugin's "fastppo_cuda12._core"."""
+    return _core.__name__ if _core else "none"
 
 
 class BackendUnavailableError(RuntimeError):
@@ -56,14 +127,14 @@ def _unavailable(name: str) -> str | None:
     if name == "cpp":
         return None
     if not _core.with_cuda:
-        return "fastppo was built without CUDA (nvcc was not found at build time)"
+        return "; ".join([f"fastppo._core has no CUDA kernels: {CUDA_HINT}", *_PASSED_OVER])
+    why = cuda_unavailable(*_core.cuda_versions(), *_core.cuda_device_count(), origin=_core.__name__)
+    if why is not None:
+        return why
     import torch
 
     if not torch.cuda.is_available():
         return "no CUDA device is usable by torch (torch.cuda.is_available() is False)"
-    count, why = _core.cuda_device_count()
-    if count == 0:
-        return f"no CUDA device is usable by fastppo's kernels ({why})"
     return None
 
 
@@ -90,6 +161,9 @@ def backends() -> dict[str, BackendStatus]:
     for name in (*BACKENDS, "mujoco"):
         why = _unavailable(name)
         status[name] = BackendStatus(why is None, details[name] if why is None else why)
+    if status["cuda"].available:
+        built_with = _version_str(_core.cuda_versions()[1])
+        status["cuda"] = BackendStatus(True, f"native CUDA kernels ({native_origin()}, built with CUDA {built_with})")
     return status
 
 

@@ -158,8 +158,8 @@ void* cuda_stream(py::handle stream) {
 }
 
 void throw_built_without_cuda(const std::string& what, const std::string& instead) {
-  throw_value_error(what + ", but fastppo was built without CUDA (nvcc was not found at build time); rebuild "
-                    "with FASTPPO_CUDA=ON or use " + instead);
+  throw_value_error(what + ", but this fastppo._core has no CUDA kernels (pip install 'fastppo[cuda12]' or "
+                    "'fastppo[cuda13]', or build from source with nvcc); use " + instead);
 }
 void throw_type_error(const std::string& msg) { throw py::type_error(msg); }
 

@@ -19,6 +19,12 @@ int cuda_device_count(std::string* why) {
   return count;
 }
 
+void cuda_versions(int* driver, int* runtime) {
+  if (cudaDriverGetVersion(driver) != cudaSuccess) *driver = 0;
+  if (cudaRuntimeGetVersion(runtime) != cudaSuccess) *runtime = CUDART_VERSION;
+  cudaGetLastError();
+}
+
 CudaDeviceGuard::CudaDeviceGuard(int device) {
   int current = -1;
   if (cudaGetDevice(&current) == cudaSuccess && current == device) return;

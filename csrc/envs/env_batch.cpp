@@ -266,7 +266,8 @@ void EnvBatch::check_action_values(const T* x, int64_t stride, int64_t num_actio
 
 void bind_envs(py::module_& m) {
   m.def("env_info", &env_info, py::arg("env_id"), "Dimensions, action count and time limit of a built-in env.");
-  py::class_<EnvBatch>(m, "EnvBatch", "N copies of a built-in env stepping in caller-provided buffers.")
+  py::class_<EnvBatch>(m, "EnvBatch", "N copies of a built-in env stepping in caller-provided buffers.",
+                     py::module_local())
       .def(py::init<const std::string&, int64_t, py::dict, py::object, bool>(), py::arg("env_id"),
            py::arg("num_envs"), py::arg("buffers"), py::arg("to_array") = py::none(), py::arg("fast_math") = false)
       .def("step", &EnvBatch::step, py::arg("actions"), py::arg("stream") = py::none(),

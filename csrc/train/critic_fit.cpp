@@ -104,7 +104,8 @@ class CriticFit {
 }  // namespace
 
 void bind_critic_fit(py::module_& m) {
-  py::class_<CriticFit>(m, "CriticFit", "TRPO's critic regression for fastppo's MLP, natively (see fastppo/algos/trpo.py).")
+  py::class_<CriticFit>(m, "CriticFit", "TRPO's critic regression for fastppo's MLP, natively (see fastppo/algos/trpo.py).",
+                      py::module_local())
       .def(py::init<py::list, py::list, const std::string&, py::object, py::object, py::object, py::object, py::object,
                     py::object, py::object>(),
            py::arg("critic"), py::arg("critic_grads"), py::arg("activation"), py::arg("flat_param"),

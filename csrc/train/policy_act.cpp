@@ -164,7 +164,8 @@ void PolicyAct::value_rows(const float* X, int64_t N, float* values) const {
 }
 
 void bind_policy_act(py::module_& m) {
-  py::class_<PolicyAct>(m, "PolicyAct", "A native rollout step for fastppo's MLP ActorCritic (see policies.py).")
+  py::class_<PolicyAct>(m, "PolicyAct", "A native rollout step for fastppo's MLP ActorCritic (see policies.py).",
+                      py::module_local())
       .def(py::init<py::list, py::list, const std::string&, const std::string&, std::vector<int64_t>, py::object>(),
            py::arg("actor"), py::arg("critic"), py::arg("activation"), py::arg("kind"), py::arg("nvec"),
            py::arg("log_std"))

@@ -388,7 +388,8 @@ void config_field(py::class_<PpoUpdateConfig>& cls, const char* name, T PpoUpdat
 }  // namespace
 
 void bind_ppo_update(py::module_& m) {
-  py::class_<PpoUpdateConfig> config(m, "PpoUpdateConfig", "Hyperparameters of PpoUpdate.epoch (negative: off).");
+  py::class_<PpoUpdateConfig> config(m, "PpoUpdateConfig", "Hyperparameters of PpoUpdate.epoch (negative: off).",
+                                        py::module_local());
   config.def(py::init<>());
   config_field(config, "batch_size", &PpoUpdateConfig::batch_size, "an int (int64)");
   config_field(config, "clip_coef", &PpoUpdateConfig::clip_coef, "a number");
@@ -404,7 +405,8 @@ void bind_ppo_update(py::module_& m) {
   config_field(config, "beta2", &PpoUpdateConfig::beta2, "a number");
   config_field(config, "eps", &PpoUpdateConfig::eps, "a number");
   py::class_<PpoUpdate>(m, "PpoUpdate",
-                        "PPO's minibatch updates of fastppo's MLP ActorCritic, natively (see fastppo/algos/ppo.py).")
+                        "PPO's minibatch updates of fastppo's MLP ActorCritic, natively (see fastppo/algos/ppo.py).",
+                        py::module_local())
       .def(py::init<py::list, py::list, py::list, py::list, const std::string&, const std::string&,
                     std::vector<int64_t>, py::object, py::object, py::object, py::object, py::object, py::object,
                     py::object, py::object, py::object, py::object, py::object, py::object, py::object, py::object>(),
