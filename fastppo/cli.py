@@ -168,7 +168,8 @@ def _info(args: argparse.Namespace) -> int:
     import fastppo
     from fastppo.ops import gae_reference
 
-    print(f"fastppo {fastppo.__version__}  torch {torch.__version__}  native threads {fastppo.get_num_threads()}")
+    print(f"fastppo {fastppo.__version__}  torch {torch.__version__}  native module "
+          f"{fastppo._backend.native_origin()}  native threads {fastppo.get_num_threads()}")
     status = fastppo.backends()
     for name, s in status.items():
         print(f"  {name:6s} {'yes' if s.available else 'no ':3s}  {s.detail}")
