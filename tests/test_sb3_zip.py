@@ -106,7 +106,7 @@ def _assert_acts_as(model, sb3_model):
     np.testing.assert_allclose(actions, expected, rtol=1e-6, atol=1e-6)
     assert actions.shape == expected.shape
     spec = ObsSpec(model.observation_space)
-    x = torch.from_numpy(spec.flatten(obs, np.empty((len(obs), spec.dim), np.float32)))
+    x = torch.from_numpy(spec.rows(obs, np.empty((len(obs), *spec.shape), spec.dtype)))
     with torch.no_grad():
         values = model.policy.value(x).numpy()
         expected_values = sb3_model.policy.predict_values(sb3_model.policy.obs_to_tensor(obs)[0])[:, 0].numpy()

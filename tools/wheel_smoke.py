@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fastppo {fastppo.__version__} from {pathlib.Path(fastppo.__file__).parent}, native module {origin}, "
           f"torch {torch.__version__}")
     repo = pathlib.Path(__file__).resolve().parents[1]
-    check(repo not in pathlib.Path(fastppo.__file__).resolve().parents, "fastppo is the installed package")
+    check(pathlib.Path(fastppo.__file__).resolve().parent != repo / "fastppo", "fastppo is the installed package")
     status = fastppo.backends()
     check(status["cpp"].available, f"cpp: {status['cpp'].detail}")
     cuda = status["cuda"]

@@ -33,6 +33,7 @@ from fastppo.algos.logger import Logger, ProgressBar, make_output_format, run_fo
 from fastppo.algos.model_api import ModelAPI
 from fastppo.algos.normalize import ObsNormalizer, RewardScaler
 from fastppo.algos.optim import uses_flat_adam
+from fastppo.algos.cnn import NatureCNN, is_image_space
 from fastppo.algos.policies import MLP_POLICY_KWARGS, ActorCritic, ObsSpec
 from fastppo.algos.rollout import (NativeActor, NativeCollector, Rollout, StepCollector, TorchActor,
                                    check_observations)
@@ -96,6 +97,7 @@ class OnPolicyAlgorithm(ModelAPI):
                 for tensor in self.policy.state_dict().values():
                     self.reducer.broadcast_(tensor)
         self._custom_policy = None if isinstance(policy, str) else policy  # a module or a class: not stored
+        self.policy_name = policy if isinstance(policy, str) else None  # "MlpPolicy" or "CnnPolicy": stored
         # SB3's optimizer_class / optimizer_kwargs (fastppo.algos.optim.make_optimizer builds the optimiser): an
         # SB3 policy class's own, as SB3 takes them from the policy, else policy_kwargs'
         self._optimizer_options = (self.policy.optimizer_options() if isinstance(self.policy, SB3Policy) else
@@ -108,6 +110,9 @@ class OnPolicyAlgorithm(ModelAPI):
         self._generator.manual_seed(config.seed + self.reducer.rank if config.seed is not None
                                     else int(torch.randint(2**62, ()).item()))
 
+        if config.normalize_obs and self.obs_spec.kind == "image":
+            raise ValueError(f"normalize_obs=True does not apply to image observations ({self.observation_space}): "
+                             f"the policy scales them by 1/255; leave normalize_obs out")
         self.obs_normalizer = (ObsNormalizer(self.obs_spec.dim)
                                if config.normalize_obs and self.obs_spec.kind == "box" else None)
         # Built at the first rollout, once the subclass has seated the parameters in their flat buffers
@@ -145,8 +150,8 @@ class OnPolicyAlgorithm(ModelAPI):
         and when ``set_env`` brings another count); the subclass's updaters are built over the rollout."""
         self.num_envs, self.n_steps = num_envs, self.config.n_steps
         self.rollout_size = self.n_steps * num_envs
-        self.rollout = Rollout.allocate(self.n_steps, num_envs, self.obs_spec.dim, self.action_spec, self.device)
-        self._obs_buffer = np.zeros((num_envs, self.obs_spec.dim), np.float32)
+        self.rollout = Rollout.allocate(self.n_steps, num_envs, self.obs_spec, self.action_spec, self.device)
+        self._obs_buffer = np.zeros((num_envs, *self.obs_spec.shape), self.obs_spec.dtype)
         self.reward_scaler = RewardScaler(num_envs, self.config.gamma) if self.config.normalize_reward else None
         self._collectors: dict[bool, StepCollector | NativeCollector] = {}
         self._last_obs: torch.Tensor | None = None  # the policy's input for the next step
@@ -189,10 +194,12 @@ class OnPolicyAlgorithm(ModelAPI):
     def _build_policy(self, policy, policy_kwargs: dict) -> nn.Module:
         """The policy module: a given ``nn.Module`` as it is, an SB3 policy class (an ``ActorCriticPolicy``
         subclass) built as SB3 builds it and adapted (:class:`~fastppo.algos.sb3_policy.SB3Policy`), or
-        "MlpPolicy", an :class:`ActorCritic` from ``policy_kwargs``."""
+        "MlpPolicy" or "CnnPolicy", an :class:`ActorCritic` from ``policy_kwargs`` (CnnPolicy's defaults:
+        the :class:`~fastppo.algos.cnn.NatureCNN` encoder shared by actor and critic, linear heads)."""
         if isinstance(policy, nn.Module):
             if policy_kwargs:
-                raise ValueError("policy_kwargs apply to 'MlpPolicy' or a policy class, not to a given nn.Module")
+                raise ValueError("policy_kwargs apply to 'MlpPolicy', 'CnnPolicy' or a policy class, not to a given "
+                                 "nn.Module")
             if self.config.use_sde and not all(callable(getattr(policy, m, None))
                                                for m in ("sample_exploration", "sde_noise")):
                 raise TypeError("use_sde needs the policy module to define sample_exploration() and sde_noise() "
@@ -201,23 +208,31 @@ class OnPolicyAlgorithm(ModelAPI):
         if isinstance(policy, type):
             return SB3Policy.build(policy, self.observation_space, self.action_space, self.config.lr_schedule,
                                    use_sde=self.config.use_sde, **policy_kwargs)
-        if policy != "MlpPolicy":
-            raise ValueError(f"policy must be 'MlpPolicy', an nn.Module or an SB3 policy class, got {policy!r}")
+        if policy not in ("MlpPolicy", "CnnPolicy"):
+            raise ValueError(f"policy must be 'MlpPolicy', 'CnnPolicy', an nn.Module or an SB3 policy class, "
+                             f"got {policy!r}")
         known = [*MLP_POLICY_KWARGS, *OPTIMIZER_KWARGS]
         unknown = sorted(set(policy_kwargs) - set(known), key=str)
         if unknown:
-            raise TypeError(f"unknown policy_kwargs {', '.join(map(repr, unknown))} for 'MlpPolicy'; known: "
+            raise TypeError(f"unknown policy_kwargs {', '.join(map(repr, unknown))} for {policy!r}; known: "
                             f"{', '.join(known)}")
-        return ActorCritic(self.observation_space, self.action_space, use_sde=self.config.use_sde,
-                           **{k: v for k, v in policy_kwargs.items() if k not in OPTIMIZER_KWARGS})
+        kwargs = {k: v for k, v in policy_kwargs.items() if k not in OPTIMIZER_KWARGS}
+        if policy == "CnnPolicy":
+            if not is_image_space(self.observation_space):
+                raise ValueError(f"'CnnPolicy' needs image observations (a 3-dimensional uint8 Box with bounds "
+                                 f"[0, 255]), got {self.observation_space}; use 'MlpPolicy'")
+            kwargs = {"features_extractor_class": NatureCNN, "net_arch": [], **kwargs}
+        return ActorCritic(self.observation_space, self.action_space, use_sde=self.config.use_sde, **kwargs)
 
     # -- observations -------------------------------------------------------------------------------
     def _policy_input(self, raw_obs, update_stats: bool, out: np.ndarray | None = None) -> torch.Tensor:
-        """Env observations -> the policy's float32 input: flattened / one-hot, checked, normalised."""
+        """Env observations -> the policy's input: images as uint8, others flattened / one-hot to float32,
+        checked and normalised."""
         if out is None:
-            out = np.empty((len(raw_obs), self.obs_spec.dim), np.float32)
-        flat = self.obs_spec.flatten(np.asarray(raw_obs), out)
-        check_observations(flat, self.num_timesteps)
+            out = np.empty((len(raw_obs), *self.obs_spec.shape), self.obs_spec.dtype)
+        flat = self.obs_spec.rows(np.asarray(raw_obs), out)
+        if self.obs_spec.kind != "image":  # uint8 is always finite
+            check_observations(flat, self.num_timesteps)
         if self.obs_normalizer is not None:
             flat = self.obs_normalizer(flat, update_stats)
         return torch.from_numpy(flat).to(self.device)

@@ -79,6 +79,7 @@ def save(model: OnPolicyAlgorithm, path: str | os.PathLike) -> None:
         "env_id": model.env_id, "observation_space": _space_to_plain(model.observation_space, "observation_space"),
         "action_space": _space_to_plain(model.action_space, "action_space"), "num_envs": model.num_envs,
         "hyperparameters": {k: _value_to_plain(v) for k, v in model.config.to_dict().items()},
+        "policy": model.policy_name,
         "custom_policy": None if custom is None else _qualified_name(custom if isinstance(custom, type)
                                                                      else type(custom)),
         "policy_state": model.policy.state_dict(), "algo_state": _to_plain(model._algo_state()),
@@ -188,7 +189,7 @@ def restore(cls, ckpt: dict, env, overrides: dict, policy=None, path: str | os.P
     if isinstance(policy, torch.nn.Module):
         hyper.pop("policy_kwargs", None)
     spaces = (ckpt["observation_space"], ckpt["action_space"], ckpt["num_envs"]) if env is None else None
-    model = cls(policy if policy is not None else "MlpPolicy", env, _spaces=spaces, **hyper)
+    model = cls(policy if policy is not None else ckpt.get("policy") or "MlpPolicy", env, _spaces=spaces, **hyper)
     for name in ("observation_space", "action_space"):
         if ckpt[name] is not None and getattr(model, name) != ckpt[name]:  # None: not recorded in full (SB3)
             raise ValueError(f"env has {name} {getattr(model, name)}, but the checkpoint was trained on "

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastppo.algos.cnn import is_image_space
 from fastppo.algos.distributions import LOG_STD_MAX, LOG_STD_MIN, ActionSpec
 
 # torch.nn's activations that construct without arguments, by lower-case name ("tanh", "relu", ...): what
@@ -27,23 +28,29 @@ def activation_name(activation_fn) -> str | None:
 
 
 class ObsSpec:
-    """Box observations are flattened to float32; Discrete ones become one-hot vectors."""
+    """How observations are stored and fed to the policy: ``shape`` and ``dtype`` of one stored row.
+    Images (:func:`~fastppo.algos.cnn.is_image_space`) stay uint8 in their own shape (the policy scales
+    them); other Box observations are flattened to float32; Discrete ones become one-hot vectors."""
 
     def __init__(self, space: gym.Space):
-        if isinstance(space, gym.spaces.Box):
+        if is_image_space(space):
+            self.kind, self.dim, self.shape, self.dtype = "image", int(np.prod(space.shape)), space.shape, np.uint8
+        elif isinstance(space, gym.spaces.Box):
             self.kind, self.dim = "box", int(np.prod(space.shape))
         elif isinstance(space, gym.spaces.Discrete):
             self.kind, self.dim, self.n, self.start = "discrete", int(space.n), int(space.n), int(space.start)
         else:
             raise TypeError(f"observation_space must be Box or Discrete, got {type(space).__name__}")
+        if self.kind != "image":
+            self.shape, self.dtype = (self.dim,), np.float32
 
-    def flatten(self, obs: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Batched env observations -> (batch, dim) float32 in `out`."""
-        if self.kind == "box":
-            np.copyto(out, obs.reshape(out.shape), casting="unsafe")
-        else:
+    def rows(self, obs: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Batched env observations -> the stored rows, ``(batch, *shape)`` of ``dtype``, in ``out``."""
+        if self.kind == "discrete":
             out.fill(0.0)
             out[np.arange(out.shape[0]), np.asarray(obs, dtype=np.int64) - self.start] = 1.0
+        else:
+            np.copyto(out, obs.reshape(out.shape), casting="unsafe")
         return out
 
 
@@ -140,10 +147,13 @@ class PolicyMethods:
     """
 
     def obs_to_input(self, obs) -> torch.Tensor:
-        """A batch of env observations (tensor or array) -> ``forward``'s input: ``(batch, dim)``, Box
-        flattened, Discrete one-hot, on the parameters' device and dtype."""
+        """A batch of env observations (tensor or array) -> ``forward``'s input, on the parameters' device:
+        images as they are (uint8), other Box observations flattened and Discrete ones one-hot, in the
+        parameters' dtype."""
         first = next(self.parameters())
         obs = torch.as_tensor(obs, device=first.device)
+        if self.obs_spec.kind == "image":
+            return obs.reshape(obs.shape[0], *self.obs_spec.shape)
         if self.obs_spec.kind == "box":
             return obs.reshape(obs.shape[0], -1).to(first.dtype)
         return F.one_hot(obs.long().reshape(-1) - self.obs_spec.start, self.obs_spec.n).to(first.dtype)
@@ -272,16 +282,22 @@ class ActorCritic(PolicyMethods, nn.Module):
                             nn.init.zeros_(m.bias)
 
     def _features(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The actor's and the critic's inputs: the flattened observation, or the extractors' features
-        (given Box observations in their own shape, as SB3 gives them)."""
+        """The actor's and the critic's inputs: the flattened observation (images scaled by 1/255, as SB3's
+        preprocessing), or the extractors' features (given Box observations in their own shape, as SB3
+        gives them)."""
         if self.features_extractor is None:
+            obs = self._mlp_input(obs)
             return obs, obs
         obs = self._extractor_input(obs)
         pi = self.pi_features_extractor(obs)
         return pi, (pi if self.vf_features_extractor is self.pi_features_extractor else self.vf_features_extractor(obs))
 
+    def _mlp_input(self, obs: torch.Tensor) -> torch.Tensor:
+        """The MLPs' input when there is no extractor: the stored row, images flattened and scaled by 1/255."""
+        return obs.flatten(1).to(self.actor[0].weight.dtype) / 255.0 if self.obs_spec.kind == "image" else obs
+
     def _extractor_input(self, obs: torch.Tensor) -> torch.Tensor:
-        return obs.reshape(obs.shape[0], *self.observation_space.shape) if self.obs_spec.kind == "box" else obs
+        return obs.reshape(obs.shape[0], *self.observation_space.shape) if self.obs_spec.kind != "discrete" else obs
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pi_features, vf_features = self._features(obs)
@@ -316,8 +332,8 @@ class ActorCritic(PolicyMethods, nn.Module):
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(obs), shape ``(batch,)``, without the actor."""
         if self.vf_features_extractor is not None:
-            obs = self.vf_features_extractor(self._extractor_input(obs))
-        return self.critic(obs).squeeze(-1)
+            return self.critic(self.vf_features_extractor(self._extractor_input(obs))).squeeze(-1)
+        return self.critic(self._mlp_input(obs)).squeeze(-1)
 
     def actor_parameters(self) -> list[nn.Parameter]:
         """The policy's parameters (what TRPO's trust region constrains); a shared features extractor's
@@ -339,7 +355,8 @@ class ActorCritic(PolicyMethods, nn.Module):
 
         weight = self.actor[0].weight
         return (_core is not None and self.activation in NATIVE_ACTIVATIONS and self.features_extractor is None
-                and weight.device.type == "cpu" and weight.dtype == torch.float32 and not self.use_sde)
+                and self.obs_spec.kind != "image" and weight.device.type == "cpu" and weight.dtype == torch.float32
+                and not self.use_sde)
 
     def native_arrays(self, grads: bool = False) -> dict:
         """numpy views of the parameters' memory (or of their gradients', None where there is none yet),

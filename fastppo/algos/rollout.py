@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from fastppo.algos.distributions import ActionSpec
-from fastppo.algos.policies import state_values
+from fastppo.algos.policies import ObsSpec, state_values
 from fastppo.envs import SB3VecEnv, to_sb3_infos
 from fastppo.envs.builtin import BuiltinVecEnv
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 class Rollout:
     """Time-major (n_steps, num_envs, ...) storage for one iteration, allocated once."""
 
-    obs: torch.Tensor          # (T, N, obs_dim) float32, as the policy saw them (normalised)
+    obs: torch.Tensor          # (T, N, *ObsSpec.shape) as the policy saw them: float32 (normalised) or uint8 images
     actions: torch.Tensor      # (T, N, *action_shape), the unclipped samples
     log_probs: torch.Tensor    # (T, N)
     values: torch.Tensor       # (T, N) V(s_t)
@@ -51,10 +51,10 @@ class Rollout:
     returns: torch.Tensor      # (T, N)
 
     @classmethod
-    def allocate(cls, T: int, N: int, obs_dim: int, spec: ActionSpec, device: torch.device) -> Rollout:
+    def allocate(cls, T: int, N: int, obs_spec: ObsSpec, spec: ActionSpec, device: torch.device) -> Rollout:
         f = dict(dtype=torch.float32, device=device)
         return cls(
-            obs=torch.zeros(T, N, obs_dim, **f), actions=torch.zeros(T, N, *spec.shape, dtype=spec.dtype, device=device),
+            obs=torch.from_numpy(np.zeros((T, N, *obs_spec.shape), obs_spec.dtype)).to(device), actions=torch.zeros(T, N, *spec.shape, dtype=spec.dtype, device=device),
             log_probs=torch.zeros(T, N, **f), values=torch.zeros(T, N, **f),
             dist_params=torch.zeros(T, N, spec.n_params, **f), rewards=torch.zeros(T, N, **f),
             terminated=torch.zeros(T, N, dtype=torch.bool, device=device),
@@ -279,11 +279,11 @@ class EnvStepper:
         if "episode" in info:
             b["episode_r"][:] = info["episode"]["r"]
             b["episode_l"][:] = info["episode"]["l"]
-        check_observations(algo.obs_spec.flatten(np.asarray(obs), b["obs"]), timestep)
+        check_observations(algo.obs_spec.rows(np.asarray(obs), b["obs"]), timestep)
         bootstrap = np.flatnonzero(b["truncated"] & ~b["terminated"])
         if bootstrap.size:  # only these final rows are read (and checked, as StepCollector does)
             rows = np.empty((bootstrap.size, algo.obs_spec.dim), np.float32)
-            final = algo.obs_spec.flatten(info["final_obs"][bootstrap], rows)
+            final = algo.obs_spec.rows(info["final_obs"][bootstrap], rows)
             check_observations(final, timestep)
             b["final_obs"][bootstrap] = final
 

@@ -57,8 +57,8 @@ class SB3Policy(PolicyMethods, nn.Module):
                 if hasattr(self.module, name)}
 
     def _sb3_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        """fastppo's flattened observation -> SB3's (what its preprocessing takes)."""
-        if self.obs_spec.kind == "box":
+        """fastppo's stored observation -> SB3's (what its preprocessing takes)."""
+        if self.obs_spec.kind != "discrete":
             return obs.reshape(obs.shape[0], *self.observation_space.shape)
         return obs.argmax(-1)
 

@@ -17,12 +17,17 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.nn.utils import parameters_to_vector
 
 from fastppo.algos.base import OnPolicyAlgorithm
 from fastppo.algos.config import TRPOConfig, with_config_signature
 from fastppo.algos.optim import FlatParameters, make_optimizer
 from fastppo.algos.policies import state_values
+
+
+def flat_vector(tensors) -> torch.Tensor:
+    """The tensors' elements as one vector. Not torch's parameters_to_vector, which views each tensor and
+    fails on the strided gradients convolutions give under double back-propagation."""
+    return torch.cat([t.reshape(-1) for t in tensors])
 
 
 def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int,
@@ -114,11 +119,11 @@ class TRPO(OnPolicyAlgorithm):
         equals the Fisher information), by double back-propagation; averaged across processes (the
         data-parallel seam) before the damping."""
         kl = self.mean_kl(obs, old_params)
-        grads = parameters_to_vector(torch.autograd.grad(kl, self.actor_params, create_graph=True))
+        grads = flat_vector(torch.autograd.grad(kl, self.actor_params, create_graph=True))
 
         def fvp(v: torch.Tensor) -> torch.Tensor:
             hv = torch.autograd.grad(grads @ v, self.actor_params, retain_graph=True)
-            return self.reducer.mean(parameters_to_vector(hv)) + self.config.cg_damping * v
+            return self.reducer.mean(flat_vector(hv)) + self.config.cg_damping * v
 
         return fvp
 
@@ -137,12 +142,12 @@ class TRPO(OnPolicyAlgorithm):
             adv = self.reducer.normalize(adv)  # data-parallel: with the moments of every rank's samples
 
         surrogate, dist = self.surrogate(obs, actions, old_log_probs, adv)
-        grad = reduce(parameters_to_vector(torch.autograd.grad(surrogate, self.actor_params)))
+        grad = reduce(flat_vector(torch.autograd.grad(surrogate, self.actor_params)))
         fvp = self.fisher_vector_product(obs, old_params)
         direction = conjugate_gradient(fvp, grad, config.cg_max_steps)
         shs = direction @ fvp(direction)  # x^T F x
         step = torch.sqrt(2 * config.target_kl / shs.clamp_min(1e-12)) * direction
-        old_theta = parameters_to_vector(self.actor_params).detach()
+        old_theta = flat_vector(self.actor_params).detach()
         old_surrogate = reduce(surrogate.detach())
 
         accepted, steps, kl, new_surrogate = False, 0, torch.tensor(0.0), old_surrogate

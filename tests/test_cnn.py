@@ -1,0 +1,141 @@
+"""Image observations (fastppo/algos/cnn.py): CnnPolicy's encoder, uint8 storage end to end, the policy's
+errors, save/load, and a small image task whose solution needs the pixels, learned with CnnPolicy."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.vector import AutoresetMode
+
+import fastppo
+from fastppo.algos.cnn import NatureCNN, is_image_space
+
+
+class PixelCue(gym.Env):
+    """Each step shows a 6x6 white square at a random place in the left or the right half of a 36x36
+    frame; the action naming that half earns 1. Sixteen steps an episode: 16 needs the pixels, chance
+    gets 8. ``channels_last`` gives the frame as (36, 36, 1), gymnasium's image layout."""
+
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, channels_last: bool = False):
+        self.channels_last = channels_last
+        self.observation_space = gym.spaces.Box(0, 255, (36, 36, 1) if channels_last else (1, 36, 36), np.uint8)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._draw(), {}
+
+    def _draw(self):
+        self.side = int(self.np_random.integers(2))
+        frame = np.zeros((36, 36), np.uint8)
+        x, y = self.side * 18 + int(self.np_random.integers(0, 13)), int(self.np_random.integers(0, 31))
+        frame[y:y + 6, x:x + 6] = 255
+        return frame[:, :, None] if self.channels_last else frame[None]
+
+    def step(self, action):
+        reward = float(int(action) == self.side)
+        self.t += 1
+        return self._draw(), reward, False, self.t >= 16, {}
+
+
+def pixel_cue(n, channels_last=False):
+    return gym.vector.SyncVectorEnv([lambda: PixelCue(channels_last) for _ in range(n)],
+                                    autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+SMALL = dict(n_steps=32, batch_size=64, n_epochs=2, seed=0)
+
+
+@pytest.mark.parametrize("shape", [(4, 84, 84), (64, 48, 3), (36, 36, 1)])
+def test_nature_cnn_reads_either_channel_order(shape):
+    space = gym.spaces.Box(0, 255, shape, np.uint8)
+    cnn = NatureCNN(space, features_dim=32)
+    obs = torch.from_numpy(np.stack([space.sample() for _ in range(5)]))
+    features = cnn(obs)
+    assert features.shape == (5, 32) and features.dtype == torch.float32
+    features.sum().backward()
+    assert all(p.grad is not None for p in cnn.parameters())
+    first = shape[0] < shape[-1]
+    channels = cnn.cnn[0].in_channels
+    assert cnn.channels_first == first and channels == (shape[0] if first else shape[-1])
+    # the same pixels in the other layout give the same features
+    other = obs.permute(0, 2, 3, 1) if first else obs.permute(0, 3, 1, 2)
+    twin = NatureCNN(gym.spaces.Box(0, 255, tuple(other.shape[1:]), np.uint8), features_dim=32)
+    twin.load_state_dict(cnn.state_dict())
+    torch.testing.assert_close(twin(other), features)
+
+
+def test_nature_cnn_refuses_what_it_cannot_encode():
+    with pytest.raises(ValueError, match="needs image observations"):
+        NatureCNN(gym.spaces.Box(0.0, 1.0, (4, 84, 84), np.float32))
+    with pytest.raises(ValueError, match="at least 36x36 pixels, got 10x10"):
+        NatureCNN(gym.spaces.Box(0, 255, (10, 10, 4), np.uint8))
+    with pytest.raises(ValueError, match="features_dim'] must be a positive int, got 0"):
+        NatureCNN(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), features_dim=0)
+    assert not is_image_space(gym.spaces.Box(0, 1, (4, 84, 84), np.uint8))  # bounds other than [0, 255]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cnn_policy_stores_frames_as_uint8(channels_last):
+    model = fastppo.PPO("CnnPolicy", pixel_cue(4, channels_last), **SMALL)
+    shape = (36, 36, 1) if channels_last else (1, 36, 36)
+    assert model.rollout.obs.dtype == torch.uint8 and model.rollout.obs.shape == (32, 4, *shape)
+    assert isinstance(model.policy.features_extractor, NatureCNN) and not model.native
+    model.learn(64)
+    stored = model.rollout.obs
+    assert stored.dtype == torch.uint8 and set(stored.unique().tolist()) == {0, 255}  # the frames, unscaled
+    assert ((stored == 255).flatten(2).sum(-1) == 36).all()  # one 6x6 square in every stored frame
+
+
+def test_cnn_policy_errors_name_the_problem():
+    with pytest.raises(ValueError, match="'CnnPolicy' needs image observations"):
+        fastppo.PPO("CnnPolicy", "CartPole-v1")
+    with pytest.raises(ValueError, match="normalize_obs=True does not apply to image observations"):
+        fastppo.PPO("CnnPolicy", pixel_cue(2), normalize_obs=True)
+    with pytest.raises(ValueError, match="policy must be 'MlpPolicy', 'CnnPolicy'"):
+        fastppo.PPO("MultiInputPolicy", pixel_cue(2))
+    with pytest.raises(TypeError, match="unknown policy_kwargs 'filters' for 'CnnPolicy'"):
+        fastppo.PPO("CnnPolicy", pixel_cue(2), policy_kwargs=dict(filters=8))
+
+
+def test_mlp_policy_scales_images_as_sb3():
+    model = fastppo.PPO("MlpPolicy", pixel_cue(2), **SMALL)
+    obs = torch.from_numpy(np.stack([PixelCue().reset(seed=i)[0] for i in range(3)]))
+    _, values = model.policy(obs)
+    torch.testing.assert_close(values, model.policy.critic(obs.flatten(1).float() / 255).squeeze(-1))
+
+
+@pytest.mark.parametrize("algo", [fastppo.PPO, fastppo.TRPO])
+def test_sb3_cnn_policy_class_trains_on_uint8_storage(algo):
+    from stable_baselines3.common.policies import ActorCriticCnnPolicy
+
+    model = algo(ActorCriticCnnPolicy, pixel_cue(2), n_steps=32, batch_size=32, seed=0)
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    model.learn(64)
+    assert model.rollout.obs.dtype == torch.uint8
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.policy.parameters()))
+
+
+def test_save_load_and_resume_keep_the_cnn_policy(tmp_path):
+    kwargs = dict(features_extractor_kwargs=dict(features_dim=64), share_features_extractor=False)
+    model = fastppo.PPO("CnnPolicy", pixel_cue(2), policy_kwargs=kwargs, **SMALL)
+    model.learn(64)
+    model.save(tmp_path / "cnn")
+    loaded = fastppo.PPO.load(tmp_path / "cnn", env=pixel_cue(2))
+    assert loaded.policy_name == "CnnPolicy" and loaded.policy.features_extractor.features_dim == 64
+    assert loaded.policy.vf_features_extractor is not loaded.policy.pi_features_extractor
+    obs = np.stack([PixelCue().reset(seed=i)[0] for i in range(8)])
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
+    loaded.learn(64, reset_num_timesteps=False)
+    assert loaded.num_timesteps == 128
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cnn_policy_learns_a_task_that_needs_the_pixels(channels_last):
+    model = fastppo.PPO("CnnPolicy", pixel_cue(8, channels_last), n_steps=64, batch_size=128, n_epochs=4,
+                        learning_rate=1e-3, ent_coef=0.0, seed=0)
+    model.learn(8192)
+    mean, _ = fastppo.evaluate_policy(model, pixel_cue(1, channels_last), n_eval_episodes=10)
+    assert mean >= 15.5, f"CnnPolicy scored {mean} on PixelCue (16 is perfect, chance is 8)"
