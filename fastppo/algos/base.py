@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import warnings
 from collections import deque
 
 import gymnasium as gym
@@ -25,7 +24,7 @@ from fastppo import _backend
 from fastppo._version import __version__
 from fastppo.algos import distributed
 from fastppo.algos.callbacks import Callback, as_callback
-from fastppo.algos.config import OnPolicyConfig, check_int
+from fastppo.algos.config import OnPolicyConfig, check_int, resolve_device
 from fastppo.algos.distributed import Reducer, StatsMerge, describe
 from fastppo.algos.distributions import ActionSpec
 from fastppo.algos.interrupt import InterruptAtIterationEnd, TrainingInterrupted
@@ -33,8 +32,7 @@ from fastppo.algos.logger import Logger, ProgressBar, make_output_format, run_fo
 from fastppo.algos.model_api import ModelAPI
 from fastppo.algos.normalize import ObsNormalizer, RewardScaler
 from fastppo.algos.optim import uses_flat_adam
-from fastppo.algos.cnn import NatureCNN, is_image_space
-from fastppo.algos.policies import MLP_POLICY_KWARGS, ActorCritic, ObsSpec
+from fastppo.algos.policies import MLP_POLICY_KWARGS, POLICY_NAMES, ActorCritic, ObsSpec, named_policy
 from fastppo.algos.rollout import (NativeActor, NativeCollector, Rollout, StepCollector, TorchActor,
                                    check_observations)
 from fastppo.algos.sb3_policy import SB3Policy
@@ -58,7 +56,7 @@ class OnPolicyAlgorithm(ModelAPI):
     def __init__(self, policy: str | nn.Module, env, config: OnPolicyConfig, *,
                  spaces: tuple[gym.Space, gym.Space, int] | None = None):
         self.config = config
-        self.device = distributed.local_device(_resolve_device(config.device, policy))
+        self.device = distributed.local_device(resolve_device(config.device, policy))
         # data-parallel under torchrun (fastppo/algos/distributed.py), else the identity
         self.reducer: Reducer = distributed.setup(self.device) or Reducer()
         if config.verbose >= 1 and distributed.is_main(self):
@@ -208,7 +206,7 @@ class OnPolicyAlgorithm(ModelAPI):
         if isinstance(policy, type):
             return SB3Policy.build(policy, self.observation_space, self.action_space, self.config.lr_schedule,
                                    use_sde=self.config.use_sde, **policy_kwargs)
-        if policy not in ("MlpPolicy", "CnnPolicy"):
+        if policy not in POLICY_NAMES:
             raise ValueError(f"policy must be 'MlpPolicy', 'CnnPolicy', an nn.Module or an SB3 policy class, "
                              f"got {policy!r}")
         known = [*MLP_POLICY_KWARGS, *OPTIMIZER_KWARGS]
@@ -216,13 +214,8 @@ class OnPolicyAlgorithm(ModelAPI):
         if unknown:
             raise TypeError(f"unknown policy_kwargs {', '.join(map(repr, unknown))} for {policy!r}; known: "
                             f"{', '.join(known)}")
-        kwargs = {k: v for k, v in policy_kwargs.items() if k not in OPTIMIZER_KWARGS}
-        if policy == "CnnPolicy":
-            if not is_image_space(self.observation_space):
-                raise ValueError(f"'CnnPolicy' needs image observations (a 3-dimensional uint8 Box with bounds "
-                                 f"[0, 255]), got {self.observation_space}; use 'MlpPolicy'")
-            kwargs = {"features_extractor_class": NatureCNN, "net_arch": [], **kwargs}
-        return ActorCritic(self.observation_space, self.action_space, use_sde=self.config.use_sde, **kwargs)
+        return named_policy(policy, self.observation_space, self.action_space, use_sde=self.config.use_sde,
+                            **{k: v for k, v in policy_kwargs.items() if k not in OPTIMIZER_KWARGS})
 
     # -- observations -------------------------------------------------------------------------------
     def _policy_input(self, raw_obs, update_stats: bool, out: np.ndarray | None = None) -> torch.Tensor:
@@ -436,20 +429,6 @@ class OnPolicyAlgorithm(ModelAPI):
         finally:
             if change:
                 torch.set_num_threads(before)
-
-def _resolve_device(device: str | torch.device, policy) -> torch.device:
-    """SB3's ``device`` values: "auto" is the CPU for the built-in MLP (where the native trainer runs, and
-    where SB3 itself advises PPO's MLPs to run) and CUDA for other policies when there is a GPU; a CUDA
-    device without a GPU falls back to the CPU with a warning, as SB3's."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if policy != "MlpPolicy" and torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        warnings.warn(f"device {str(device)!r} was asked for, but CUDA is not available here: using the CPU",
-                      stacklevel=3)
-        return torch.device("cpu")
-    return device
-
 
 def _mean(values) -> float:
     return float(np.mean(values)) if len(values) else float("nan")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -243,3 +244,17 @@ class TRPOConfig(OnPolicyConfig):
         check_int(self.n_critic_updates, "n_critic_updates", 1)
         check_int(self.sub_sampling_factor, "sub_sampling_factor", 1)
         super().__post_init__()
+
+
+def resolve_device(device: str | torch.device, policy) -> torch.device:
+    """SB3's ``device`` values: "auto" is the CPU for the built-in MLP (where the native trainer runs, and
+    where SB3 itself advises PPO's MLPs to run) and CUDA for other policies when there is a GPU; a CUDA
+    device without a GPU falls back to the CPU with a warning, as SB3's."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if policy != "MlpPolicy" and torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        warnings.warn(f"device {str(device)!r} was asked for, but CUDA is not available here: using the CPU",
+                      stacklevel=3)
+        return torch.device("cpu")
+    return device

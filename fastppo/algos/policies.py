@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastppo.algos.cnn import is_image_space
+from fastppo.algos.cnn import NatureCNN, is_image_space
 from fastppo.algos.distributions import LOG_STD_MAX, LOG_STD_MIN, ActionSpec
 
 # torch.nn's activations that construct without arguments, by lower-case name ("tanh", "relu", ...): what
@@ -389,3 +389,19 @@ class ActorCritic(PolicyMethods, nn.Module):
 # algorithm's hyperparameter, as in SB3
 MLP_POLICY_KWARGS = tuple(name for name in inspect.signature(ActorCritic).parameters
                           if name not in ("observation_space", "action_space", "use_sde"))
+
+
+POLICY_NAMES = ("MlpPolicy", "CnnPolicy")
+
+
+def named_policy(name: str, observation_space: gym.Space, action_space: gym.Space, use_sde: bool,
+                 **policy_kwargs) -> ActorCritic:
+    """SB3's policy names: "MlpPolicy" is :class:`ActorCritic` from ``policy_kwargs``; "CnnPolicy" the same
+    with SB3's defaults for images: the :class:`~fastppo.algos.cnn.NatureCNN` encoder, shared by actor and
+    critic, and linear heads (``net_arch=[]``)."""
+    if name == "CnnPolicy":
+        if not is_image_space(observation_space):
+            raise ValueError(f"'CnnPolicy' needs image observations (a 3-dimensional uint8 Box with bounds "
+                             f"[0, 255]), got {observation_space}; use 'MlpPolicy'")
+        policy_kwargs = {"features_extractor_class": NatureCNN, "net_arch": [], **policy_kwargs}
+    return ActorCritic(observation_space, action_space, use_sde=use_sde, **policy_kwargs)
