@@ -1,5 +1,6 @@
-"""Image observations (fastppo/algos/cnn.py): CnnPolicy's encoder, uint8 storage end to end, the policy's
-errors, save/load, and a small image task whose solution needs the pixels, learned with CnnPolicy."""
+"""The image and Dict policies (fastppo/algos/cnn.py: CnnPolicy's NatureCNN, MultiInputPolicy's
+CombinedExtractor): encoders, uint8 storage end to end, the policies' errors, save/load, SB3's own policy
+classes, and small tasks whose solutions need the pixels (and, for Dict, every key), learned."""
 
 import gymnasium as gym
 import numpy as np
@@ -8,7 +9,8 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 import fastppo
-from fastppo.algos.cnn import NatureCNN, is_image_space
+from fastppo.algos.cnn import NatureCNN
+from fastppo.algos.observations import is_image_space
 
 
 class PixelCue(gym.Env):
@@ -38,6 +40,26 @@ class PixelCue(gym.Env):
         reward = float(int(action) == self.side)
         self.t += 1
         return self._draw(), reward, False, self.t >= 16, {}
+
+
+class CueAndRule(PixelCue):
+    """PixelCue with a rule: the Discrete key ``flip`` swaps which half pays, and ``noise`` is a distractor;
+    16 needs the frame and the flag."""
+
+    def __init__(self):
+        super().__init__()
+        self.observation_space = gym.spaces.Dict({"frame": self.observation_space, "flip": gym.spaces.Discrete(2),
+                                                  "noise": gym.spaces.Box(-1, 1, (3,), np.float32)})
+
+    def _draw(self):
+        frame = super()._draw()
+        flip = int(self.np_random.integers(2))
+        self.side ^= flip
+        return {"frame": frame, "flip": flip, "noise": self.np_random.uniform(-1, 1, 3).astype(np.float32)}
+
+
+def cue_and_rule(n):
+    return gym.vector.SyncVectorEnv([CueAndRule for _ in range(n)], autoreset_mode=AutoresetMode.SAME_STEP)
 
 
 def pixel_cue(n, channels_last=False):
@@ -92,12 +114,20 @@ def test_cnn_policy_stores_frames_as_uint8(channels_last):
 def test_cnn_policy_errors_name_the_problem():
     with pytest.raises(ValueError, match="'CnnPolicy' needs image observations"):
         fastppo.PPO("CnnPolicy", "CartPole-v1")
-    with pytest.raises(ValueError, match="normalize_obs=True does not apply to image observations"):
+    with pytest.raises(ValueError, match="normalize_obs=True applies to Box observations, not to image ones"):
         fastppo.PPO("CnnPolicy", pixel_cue(2), normalize_obs=True)
     with pytest.raises(ValueError, match="policy must be 'MlpPolicy', 'CnnPolicy'"):
-        fastppo.PPO("MultiInputPolicy", pixel_cue(2))
+        fastppo.PPO("RnnPolicy", pixel_cue(2))
     with pytest.raises(TypeError, match="unknown policy_kwargs 'filters' for 'CnnPolicy'"):
         fastppo.PPO("CnnPolicy", pixel_cue(2), policy_kwargs=dict(filters=8))
+    with pytest.raises(ValueError, match="'MlpPolicy' is for Box and Discrete observations.*use MultiInputPolicy"):
+        fastppo.PPO("MlpPolicy", cue_and_rule(2))
+    with pytest.raises(ValueError, match="'MultiInputPolicy' is for Dict observations"):
+        fastppo.PPO("MultiInputPolicy", pixel_cue(2))
+    with pytest.raises(ValueError, match="normalize_obs=True applies to Box observations, not to dict ones"):
+        fastppo.PPO("MultiInputPolicy", cue_and_rule(2), normalize_obs=True)
+    with pytest.raises(ValueError, match="a policy module for Dict observations is not supported"):
+        fastppo.PPO(torch.nn.Linear(2, 2), cue_and_rule(2))
 
 
 def test_mlp_policy_scales_images_as_sb3():
@@ -139,3 +169,57 @@ def test_cnn_policy_learns_a_task_that_needs_the_pixels(channels_last):
     model.learn(8192)
     mean, _ = fastppo.evaluate_policy(model, pixel_cue(1, channels_last), n_eval_episodes=10)
     assert mean >= 15.5, f"CnnPolicy scored {mean} on PixelCue (16 is perfect, chance is 8)"
+
+
+def test_multi_input_policy_stores_packed_rows_and_reads_every_key():
+    model = fastppo.PPO("MultiInputPolicy", cue_and_rule(4), **SMALL)
+    extractor = model.policy.features_extractor
+    assert list(extractor.cnns) == ["frame"] and extractor.features_dim == 256 + 2 + 3
+    assert model.rollout.obs.dtype == torch.uint8 and model.rollout.obs.shape == (32, 4, 8 + 1296 + 12)
+    model.learn(64)
+    frames = model.obs_spec.unpack(model.rollout.obs.flatten(0, 1))["frame"]
+    assert ((frames == 255).flatten(1).sum(-1) == 36).all()  # one 6x6 square in every stored frame
+    with pytest.raises(ValueError, match="non-finite observation"):
+        model._policy_input({"frame": np.zeros((1, 1, 36, 36), np.uint8), "flip": np.array([1]),
+                             "noise": np.array([[0.0, np.nan, 0.0]], np.float32)}, update_stats=False)
+
+
+def test_sb3_multi_input_policy_class_sees_what_sb3_would_give_it():
+    from stable_baselines3.common.policies import MultiInputActorCriticPolicy
+
+    model = fastppo.PPO(MultiInputActorCriticPolicy, cue_and_rule(2), n_steps=32, batch_size=32, seed=0)
+    model.learn(64)
+    env = CueAndRule()
+    obs = [env.reset(seed=i)[0] for i in range(4)]
+    batch = {key: np.stack([o[key] for o in obs]) for key in obs[0]}
+    sb3_obs, _ = model.policy.module.obs_to_tensor(batch)  # SB3's own conversion (Discrete keys as indices)
+    with torch.no_grad():
+        expected = model.policy.module.predict_values(sb3_obs).reshape(-1)
+        torch.testing.assert_close(model.policy.value(model.policy.obs_to_input(batch)), expected)
+
+
+def test_save_load_keep_a_dict_policy(tmp_path):
+    model = fastppo.PPO("MultiInputPolicy", cue_and_rule(2), **SMALL)
+    model.learn(64)
+    model.save(tmp_path / "multi")
+    loaded = fastppo.PPO.load(tmp_path / "multi", env=cue_and_rule(2))
+    assert loaded.policy_name == "MultiInputPolicy" and list(loaded.observation_space.spaces) == ["flip", "frame", "noise"]
+    for seed in range(5):
+        obs = CueAndRule().reset(seed=seed)[0]
+        assert loaded.predict(obs, deterministic=True)[0] == model.predict(obs, deterministic=True)[0]
+
+
+def test_multi_input_policy_learns_a_task_that_needs_every_key():
+    model = fastppo.PPO("MultiInputPolicy", cue_and_rule(8), n_steps=64, batch_size=128, n_epochs=4,
+                        learning_rate=1e-3, ent_coef=0.0, seed=0)
+    model.learn(16384)
+    mean, _ = fastppo.evaluate_policy(model, cue_and_rule(1), n_eval_episodes=10)
+    assert mean >= 14.5, f"MultiInputPolicy scored {mean} on CueAndRule (16 is perfect, the frame alone 8)"
+
+
+def test_a_dict_env_from_sb3_vec_envs_bootstraps_from_its_final_observations():
+    from stable_baselines3.common.env_util import make_vec_env
+
+    model = fastppo.PPO("MultiInputPolicy", make_vec_env(CueAndRule, n_envs=2, seed=0), **SMALL)
+    model.learn(64)  # 16-step episodes: truncations, each bootstrapped from SB3's terminal_observation
+    assert model.rollout.truncated.sum() == 4 and (model.rollout.final_values[model.rollout.truncated] != 0).all()

@@ -142,7 +142,7 @@ class _NaNEnv(_CountingEnv):
 
 
 def test_unsupported_space():
-    with pytest.raises(TypeError, match="observation_space must be Box or Discrete, got Tuple"):
+    with pytest.raises(TypeError, match="observation_space must be Box, Discrete or a Dict of them, got Tuple"):
         fastppo.PPO("MlpPolicy", _TupleObsEnv())
 
 

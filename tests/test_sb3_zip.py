@@ -17,7 +17,7 @@ from torch import nn
 
 import fastppo
 from fastppo.algos import checkpoint, sb3_zip
-from fastppo.algos.policies import ObsSpec
+from fastppo.algos.observations import ObsSpec
 
 sb3 = pytest.importorskip("stable_baselines3")
 sb3_contrib = pytest.importorskip("sb3_contrib")

@@ -32,7 +32,8 @@ from fastppo.algos.logger import Logger, ProgressBar, make_output_format, run_fo
 from fastppo.algos.model_api import ModelAPI
 from fastppo.algos.normalize import ObsNormalizer, RewardScaler
 from fastppo.algos.optim import uses_flat_adam
-from fastppo.algos.policies import MLP_POLICY_KWARGS, POLICY_NAMES, ActorCritic, ObsSpec, named_policy
+from fastppo.algos.observations import ObsSpec
+from fastppo.algos.policies import MLP_POLICY_KWARGS, POLICY_NAMES, ActorCritic, named_policy
 from fastppo.algos.rollout import (NativeActor, NativeCollector, Rollout, StepCollector, TorchActor,
                                    check_observations)
 from fastppo.algos.sb3_policy import SB3Policy
@@ -108,9 +109,9 @@ class OnPolicyAlgorithm(ModelAPI):
         self._generator.manual_seed(config.seed + self.reducer.rank if config.seed is not None
                                     else int(torch.randint(2**62, ()).item()))
 
-        if config.normalize_obs and self.obs_spec.kind == "image":
-            raise ValueError(f"normalize_obs=True does not apply to image observations ({self.observation_space}): "
-                             f"the policy scales them by 1/255; leave normalize_obs out")
+        if config.normalize_obs and self.obs_spec.kind in ("image", "dict"):
+            raise ValueError(f"normalize_obs=True applies to Box observations, not to {self.obs_spec.kind} ones "
+                             f"({self.observation_space}; the policy scales images by 1/255): leave it out")
         self.obs_normalizer = (ObsNormalizer(self.obs_spec.dim)
                                if config.normalize_obs and self.obs_spec.kind == "box" else None)
         # Built at the first rollout, once the subclass has seated the parameters in their flat buffers
@@ -195,6 +196,10 @@ class OnPolicyAlgorithm(ModelAPI):
         "MlpPolicy" or "CnnPolicy", an :class:`ActorCritic` from ``policy_kwargs`` (CnnPolicy's defaults:
         the :class:`~fastppo.algos.cnn.NatureCNN` encoder shared by actor and critic, linear heads)."""
         if isinstance(policy, nn.Module):
+            if self.obs_spec.kind == "dict":
+                raise ValueError("a policy module for Dict observations is not supported (it would be given the "
+                                 "packed rows of fastppo.algos.observations): use 'MultiInputPolicy' or an SB3 "
+                                 "policy class")
             if policy_kwargs:
                 raise ValueError("policy_kwargs apply to 'MlpPolicy', 'CnnPolicy' or a policy class, not to a given "
                                  "nn.Module")
@@ -222,10 +227,10 @@ class OnPolicyAlgorithm(ModelAPI):
         """Env observations -> the policy's input: images as uint8, others flattened / one-hot to float32,
         checked and normalised."""
         if out is None:
-            out = np.empty((len(raw_obs), *self.obs_spec.shape), self.obs_spec.dtype)
-        flat = self.obs_spec.rows(np.asarray(raw_obs), out)
-        if self.obs_spec.kind != "image":  # uint8 is always finite
-            check_observations(flat, self.num_timesteps)
+            out = np.empty((self.obs_spec.batch_size(raw_obs), *self.obs_spec.shape), self.obs_spec.dtype)
+        flat = self.obs_spec.rows(raw_obs, out)
+        for part in self.obs_spec.float_parts(flat):  # uint8 images are always finite
+            check_observations(part, self.num_timesteps)
         if self.obs_normalizer is not None:
             flat = self.obs_normalizer(flat, update_stats)
         return torch.from_numpy(flat).to(self.device)

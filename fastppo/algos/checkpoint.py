@@ -19,6 +19,7 @@ the env's own state and the current observation, so ``learn(a)``, save, load, ``
 
 from __future__ import annotations
 
+import collections
 import os
 import pickle
 import tempfile
@@ -308,7 +309,9 @@ def _space_to_plain(space: gym.Space, name: str) -> dict:
     if isinstance(space, gym.spaces.MultiDiscrete):
         return {"type": "MultiDiscrete", "nvec": torch.from_numpy(np.array(space.nvec)),
                 "start": torch.from_numpy(np.array(space.start)), "dtype": str(space.dtype)}
-    raise TypeError(f"{name} {space} has no checkpoint form (Box, Discrete and MultiDiscrete have)")
+    if isinstance(space, gym.spaces.Dict):
+        return {"type": "Dict", "spaces": {key: _space_to_plain(sub, f"{name}[{key!r}]") for key, sub in space.spaces.items()}}
+    raise TypeError(f"{name} {space} has no checkpoint form (Box, Discrete, MultiDiscrete and Dict have)")
 
 
 def _space_from_plain(d: dict) -> gym.Space:
@@ -319,4 +322,6 @@ def _space_from_plain(d: dict) -> gym.Space:
         return gym.spaces.Discrete(d["n"], start=d["start"])
     if kind == "MultiDiscrete":
         return gym.spaces.MultiDiscrete(d["nvec"].numpy(), dtype=np.dtype(d["dtype"]), start=d["start"].numpy())
+    if kind == "Dict":  # in the saved key order (a plain dict would be sorted)
+        return gym.spaces.Dict(collections.OrderedDict((k, _space_from_plain(v)) for k, v in d["spaces"].items()))
     raise ValueError(f"unknown space type {kind!r}")

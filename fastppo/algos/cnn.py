@@ -1,28 +1,19 @@
-"""Image observations: which Box spaces are images, and the Nature-DQN encoder of "CnnPolicy".
+"""The features extractors of SB3's "CnnPolicy" (:class:`NatureCNN`) and "MultiInputPolicy"
+(:class:`CombinedExtractor`).
 
-An image space is SB3's: a 3-dimensional uint8 Box with bounds [0, 255]. Its observations are stored as
-they come (uint8, 4x less memory than float32) and scaled by 1/255 inside the policy. Channels may come
-first (Atari's stacked frames, ``(4, 84, 84)``) or last (gymnasium's renders, ``(210, 160, 3)``): the
-encoder reads the smaller end as the channels, as SB3's ``is_image_space_channels_first`` does.
+Images (:func:`~fastppo.algos.observations.is_image_space`) arrive as the rollout stores them, uint8,
+and are scaled by 1/255 here. Channels may come first (Atari's stacked frames, ``(4, 84, 84)``) or last
+(gymnasium's renders, ``(210, 160, 3)``): the encoder reads the smaller end as the channels, as SB3's
+``is_image_space_channels_first`` does, so no env wrapper has to transpose frames.
 """
 
 from __future__ import annotations
 
 import gymnasium as gym
-import numpy as np
 import torch
 from torch import nn
 
-
-def is_image_space(space: gym.Space) -> bool:
-    """A 3-dimensional uint8 Box with bounds [0, 255] (SB3's ``is_image_space``)."""
-    return (isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
-            and bool(np.all(space.low == 0)) and bool(np.all(space.high == 255)))
-
-
-def channels_first(shape: tuple[int, ...]) -> bool:
-    """Whether an image of ``shape`` has its channels first: the first axis is smaller than the last."""
-    return shape[0] < shape[-1]
+from fastppo.algos.observations import ObsSpec, channels_first, is_image_space
 
 
 class NatureCNN(nn.Module):
@@ -56,3 +47,24 @@ class NatureCNN(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         images = obs if self.channels_first else obs.permute(0, 3, 1, 2)
         return self.linear(self.cnn(images.float() / 255.0))
+
+
+class CombinedExtractor(nn.Module):
+    """SB3's ``CombinedExtractor`` for Dict observations: each image key through its own
+    :class:`NatureCNN` (``cnn_output_dim`` features), every other key flattened (Discrete keys one-hot),
+    concatenated in the space's key order. Takes the stored rows and unpacks them
+    (:meth:`~fastppo.algos.observations.ObsSpec.unpack`)."""
+
+    def __init__(self, observation_space: gym.Space, cnn_output_dim: int = 256):
+        super().__init__()
+        if not isinstance(observation_space, gym.spaces.Dict):
+            raise ValueError(f"'MultiInputPolicy' needs a Dict observation space, got {observation_space}")
+        self.obs_spec = ObsSpec(observation_space)
+        self.cnns = nn.ModuleDict({key: NatureCNN(sub, features_dim=cnn_output_dim)
+                                   for key, sub in observation_space.spaces.items() if is_image_space(sub)})
+        self.features_dim = sum(cnn_output_dim if key in self.cnns else spec.dim
+                                for key, (spec, _, _) in self.obs_spec.keys.items())
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        parts = self.obs_spec.unpack(rows)
+        return torch.cat([self.cnns[key](part) if key in self.cnns else part for key, part in parts.items()], 1)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from fastppo.algos import checkpoint
-from fastppo.algos.policies import as_batch
+from fastppo.algos.observations import as_batch
 from fastppo.envs import SB3VecEnv, as_vector_env, sb3_view_class
 
 

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastppo.algos.cnn import NatureCNN, is_image_space
+from fastppo.algos.cnn import CombinedExtractor, NatureCNN
 from fastppo.algos.distributions import LOG_STD_MAX, LOG_STD_MIN, ActionSpec
+from fastppo.algos.observations import ObsSpec, as_batch, is_image_space
 
 # torch.nn's activations that construct without arguments, by lower-case name ("tanh", "relu", ...): what
 # policy_kwargs' activation_fn accepts as a name and what a checkpoint stores in place of the class.
@@ -25,33 +26,6 @@ NATIVE_ACTIVATIONS = ("tanh", "relu")  # the ones csrc/train/mlp.h implements
 def activation_name(activation_fn) -> str | None:
     """The lower-case name of one of torch.nn's activation classes (None for any other object)."""
     return next((name for name, cls in ACTIVATIONS.items() if cls is activation_fn), None)
-
-
-class ObsSpec:
-    """How observations are stored and fed to the policy: ``shape`` and ``dtype`` of one stored row.
-    Images (:func:`~fastppo.algos.cnn.is_image_space`) stay uint8 in their own shape (the policy scales
-    them); other Box observations are flattened to float32; Discrete ones become one-hot vectors."""
-
-    def __init__(self, space: gym.Space):
-        if is_image_space(space):
-            self.kind, self.dim, self.shape, self.dtype = "image", int(np.prod(space.shape)), space.shape, np.uint8
-        elif isinstance(space, gym.spaces.Box):
-            self.kind, self.dim = "box", int(np.prod(space.shape))
-        elif isinstance(space, gym.spaces.Discrete):
-            self.kind, self.dim, self.n, self.start = "discrete", int(space.n), int(space.n), int(space.start)
-        else:
-            raise TypeError(f"observation_space must be Box or Discrete, got {type(space).__name__}")
-        if self.kind != "image":
-            self.shape, self.dtype = (self.dim,), np.float32
-
-    def rows(self, obs: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Batched env observations -> the stored rows, ``(batch, *shape)`` of ``dtype``, in ``out``."""
-        if self.kind == "discrete":
-            out.fill(0.0)
-            out[np.arange(out.shape[0]), np.asarray(obs, dtype=np.int64) - self.start] = 1.0
-        else:
-            np.copyto(out, obs.reshape(out.shape), casting="unsafe")
-        return out
 
 
 def _mlp(sizes: list[int], activation: type[nn.Module]) -> list[nn.Module]:
@@ -118,16 +92,6 @@ def _features_extractor(features_extractor_class, observation_space: gym.Space, 
     return extractor
 
 
-def as_batch(observation, space: gym.Space) -> tuple[np.ndarray, bool]:
-    """One observation or a batch of ``space``'s -> ``(batch, whether it was one)``."""
-    obs = np.asarray(observation)
-    single = obs.shape == space.shape
-    batch = obs[None] if single else obs
-    if batch.shape[1:] != space.shape:
-        raise ValueError(f"observation must have shape {space.shape} or (batch, *{space.shape}), got {obs.shape}")
-    return batch, single
-
-
 def state_values(policy: nn.Module, obs: torch.Tensor) -> torch.Tensor:
     """V(obs), shape ``(batch,)``: the module's ``value(obs)`` where it has one (which can skip the actor),
     else the value that ``forward`` returns."""
@@ -149,8 +113,13 @@ class PolicyMethods:
     def obs_to_input(self, obs) -> torch.Tensor:
         """A batch of env observations (tensor or array) -> ``forward``'s input, on the parameters' device:
         images as they are (uint8), other Box observations flattened and Discrete ones one-hot, in the
-        parameters' dtype."""
+        parameters' dtype; a dict of batches (Dict spaces) packed into the stored rows."""
         first = next(self.parameters())
+        if self.obs_spec.kind == "dict":
+            obs = {key: np.asarray(value.cpu() if isinstance(value, torch.Tensor) else value)
+                   for key, value in obs.items()}
+            rows = np.empty((self.obs_spec.batch_size(obs), *self.obs_spec.shape), self.obs_spec.dtype)
+            return torch.from_numpy(self.obs_spec.rows(obs, rows)).to(first.device)
         obs = torch.as_tensor(obs, device=first.device)
         if self.obs_spec.kind == "image":
             return obs.reshape(obs.shape[0], *self.obs_spec.shape)
@@ -257,6 +226,9 @@ class ActorCritic(PolicyMethods, nn.Module):
             features_dim = self.features_extractor.features_dim
         elif features_extractor_kwargs:
             raise ValueError("policy_kwargs['features_extractor_kwargs'] given without a features_extractor_class")
+        elif self.obs_spec.kind == "dict":
+            raise ValueError(f"Dict observations need a features extractor that reads them: use 'MultiInputPolicy' "
+                             f"(got {observation_space})")
         self.share_features_extractor = bool(share_features_extractor)
 
         act = self.activation_fn
@@ -297,7 +269,7 @@ class ActorCritic(PolicyMethods, nn.Module):
         return obs.flatten(1).to(self.actor[0].weight.dtype) / 255.0 if self.obs_spec.kind == "image" else obs
 
     def _extractor_input(self, obs: torch.Tensor) -> torch.Tensor:
-        return obs.reshape(obs.shape[0], *self.observation_space.shape) if self.obs_spec.kind != "discrete" else obs
+        return obs.reshape(obs.shape[0], *self.observation_space.shape) if self.obs_spec.kind in ("box", "image") else obs
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pi_features, vf_features = self._features(obs)
@@ -391,14 +363,21 @@ MLP_POLICY_KWARGS = tuple(name for name in inspect.signature(ActorCritic).parame
                           if name not in ("observation_space", "action_space", "use_sde"))
 
 
-POLICY_NAMES = ("MlpPolicy", "CnnPolicy")
+POLICY_NAMES = ("MlpPolicy", "CnnPolicy", "MultiInputPolicy")
 
 
 def named_policy(name: str, observation_space: gym.Space, action_space: gym.Space, use_sde: bool,
                  **policy_kwargs) -> ActorCritic:
     """SB3's policy names: "MlpPolicy" is :class:`ActorCritic` from ``policy_kwargs``; "CnnPolicy" the same
     with SB3's defaults for images: the :class:`~fastppo.algos.cnn.NatureCNN` encoder, shared by actor and
-    critic, and linear heads (``net_arch=[]``)."""
+    critic, and linear heads (``net_arch=[]``); "MultiInputPolicy" the same for Dict observations with the
+    :class:`~fastppo.algos.cnn.CombinedExtractor` (and MLP heads, as SB3's)."""
+    if isinstance(observation_space, gym.spaces.Dict) != (name == "MultiInputPolicy"):
+        raise ValueError(f"{name!r} is for {'Dict' if name == 'MultiInputPolicy' else 'Box and Discrete'} "
+                         f"observations, got {observation_space}; use "
+                         f"{'MlpPolicy or CnnPolicy' if name == 'MultiInputPolicy' else 'MultiInputPolicy'}")
+    if name == "MultiInputPolicy":
+        policy_kwargs = {"features_extractor_class": CombinedExtractor, **policy_kwargs}
     if name == "CnnPolicy":
         if not is_image_space(observation_space):
             raise ValueError(f"'CnnPolicy' needs image observations (a 3-dimensional uint8 Box with bounds "

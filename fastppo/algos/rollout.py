@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from fastppo.algos.distributions import ActionSpec
-from fastppo.algos.policies import ObsSpec, state_values
+from fastppo.algos.observations import ObsSpec
+from fastppo.algos.policies import state_values
 from fastppo.envs import SB3VecEnv, to_sb3_infos
 from fastppo.envs.builtin import BuiltinVecEnv
 
@@ -196,7 +197,7 @@ class StepCollector:
             bootstrap = np.flatnonzero(truncated & ~terminated)
             if bootstrap.size:  # V(true final observation): the time limit is not the end of the task
                 # normalised with the statistics that include next_obs (just updated), as SB3's VecNormalize
-                final = algo._policy_input(np.stack([info["final_obs"][i] for i in bootstrap]), False)
+                final = algo._policy_input(algo.obs_spec.stack([info["final_obs"][i] for i in bootstrap]), False)
                 r.final_values[t, torch.from_numpy(bootstrap).to(algo.device)] = actor.values(final).to(algo.device)
             if callback is not None and not stop:
                 if callback.needs_locals:

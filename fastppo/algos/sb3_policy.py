@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from fastppo.algos.distributions import ActionSpec
-from fastppo.algos.policies import ObsSpec, PolicyMethods
+from fastppo.algos.observations import ObsSpec
+from fastppo.algos.policies import PolicyMethods
 
 SB3_POLICY_METHODS = ("get_distribution", "predict_values", "evaluate_actions")
 
@@ -58,6 +59,9 @@ class SB3Policy(PolicyMethods, nn.Module):
 
     def _sb3_obs(self, obs: torch.Tensor) -> torch.Tensor:
         """fastppo's stored observation -> SB3's (what its preprocessing takes)."""
+        if self.obs_spec.kind == "dict":  # SB3 one-hots Discrete keys itself
+            return {key: part.argmax(-1) if self.obs_spec.keys[key][0].kind == "discrete" else part
+                    for key, part in self.obs_spec.unpack(obs).items()}
         if self.obs_spec.kind != "discrete":
             return obs.reshape(obs.shape[0], *self.observation_space.shape)
         return obs.argmax(-1)

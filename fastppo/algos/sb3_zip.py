@@ -49,7 +49,8 @@ import torch
 
 from fastppo.algos.config import PPOConfig, TRPOConfig
 from fastppo.algos.distributions import ActionSpec
-from fastppo.algos.policies import ACTIVATIONS, ObsSpec
+from fastppo.algos.observations import ObsSpec
+from fastppo.algos.policies import ACTIVATIONS
 
 _CONFIGS = {"ppo": PPOConfig, "trpo": TRPOConfig}
 _RENAMES = {"n_envs": "num_envs"}
