@@ -122,6 +122,12 @@ def _unavailable(name: str) -> str | None:
         except ImportError as exc:
             return f"{exc} (pip install 'fastppo[mujoco]' for mujoco >= 4.0; the MuJoCo ids run on gymnasium's envs)"
         return None
+    if name == "atari":  # an env engine too: Atari on ale-py's native vector env
+        try:
+            import ale_py.vector_env  # noqa: F401  (ale-py >= 0.11)
+        except ImportError as exc:
+            return f"{exc} (pip install 'fastppo[atari]' for ale-py >= 0.11)"
+        return None
     if _core is None:
         return _CORE_MISSING
     if name == "cpp":
@@ -144,8 +150,8 @@ def num_threads() -> int:
 
 
 def backends() -> dict[str, BackendStatus]:
-    """Every backend with whether it can run on this machine and, if it cannot, why; and the same for
-    ``mujoco``, the engine of the native MuJoCo envs (:mod:`fastppo.envs.mujoco`).
+    """Every backend with whether it can run on this machine and, if it cannot, why; and the same for the
+    env engines ``mujoco`` (:mod:`fastppo.envs.mujoco`) and ``atari`` (:mod:`fastppo.envs.atari`).
 
     >>> fastppo.backends()["cpp"]
     BackendStatus(available=True, detail='native C++ kernels, 2 threads')
@@ -156,9 +162,10 @@ def backends() -> dict[str, BackendStatus]:
         "cpp": f"native C++ kernels, {_core.num_threads() if _core else 0} threads",
         "cuda": "native CUDA kernels",
         "mujoco": "mujoco.batch steps gymnasium's MuJoCo v5 envs natively",
+        "atari": "ale-py's native vector env steps the Atari ids",
     }
     status = {}
-    for name in (*BACKENDS, "mujoco"):
+    for name in (*BACKENDS, "mujoco", "atari"):
         why = _unavailable(name)
         status[name] = BackendStatus(why is None, details[name] if why is None else why)
     if status["cuda"].available:

@@ -68,7 +68,8 @@ def _train(args: argparse.Namespace) -> int:
         hint = f"\n  {named[0]}: {cls.config_class.help(named[0])}" if named else ""
         raise SystemExit(f"fastppo: {exc}{hint}") from None
     total = args.total_timesteps or fastppo.presets.total_timesteps(args.env_id, args.algo)
-    run_dir = args.run_dir or os.path.join("runs", f"{args.env_id}-{args.algo}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = args.run_dir or os.path.join("runs", f"{args.env_id.replace('/', '-')}-{args.algo}-"
+                                                           f"{time.strftime('%Y%m%d-%H%M%S')}")
     # Under torchrun every rank runs this: they share rank 0's run directory, and rank 0 alone writes and
     # reports (the others save their own part of the checkpoint beside rank 0's file).
     reducer = distributed.setup(distributed.local_device(torch.device("cpu" if config.device == "auto"
@@ -83,7 +84,7 @@ def _train(args: argparse.Namespace) -> int:
                        "processes": 1 if reducer is None else reducer.world_size}, f, indent=2, default=str)
 
     start = time.perf_counter()
-    model = cls("MlpPolicy", args.env_id, config=config, log_dir=run_dir)
+    model = cls(fastppo.presets.policy(args.env_id), args.env_id, config=config, log_dir=run_dir)
     model_path = os.path.join(run_dir, "model.pt")
     try:
         model.learn(total, progress_bar=not args.no_progress)

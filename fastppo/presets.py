@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 
+from fastppo.envs.atari import atari_game
+
 ALGOS = ("ppo", "ppo-kl", "trpo", "npg")
 
 _PPO = {
@@ -70,6 +72,12 @@ _PPO.update({
                                                    "Pusher-v5", "InvertedDoublePendulum-v5")},
 })
 
+# Atari ids (ALE/<Game>-v5, <Game>NoFrameskip-v4; fastppo.envs.atari): CleanRL's and rl-zoo's Atari PPO, 8 envs
+# x 128 steps, 4 epochs of 4 minibatches, lr 2.5e-4 annealed, clip 0.1, entropy 0.01, with "CnnPolicy". Value
+# clipping left out: CleanRL's clips the loss (max of the two), SB3's clip_range_vf the prediction.
+_ATARI = dict(num_envs=8, n_steps=128, batch_size=256, n_epochs=4, gamma=0.99, gae_lambda=0.95,
+              learning_rate="lin_2.5e-4", clip_range=0.1, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5)
+
 # TRPO: sb3-contrib's rl-zoo settings (Pendulum without its gSDE, with normalisation instead).
 _TRPO = {
     "CartPole-v1": dict(num_envs=2, n_steps=512, batch_size=512, cg_damping=1e-3, gae_lambda=0.98, gamma=0.99,
@@ -101,7 +109,8 @@ def get(env_id: str, algo: str = "ppo") -> dict:
     defaults) for an env without a preset."""
     if algo not in ALGOS:
         raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
-    kwargs = copy.deepcopy((_PPO if algo.startswith("ppo") else _TRPO).get(env_id, {}))
+    table = _PPO if algo.startswith("ppo") else _TRPO
+    kwargs = copy.deepcopy(_ATARI if algo.startswith("ppo") and atari_game(env_id) else table.get(env_id, {}))
     if algo == "ppo-kl":
         kwargs.update(variant="kl", kl_target=0.01, kl_coef=1.0)
     if algo == "npg":
@@ -110,8 +119,13 @@ def get(env_id: str, algo: str = "ppo") -> dict:
 
 
 def total_timesteps(env_id: str, algo: str = "ppo") -> int:
-    """The preset's training budget (the CLI's default --total-timesteps)."""
-    return _BUDGET.get(env_id, 1_000_000)
+    """The preset's training budget (the CLI's default --total-timesteps): 10M steps for Atari ids."""
+    return 10_000_000 if atari_game(env_id) else _BUDGET.get(env_id, 1_000_000)
+
+
+def policy(env_id: str) -> str:
+    """The policy the preset trains: "CnnPolicy" for Atari ids, else "MlpPolicy"."""
+    return "CnnPolicy" if atari_game(env_id) else "MlpPolicy"
 
 
 def algorithm_class(algo: str):

@@ -62,10 +62,6 @@ class OnPolicyAlgorithm(ModelAPI):
         self.reducer: Reducer = distributed.setup(self.device) or Reducer()
         if config.verbose >= 1 and distributed.is_main(self):
             print(f"Using {self.device} device")
-        # PPO's networks are tiny: on the CPU torch's intra-op threads cost more in wake-ups than they
-        # save (10x slower training measured on a busy 2-core machine), so learn() uses one by default.
-        self.torch_threads = (config.torch_threads if config.torch_threads is not None
-                              else (1 if self.device.type == "cpu" else None))
         self.backend = _backend.requested(config.backend)
         if env is None and spaces is None:
             raise ValueError("env must be given (an env id, a gymnasium VectorEnv or Env, or an SB3 VecEnv)")
@@ -84,6 +80,12 @@ class OnPolicyAlgorithm(ModelAPI):
         else:  # a loaded model without an env (load(path) of a model trained on an env instance): set_env() later
             self.observation_space, self.action_space, num_envs = spaces
         self.obs_spec = ObsSpec(self.observation_space)
+        # PPO's MLPs are tiny: on the CPU torch's intra-op threads cost more in wake-ups than they save (10x
+        # slower training measured on a busy 2-core machine), so learn() uses one by default. Networks over
+        # pixels are not tiny (bench/bench_atari.py): they keep torch's threads.
+        self.torch_threads = (config.torch_threads if config.torch_threads is not None
+                              else 1 if self.device.type == "cpu" and self.obs_spec.kind not in ("image", "dict")
+                              else None)
         self.action_spec = ActionSpec(self.action_space)
 
         with torch.random.fork_rng(devices=[]):  # seed the initial weights without touching the global RNG

@@ -105,7 +105,8 @@ class OnPolicyConfig:
     verbose: int = hp(0, "0: quiet; 1: print the device and SB3's metric table after each logged iteration")
     stats_window_size: int = hp(100, "episodes averaged in rollout/ep_rew_mean and rollout/ep_len_mean")
     torch_threads: int | None = hp(None, "torch's CPU threads while learn() runs (default 1 on the CPU, "
-                                         "where these small networks run fastest single-threaded)")
+                                         "where MLPs run fastest single-threaded; torch's own count for "
+                                         "image and Dict observations)")
 
     def __post_init__(self) -> None:
         check_int(self.n_steps, "n_steps", 1)

@@ -6,12 +6,13 @@ import numbers
 import sys
 
 from fastppo import _backend
+from fastppo.envs.atari import atari_game
 from fastppo.envs.builtin import BUILTIN_SPACES
 from fastppo.envs.mujoco import MUJOCO_TASKS
 
 __all__ = ["ENV_BACKENDS", "as_vector_env", "make_vec_env"]
 
-ENV_BACKENDS = ("auto", "cpp", "cuda", "numba", "mujoco", "gymnasium", "vector_entry_point", "sync", "async")
+ENV_BACKENDS = ("auto", "cpp", "cuda", "numba", "mujoco", "atari", "gymnasium", "vector_entry_point", "sync", "async")
 
 
 def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device: str = "cpu",
@@ -22,7 +23,9 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
     ``Pendulum-v1``) step natively with gymnasium's dynamics; gymnasium's MuJoCo v5 suite (``HalfCheetah-v5``,
     ``Hopper-v5``, ...: :data:`fastppo.envs.mujoco.MUJOCO_TASKS`) steps on ``mujoco.batch`` when the
     ``mujoco`` extra is installed (:class:`fastppo.envs.mujoco.MujocoVecEnv`; else on gymnasium's envs, and
-    ``fastppo.backends()["mujoco"]`` says why); ids registered with
+    ``fastppo.backends()["mujoco"]`` says why); Atari ids (``ALE/<Game>-v5``, ``<Game>NoFrameskip-v4``) step
+    on ale-py's native vector env with CleanRL's preprocessing (:class:`fastppo.envs.atari.AtariVecEnv`);
+    ids registered with
     :func:`fastppo.envs.register_numba_env` run as compiled Numba loops; any other id registered with
     gymnasium runs on gymnasium's own vector envs. All report finished episodes in
     ``infos["episode"]`` like :class:`gymnasium.wrappers.vector.RecordEpisodeStatistics` and the true
@@ -36,8 +39,9 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
         seed: seed of the first ``reset()`` called without one (None: a random seed).
         device: "cpu" (numpy arrays) or a CUDA device such as "cuda" / "cuda:1" (built-in envs only;
             observations and actions are CUDA torch tensors).
-        backend: "auto" (built-in native, else MuJoCo's batch, else Numba, else gymnasium); "cpp" / "cuda"
-            (the native built-in envs, on the CPU / GPU); "mujoco"; "numba"; "gymnasium" (its vectorised entry
+        backend: "auto" (built-in native, else MuJoCo's batch, else ale-py's Atari engine, else Numba, else
+            gymnasium); "cpp" / "cuda" (the native built-in envs, on the CPU / GPU); "mujoco"; "atari"; "numba";
+            "gymnasium" (its vectorised entry
             point when it supports SAME_STEP, else sync), "vector_entry_point", "sync" or "async" (gymnasium's
             own vector envs, for any id it knows, built-in ones included). ``FASTPPO_BACKEND`` does not apply.
         fast_math: trade gymnasium's bit-exact dynamics for speed where libm's scalar ``sin``/``cos``
@@ -48,7 +52,8 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
             next call: for loops that consume or copy each result first (fastppo's trainer does), saving
             the copies (bench/RESULTS.md, envs, measures them).
         env_kwargs: the env's constructor options, as ``gymnasium.make`` takes them (the MuJoCo envs'
-            ``forward_reward_weight``, ``ctrl_cost_weight``, ...; checked by name and type); not for the
+            ``forward_reward_weight``, ``ctrl_cost_weight``, ...; checked by name and type; the Atari envs'
+            :data:`fastppo.envs.atari.OPTIONS`); not for the
             built-in classic-control envs or Numba envs, which have none.
 
     Raises:
@@ -73,13 +78,15 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
     builtin = env_id in BUILTIN_SPACES
     numba_env = numba_module is not None and env_id in numba_module.registered_numba_envs()
     mujoco = env_id in MUJOCO_TASKS
+    atari = atari_game(env_id) is not None
     if env_kwargs is None:
         env_kwargs = {}
     if not isinstance(env_kwargs, dict):
         raise TypeError(f"env_kwargs must be a dict or None, got {type(env_kwargs).__name__}")
     if backend == "auto":
         backend = (("cuda" if on_cuda else "cpp") if builtin else "numba" if numba_env
-                   else "mujoco" if mujoco and _backend._unavailable("mujoco") is None else "gymnasium")
+                   else "mujoco" if mujoco and _backend._unavailable("mujoco") is None
+                   else "atari" if atari and _backend._unavailable("atari") is None else "gymnasium")
     if env_kwargs and backend in ("cpp", "cuda", "numba"):
         raise ValueError(f"env_kwargs: {env_id} on backend {backend!r} takes no constructor options, got "
                          f"{sorted(env_kwargs)}")
@@ -110,6 +117,15 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
         from fastppo.envs.mujoco.vec_env import MujocoVecEnv
 
         return MujocoVecEnv(env_id, num_envs, seed=seed, copy=copy, **env_kwargs)
+    if backend == "atari":
+        if not atari:
+            raise ValueError(f"env_id {env_id!r} is not an Atari id ('ALE/<Game>-v5' or '<Game>NoFrameskip-v4')")
+        why = _backend._unavailable("atari")
+        if why is not None:
+            raise _backend.BackendUnavailableError(f"backend 'atari' is unavailable: {why}")
+        from fastppo.envs.atari import AtariVecEnv
+
+        return AtariVecEnv(env_id, num_envs, seed=seed, copy=copy, **env_kwargs)
     if backend == "numba":
         if not numba_env:
             raise ValueError(f"env_id {env_id!r} is not a registered Numba env (see fastppo.envs.register_numba_env)")
@@ -138,6 +154,7 @@ def as_vector_env(env, num_envs: int, *, seed: int | None = None, backend: str =
     from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
     from fastppo.envs._buffered import BufferedVecEnv
+    from fastppo.envs.atari import AtariVecEnv
     from fastppo.envs.fallback import GymnasiumVecEnv
     from fastppo.envs.mujoco.vec_env import MujocoVecEnv
     from fastppo.envs.sb3_vec import SB3VecEnv, SB3View, is_sb3_vec_env
@@ -159,7 +176,8 @@ def as_vector_env(env, num_envs: int, *, seed: int | None = None, backend: str =
         raise ValueError(f"env must autoreset in gymnasium's SAME_STEP mode (so that the true final observation "
                          f"is there to bootstrap from), got {mode}; create it with gymnasium.make_vec(..., "
                          f"vector_kwargs={{'autoreset_mode': AutoresetMode.SAME_STEP}}) or fastppo.make_vec_env")
-    if not isinstance(env, (BufferedVecEnv, GymnasiumVecEnv, MujocoVecEnv, SB3VecEnv)) and not _records_episodes(env):
+    if (not isinstance(env, (AtariVecEnv, BufferedVecEnv, GymnasiumVecEnv, MujocoVecEnv, SB3VecEnv))
+            and not _records_episodes(env)):
         env = RecordEpisodeStatistics(env)
     return env, None
 
