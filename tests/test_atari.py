@@ -127,3 +127,33 @@ def test_cnn_policy_trains_on_an_atari_id_from_the_cli(tmp_path):
     assert "ALE/Breakout-v5 (ppo): mean return" in out.stdout
     model = fastppo.PPO.load(tmp_path / "run" / "model.pt")
     assert model.policy_name == "CnnPolicy" and model.num_timesteps == 256
+
+
+def test_the_engine_preprocesses_as_gymnasiums_wrappers():
+    # gymnasium's reference preprocessing (AtariPreprocessing: 4 max-pooled frames, 84x84 grayscale;
+    # FrameStackObservation: 4 frames, zero-padded at reset) on the same game: the same frames and rewards
+    # step for step. No no-op starts, sticky actions or FIRE: those draw from different random streams.
+    gym = pytest.importorskip("gymnasium")
+    pytest.importorskip("cv2")
+    import ale_py
+    from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
+
+    gym.register_envs(ale_py)
+    reference = FrameStackObservation(AtariPreprocessing(gym.make("BreakoutNoFrameskip-v4"), noop_max=0), 4,
+                                      padding_type="zero")
+    env = fastppo.make_vec_env("BreakoutNoFrameskip-v4", 1, env_kwargs=dict(
+        noop_max=0, use_fire_reset=False, clip_rewards=False, episodic_life=False))
+    expected, _ = reference.reset(seed=0)
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(obs[0], expected)
+    rng, game_over = np.random.default_rng(0), False
+    for t in range(2000):
+        action = int(rng.integers(0, 4))
+        expected, reward, terminated, truncated, _ = reference.step(action)
+        obs, rewards, te, tr, infos = env.step(np.array([action]))
+        game_over = terminated or truncated
+        np.testing.assert_array_equal(infos["final_obs"][0] if game_over else obs[0], expected, err_msg=f"step {t}")
+        assert (rewards[0], te[0], tr[0]) == (reward, terminated, truncated)
+        if game_over:
+            break
+    assert game_over

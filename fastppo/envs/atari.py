@@ -32,7 +32,7 @@ _ATARI_ID = re.compile(r"ALE/(?P<v5>[A-Za-z]+)-v5|(?P<v4>[A-Za-z]+)NoFrameskip-v
 # AtariVecEnv's options (make_vec_env's env_kwargs), with their defaults: CleanRL's Atari settings
 OPTIONS = {"clip_rewards": True, "episodic_life": True, "noop_max": 30, "frame_skip": 4, "stack_num": 4,
            "img_height": 84, "img_width": 84, "repeat_action_probability": None, "max_num_frames_per_episode": 108_000,
-           "full_action_space": False, "num_threads": 0}
+           "full_action_space": False, "use_fire_reset": True, "num_threads": 0}
 
 
 def atari_game(env_id: str) -> str | None:
@@ -67,7 +67,7 @@ class AtariVecEnv(VectorEnv):
         if unknown:
             raise ValueError(f"env_kwargs: {env_id} takes {', '.join(OPTIONS)}; got unknown {unknown}")
         self.options = {**OPTIONS, **options}
-        for name in ("clip_rewards", "episodic_life", "full_action_space"):
+        for name in ("clip_rewards", "episodic_life", "full_action_space", "use_fire_reset"):
             if not isinstance(self.options[name], bool):
                 raise TypeError(f"env_kwargs[{name!r}] must be a bool, got {self.options[name]!r}")
         sticky = self.options.pop("repeat_action_probability")
