@@ -84,7 +84,7 @@ def _train(args: argparse.Namespace) -> int:
                        "processes": 1 if reducer is None else reducer.world_size}, f, indent=2, default=str)
 
     start = time.perf_counter()
-    model = cls(fastppo.presets.policy(args.env_id), args.env_id, config=config, log_dir=run_dir)
+    model = cls("auto", args.env_id, config=config, log_dir=run_dir)
     model_path = os.path.join(run_dir, "model.pt")
     try:
         model.learn(total, progress_bar=not args.no_progress)

@@ -123,11 +123,6 @@ def total_timesteps(env_id: str, algo: str = "ppo") -> int:
     return 10_000_000 if atari_game(env_id) else _BUDGET.get(env_id, 1_000_000)
 
 
-def policy(env_id: str) -> str:
-    """The policy the preset trains: "CnnPolicy" for Atari ids, else "MlpPolicy"."""
-    return "CnnPolicy" if atari_game(env_id) else "MlpPolicy"
-
-
 def algorithm_class(algo: str):
     """The class that takes ``get(env_id, algo)``'s keyword arguments."""
     if algo not in ALGOS:

@@ -116,7 +116,7 @@ def test_cnn_policy_errors_name_the_problem():
         fastppo.PPO("CnnPolicy", "CartPole-v1")
     with pytest.raises(ValueError, match="normalize_obs=True applies to Box observations, not to image ones"):
         fastppo.PPO("CnnPolicy", pixel_cue(2), normalize_obs=True)
-    with pytest.raises(ValueError, match="policy must be 'MlpPolicy', 'CnnPolicy'"):
+    with pytest.raises(ValueError, match="policy must be 'auto', 'MlpPolicy', 'CnnPolicy', 'MultiInputPolicy'"):
         fastppo.PPO("RnnPolicy", pixel_cue(2))
     with pytest.raises(TypeError, match="unknown policy_kwargs 'filters' for 'CnnPolicy'"):
         fastppo.PPO("CnnPolicy", pixel_cue(2), policy_kwargs=dict(filters=8))
@@ -224,3 +224,13 @@ def test_a_dict_env_from_sb3_vec_envs_bootstraps_from_its_final_observations():
     model = fastppo.PPO("MultiInputPolicy", make_vec_env(CueAndRule, n_envs=2, seed=0), **SMALL)
     model.learn(64)  # 16-step episodes: truncations, each bootstrapped from SB3's terminal_observation
     assert model.rollout.truncated.sum() == 4 and (model.rollout.final_values[model.rollout.truncated] != 0).all()
+
+
+def test_auto_picks_the_policy_the_observations_call_for(tmp_path):
+    for env, expected in ((pixel_cue(2), "CnnPolicy"), (cue_and_rule(2), "MultiInputPolicy"), ("CartPole-v1", "MlpPolicy"),
+                          ("BreakoutNoFrameskip-v4" if fastppo.backends()["atari"].available else pixel_cue(2),
+                           "CnnPolicy")):
+        model = fastppo.PPO("auto", env, n_steps=16, batch_size=16, seed=0)
+        assert model.policy_name == expected
+    model.save(tmp_path / "auto")
+    assert fastppo.PPO.load(tmp_path / "auto").policy_name == "CnnPolicy"  # the name it stood for is stored

@@ -33,11 +33,11 @@ from fastppo.algos.model_api import ModelAPI
 from fastppo.algos.normalize import ObsNormalizer, RewardScaler
 from fastppo.algos.optim import uses_flat_adam
 from fastppo.algos.observations import ObsSpec
-from fastppo.algos.policies import MLP_POLICY_KWARGS, POLICY_NAMES, ActorCritic, named_policy
+from fastppo.algos.policies import MLP_POLICY_KWARGS, POLICY_NAMES, ActorCritic, auto_policy, named_policy
 from fastppo.algos.rollout import (NativeActor, NativeCollector, Rollout, StepCollector, TorchActor,
                                    check_observations)
 from fastppo.algos.sb3_policy import SB3Policy
-from fastppo.envs import SB3View, as_vector_env
+from fastppo.envs import SB3View, as_vector_env, observation_space
 from fastppo.ops import gae
 
 
@@ -57,6 +57,8 @@ class OnPolicyAlgorithm(ModelAPI):
     def __init__(self, policy: str | nn.Module, env, config: OnPolicyConfig, *,
                  spaces: tuple[gym.Space, gym.Space, int] | None = None):
         self.config = config
+        if isinstance(policy, str) and policy == "auto":  # SB3's policy name the observations call for
+            policy = auto_policy(spaces[0] if env is None else observation_space(env))
         self.device = distributed.local_device(resolve_device(config.device, policy))
         # data-parallel under torchrun (fastppo/algos/distributed.py), else the identity
         self.reducer: Reducer = distributed.setup(self.device) or Reducer()
@@ -98,7 +100,7 @@ class OnPolicyAlgorithm(ModelAPI):
                 for tensor in self.policy.state_dict().values():
                     self.reducer.broadcast_(tensor)
         self._custom_policy = None if isinstance(policy, str) else policy  # a module or a class: not stored
-        self.policy_name = policy if isinstance(policy, str) else None  # "MlpPolicy" or "CnnPolicy": stored
+        self.policy_name = policy if isinstance(policy, str) else None  # "MlpPolicy", "CnnPolicy", ...: stored
         # SB3's optimizer_class / optimizer_kwargs (fastppo.algos.optim.make_optimizer builds the optimiser): an
         # SB3 policy class's own, as SB3 takes them from the policy, else policy_kwargs'
         self._optimizer_options = (self.policy.optimizer_options() if isinstance(self.policy, SB3Policy) else
@@ -214,8 +216,8 @@ class OnPolicyAlgorithm(ModelAPI):
             return SB3Policy.build(policy, self.observation_space, self.action_space, self.config.lr_schedule,
                                    use_sde=self.config.use_sde, **policy_kwargs)
         if policy not in POLICY_NAMES:
-            raise ValueError(f"policy must be 'MlpPolicy', 'CnnPolicy', an nn.Module or an SB3 policy class, "
-                             f"got {policy!r}")
+            raise ValueError(f"policy must be 'auto', 'MlpPolicy', 'CnnPolicy', 'MultiInputPolicy', an nn.Module "
+                             f"or an SB3 policy class, got {policy!r}")
         known = [*MLP_POLICY_KWARGS, *OPTIMIZER_KWARGS]
         unknown = sorted(set(policy_kwargs) - set(known), key=str)
         if unknown:

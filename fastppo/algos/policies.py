@@ -366,6 +366,13 @@ MLP_POLICY_KWARGS = tuple(name for name in inspect.signature(ActorCritic).parame
 POLICY_NAMES = ("MlpPolicy", "CnnPolicy", "MultiInputPolicy")
 
 
+def auto_policy(observation_space: gym.Space) -> str:
+    """What the policy name "auto" stands for: "CnnPolicy" for images, "MultiInputPolicy" for Dict
+    observations, else "MlpPolicy"."""
+    return ("CnnPolicy" if is_image_space(observation_space) else
+            "MultiInputPolicy" if isinstance(observation_space, gym.spaces.Dict) else "MlpPolicy")
+
+
 def named_policy(name: str, observation_space: gym.Space, action_space: gym.Space, use_sde: bool,
                  **policy_kwargs) -> ActorCritic:
     """SB3's policy names: "MlpPolicy" is :class:`ActorCritic` from ``policy_kwargs``; "CnnPolicy" the same

@@ -26,7 +26,8 @@ class PPO(OnPolicyAlgorithm):
 
     Args:
         policy: "MlpPolicy" (:class:`fastppo.algos.policies.ActorCritic`, configured by ``policy_kwargs``
-            as SB3's), an SB3 policy class (an ``ActorCriticPolicy`` subclass: :mod:`fastppo.algos.sb3_policy`)
+            as SB3's), "CnnPolicy" (images), "MultiInputPolicy" (Dict observations), "auto" (the one of
+            those three the observations call for), an SB3 policy class (an ``ActorCriticPolicy`` subclass: :mod:`fastppo.algos.sb3_policy`)
             or an ``nn.Module`` whose ``forward(obs) -> (dist_params, value)`` (see ``ActorCritic``).
         env: an env id (built in or any gymnasium id), a gymnasium VectorEnv (SAME_STEP autoreset), or
             a gymnasium Env.

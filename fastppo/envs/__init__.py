@@ -7,11 +7,12 @@ The Numba pieces (:func:`register_numba_env`, :func:`uniform`, :class:`NumbaVecE
 first use, not with fastppo."""
 
 from fastppo.envs.builtin import BUILTIN_SPACES, BuiltinVecEnv
-from fastppo.envs.make import ENV_BACKENDS, as_vector_env, make_vec_env
+from fastppo.envs.make import ENV_BACKENDS, as_vector_env, make_vec_env, observation_space
 from fastppo.envs.sb3_vec import SB3VecEnv, SB3View, find_vec_normalize, is_sb3_vec_env, sb3_view_class, to_sb3_infos
 
 __all__ = ["BUILTIN_SPACES", "ENV_BACKENDS", "BuiltinVecEnv", "as_vector_env", "NumbaVecEnv", "SB3VecEnv",
-           "SB3View", "find_vec_normalize", "is_sb3_vec_env", "sb3_view_class", "to_sb3_infos", "make_vec_env", "register_numba_env", "uniform"]
+           "SB3View", "find_vec_normalize", "is_sb3_vec_env", "sb3_view_class", "to_sb3_infos", "make_vec_env",
+           "observation_space", "register_numba_env", "uniform"]
 
 
 def __getattr__(name):

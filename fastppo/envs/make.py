@@ -10,7 +10,7 @@ from fastppo.envs.atari import atari_game
 from fastppo.envs.builtin import BUILTIN_SPACES
 from fastppo.envs.mujoco import MUJOCO_TASKS
 
-__all__ = ["ENV_BACKENDS", "as_vector_env", "make_vec_env"]
+__all__ = ["ENV_BACKENDS", "as_vector_env", "make_vec_env", "observation_space"]
 
 ENV_BACKENDS = ("auto", "cpp", "cuda", "numba", "mujoco", "atari", "gymnasium", "vector_entry_point", "sync", "async")
 
@@ -180,6 +180,20 @@ def as_vector_env(env, num_envs: int, *, seed: int | None = None, backend: str =
             and not _records_episodes(env)):
         env = RecordEpisodeStatistics(env)
     return env, None
+
+
+def observation_space(env):
+    """One env's observation space of anything :func:`as_vector_env` accepts (an id other than the built-in
+    and MuJoCo ones is made once, with one env, to read it)."""
+    if isinstance(env, str):
+        if env in BUILTIN_SPACES:
+            return BUILTIN_SPACES[env][0]
+        probe = make_vec_env(env, 1)
+        space = probe.single_observation_space
+        probe.close()
+        return space
+    single = getattr(env, "single_observation_space", None)  # a VectorEnv's; an Env's or SB3 VecEnv's otherwise
+    return env.observation_space if single is None else single
 
 
 def _records_episodes(env) -> bool:
