@@ -197,8 +197,8 @@ class OnPolicyAlgorithm(ModelAPI):
     def _build_policy(self, policy, policy_kwargs: dict) -> nn.Module:
         """The policy module: a given ``nn.Module`` as it is, an SB3 policy class (an ``ActorCriticPolicy``
         subclass) built as SB3 builds it and adapted (:class:`~fastppo.algos.sb3_policy.SB3Policy`), or
-        "MlpPolicy" or "CnnPolicy", an :class:`ActorCritic` from ``policy_kwargs`` (CnnPolicy's defaults:
-        the :class:`~fastppo.algos.cnn.NatureCNN` encoder shared by actor and critic, linear heads)."""
+        a policy name (:data:`~fastppo.algos.policies.POLICY_NAMES`), an :class:`ActorCritic` from
+        ``policy_kwargs`` with that name's defaults (:func:`~fastppo.algos.policies.named_policy`)."""
         if isinstance(policy, nn.Module):
             if self.obs_spec.kind == "dict":
                 raise ValueError("a policy module for Dict observations is not supported (it would be given the "

@@ -50,7 +50,8 @@ class AtariVecEnv(VectorEnv):
     ``"_episode"``) reports each finished game's unclipped return ``r``, length ``l`` in steps and time
     ``t``; ``infos["final_obs"]`` (mask ``"_final_obs"``) the last observation of each game that ended;
     ``infos["lives"]`` the lives left. ``options`` (``make_vec_env``'s ``env_kwargs``) are
-    :data:`OPTIONS`; ``num_threads`` 0 uses every core."""
+    :data:`OPTIONS`; ``num_threads`` 0 uses every core. Every result is a fresh array (the engine allocates
+    them), the caller's to keep, so ``copy`` is taken for :func:`~fastppo.make_vec_env`'s sake only."""
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
@@ -73,7 +74,7 @@ class AtariVecEnv(VectorEnv):
         sticky = self.options.pop("repeat_action_probability")
         if sticky is None:
             sticky = 0.25 if env_id.startswith("ALE/") else 0.0
-        self.env_id, self.num_envs, self.copy = env_id, int(num_envs), copy
+        self.env_id, self.num_envs = env_id, int(num_envs)
         self.clip_rewards, self.episodic_life = self.options.pop("clip_rewards"), self.options.pop("episodic_life")
         self._engine = AtariVectorEnv(
             game, self.num_envs, autoreset_mode=AutoresetMode.SAME_STEP, episodic_life=False,
