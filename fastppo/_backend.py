@@ -126,7 +126,8 @@ def _unavailable(name: str) -> str | None:
         try:
             import ale_py.vector_env  # noqa: F401  (ale-py >= 0.11)
         except ImportError as exc:
-            return f"{exc} (pip install 'fastppo[atari]' for ale-py >= 0.11)"
+            return (f"{exc} (pip install 'fastppo[atari]' for ale-py >= 0.11; with an older ale-py the Atari ids run "
+                    f"on gymnasium's preprocessing wrappers, one Python env at a time)")
         return None
     if _core is None:
         return _CORE_MISSING

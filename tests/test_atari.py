@@ -1,6 +1,7 @@
 """fastppo/envs/atari.py: Atari ids on ale-py's native vector env, held to fastppo's env contract: spaces,
 errors, seeding, frame stacks across steps and game ends, and episode statistics of whole games (all
-lives, unclipped rewards) counted here step by step."""
+lives, unclipped rewards) counted here step by step; the engine against gymnasium's reference wrappers,
+and the fallback built on them against the engine."""
 
 import subprocess
 import sys
@@ -157,3 +158,51 @@ def test_the_engine_preprocesses_as_gymnasiums_wrappers():
         if game_over:
             break
     assert game_over
+
+
+def test_the_fallback_on_gymnasiums_wrappers_plays_as_the_engine():
+    # the same games on both engines with the same actions: frames (final ones too), clipped rewards,
+    # life-loss terminations, lives and whole-game statistics, step for step. No-op starts and sticky
+    # actions off: they draw from different random streams; FIRE on reset stays on.
+    options = dict(noop_max=0, repeat_action_probability=0.0)
+    native, fallback = (AtariVecEnv("BreakoutNoFrameskip-v4", 2, engine=engine, **options) for engine in ("ale", "gymnasium"))
+    assert (native.engine, fallback.engine) == ("ale", "gymnasium")
+    assert fallback.single_observation_space == native.single_observation_space
+    np.testing.assert_array_equal(native.reset(seed=0)[0], fallback.reset(seed=0)[0])
+    rng, games, lives_lost = np.random.default_rng(0), 0, 0
+    for t in range(2000):
+        actions = rng.integers(0, 4, 2)
+        expected, got = native.step(actions), fallback.step(actions)
+        for name, a, b in zip(("obs", "rewards", "terminated", "truncated"), expected[:4], got[:4]):
+            np.testing.assert_array_equal(a, b, err_msg=f"{name} at step {t}")
+        np.testing.assert_array_equal(expected[4]["lives"], got[4]["lives"])
+        assert ("_episode" in expected[4]) == ("_episode" in got[4])
+        if "_episode" in expected[4]:
+            ended = expected[4]["_episode"]
+            np.testing.assert_array_equal(ended, got[4]["_episode"])
+            np.testing.assert_array_equal(expected[4]["episode"]["r"], got[4]["episode"]["r"])
+            np.testing.assert_array_equal(expected[4]["final_obs"][ended], got[4]["final_obs"][ended])
+            games += ended.sum()
+        lives_lost += (expected[2] & ~expected[4].get("_episode", np.zeros(2, bool))).sum()
+    assert games >= 10 and lives_lost >= 30
+
+
+def test_without_alepy_vector_env_the_ids_run_on_the_fallback(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def old_ale_py(name, *args, **kwargs):
+        if name == "ale_py.vector_env":
+            raise ImportError("No module named 'ale_py.vector_env'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", old_ale_py)
+    env = fastppo.make_vec_env("ALE/Breakout-v5", 2, seed=0)
+    assert env.engine == "gymnasium" and env.single_observation_space.shape == (4, 84, 84)
+    obs, _ = env.reset()
+    obs, rewards, terminated, truncated, infos = env.step(np.array([1, 2]))
+    assert obs.shape == (2, 4, 84, 84) and obs.dtype == np.uint8 and rewards.dtype == np.float32
+    env.close()
+    with pytest.raises(ValueError, match="engine must be 'auto', 'ale' or 'gymnasium', got 'envpool'"):
+        AtariVecEnv("ALE/Breakout-v5", 1, engine="envpool")

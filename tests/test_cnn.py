@@ -9,20 +9,24 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 import fastppo
-from fastppo.algos.cnn import NatureCNN
+from fastppo.algos.cnn import NatureCNN, SmallCNN, image_encoder
 from fastppo.algos.observations import is_image_space
 
 
 class PixelCue(gym.Env):
     """Each step shows a 6x6 white square at a random place in the left or the right half of a 36x36
     frame; the action naming that half earns 1. Sixteen steps an episode: 16 needs the pixels, chance
-    gets 8. ``channels_last`` gives the frame as (36, 36, 1), gymnasium's image layout."""
+    gets 8. ``channels_last`` gives the frame as (36, 36, 1), gymnasium's image layout; ``binary`` a
+    10x10 bool frame with a 2x2 square, as MinAtar's (channels last)."""
 
     action_space = gym.spaces.Discrete(2)
 
-    def __init__(self, channels_last: bool = False):
-        self.channels_last = channels_last
-        self.observation_space = gym.spaces.Box(0, 255, (36, 36, 1) if channels_last else (1, 36, 36), np.uint8)
+    def __init__(self, channels_last: bool = False, binary: bool = False):
+        self.channels_last, self.binary = channels_last or binary, binary
+        self.size, self.square = (10, 2) if binary else (36, 6)
+        shape = (self.size, self.size, 1) if self.channels_last else (1, self.size, self.size)
+        self.observation_space = (gym.spaces.Box(0, 1, shape, np.bool_) if binary
+                                  else gym.spaces.Box(0, 255, shape, np.uint8))
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -31,9 +35,11 @@ class PixelCue(gym.Env):
 
     def _draw(self):
         self.side = int(self.np_random.integers(2))
-        frame = np.zeros((36, 36), np.uint8)
-        x, y = self.side * 18 + int(self.np_random.integers(0, 13)), int(self.np_random.integers(0, 31))
-        frame[y:y + 6, x:x + 6] = 255
+        half, square = self.size // 2, self.square
+        frame = np.zeros((self.size, self.size), np.bool_ if self.binary else np.uint8)
+        x = self.side * half + int(self.np_random.integers(0, half - square + 1))
+        y = int(self.np_random.integers(0, self.size - square + 1))
+        frame[y:y + square, x:x + square] = 1 if self.binary else 255
         return frame[:, :, None] if self.channels_last else frame[None]
 
     def step(self, action):
@@ -62,8 +68,8 @@ def cue_and_rule(n):
     return gym.vector.SyncVectorEnv([CueAndRule for _ in range(n)], autoreset_mode=AutoresetMode.SAME_STEP)
 
 
-def pixel_cue(n, channels_last=False):
-    return gym.vector.SyncVectorEnv([lambda: PixelCue(channels_last) for _ in range(n)],
+def pixel_cue(n, channels_last=False, binary=False):
+    return gym.vector.SyncVectorEnv([lambda: PixelCue(channels_last, binary) for _ in range(n)],
                                     autoreset_mode=AutoresetMode.SAME_STEP)
 
 
@@ -92,23 +98,46 @@ def test_nature_cnn_reads_either_channel_order(shape):
 def test_nature_cnn_refuses_what_it_cannot_encode():
     with pytest.raises(ValueError, match="needs image observations"):
         NatureCNN(gym.spaces.Box(0.0, 1.0, (4, 84, 84), np.float32))
-    with pytest.raises(ValueError, match="at least 36x36 pixels, got 10x10"):
+    with pytest.raises(ValueError, match="at least 36x36 pixels, got 10x10.*SmallCNN, which CnnPolicy picks"):
         NatureCNN(gym.spaces.Box(0, 255, (10, 10, 4), np.uint8))
     with pytest.raises(ValueError, match="features_dim'] must be a positive int, got 0"):
         NatureCNN(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), features_dim=0)
     assert not is_image_space(gym.spaces.Box(0, 1, (4, 84, 84), np.uint8))  # bounds other than [0, 255]
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_cnn_policy_stores_frames_as_uint8(channels_last):
-    model = fastppo.PPO("CnnPolicy", pixel_cue(4, channels_last), **SMALL)
-    shape = (36, 36, 1) if channels_last else (1, 36, 36)
+LAYOUTS = {"channels first": dict(), "channels last": dict(channels_last=True), "binary": dict(binary=True)}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cnn_policy_stores_frames_as_uint8(layout):
+    model = fastppo.PPO("CnnPolicy", pixel_cue(4, **LAYOUTS[layout]), **SMALL)
+    shape = PixelCue(**LAYOUTS[layout]).observation_space.shape
     assert model.rollout.obs.dtype == torch.uint8 and model.rollout.obs.shape == (32, 4, *shape)
-    assert isinstance(model.policy.features_extractor, NatureCNN) and not model.native
+    encoder = SmallCNN if layout == "binary" else NatureCNN
+    assert isinstance(model.policy.features_extractor, encoder) and not model.native
     model.learn(64)
-    stored = model.rollout.obs
-    assert stored.dtype == torch.uint8 and set(stored.unique().tolist()) == {0, 255}  # the frames, unscaled
-    assert ((stored == 255).flatten(2).sum(-1) == 36).all()  # one 6x6 square in every stored frame
+    stored, top, area = model.rollout.obs, (1 if layout == "binary" else 255), (4 if layout == "binary" else 36)
+    assert stored.dtype == torch.uint8 and set(stored.unique().tolist()) == {0, top}  # the frames, unscaled
+    assert ((stored == top).flatten(2).sum(-1) == area).all()  # one square in every stored frame
+
+
+@pytest.mark.parametrize("shape, dtype, first", [((10, 10, 4), np.bool_, False), ((10, 10, 10), np.bool_, False),
+                                                 ((4, 20, 20), np.uint8, True), ((20, 20, 3), np.uint8, False)])
+def test_small_cnn_encodes_images_too_small_for_nature_cnn(shape, dtype, first):
+    space = gym.spaces.Box(0, 1 if dtype == np.bool_ else 255, shape, dtype)
+    assert is_image_space(space)
+    encoder = image_encoder(space, features_dim=32)
+    assert isinstance(encoder, SmallCNN) and encoder.channels_first == first  # a tie reads as channels last
+    assert encoder.cnn[0].in_channels == (shape[0] if first else shape[-1])
+    obs = torch.from_numpy(np.stack([space.sample() for _ in range(5)]).astype(np.uint8))  # as the rollout stores it
+    features = encoder(obs)
+    assert features.shape == (5, 32) and features.dtype == torch.float32
+    features.sum().backward()
+    assert all(p.grad is not None for p in encoder.parameters())
+    images = (obs if first else obs.permute(0, 3, 1, 2)).float() / (1 if dtype == np.bool_ else 255)  # in [0, 1]
+    torch.testing.assert_close(encoder.linear(encoder.cnn(images)), features)
+    assert isinstance(image_encoder(gym.spaces.Box(0, 255, (4, 36, 36), np.uint8)), NatureCNN)
+    assert not is_image_space(gym.spaces.Box(0, 1, (10, 10), np.bool_))  # 2-dimensional
 
 
 def test_cnn_policy_errors_name_the_problem():
@@ -135,6 +164,10 @@ def test_mlp_policy_scales_images_as_sb3():
     obs = torch.from_numpy(np.stack([PixelCue().reset(seed=i)[0] for i in range(3)]))
     _, values = model.policy(obs)
     torch.testing.assert_close(values, model.policy.critic(obs.flatten(1).float() / 255).squeeze(-1))
+    binary = fastppo.PPO("MlpPolicy", pixel_cue(2, binary=True), **SMALL)  # 0 or 1 already: not scaled
+    obs = torch.from_numpy(np.stack([PixelCue(binary=True).reset(seed=i)[0] for i in range(3)]))
+    _, values = binary.policy(obs)
+    torch.testing.assert_close(values, binary.policy.critic(obs.flatten(1).float()).squeeze(-1))
 
 
 @pytest.mark.parametrize("algo", [fastppo.PPO, fastppo.TRPO])
@@ -162,13 +195,16 @@ def test_save_load_and_resume_keep_the_cnn_policy(tmp_path):
     assert loaded.num_timesteps == 128
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_cnn_policy_learns_a_task_that_needs_the_pixels(channels_last):
-    # one torch thread: the same sums, so the same run, on any machine
-    model = fastppo.PPO("CnnPolicy", pixel_cue(8, channels_last), n_steps=64, batch_size=128, n_epochs=4,
-                        learning_rate=1e-3, ent_coef=0.0, seed=0, torch_threads=1)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cnn_policy_learns_a_task_that_needs_the_pixels(layout):
+    # gamma 0: each step's reward is its own (a bandit), so no return carries the noise of later random
+    # cues. With gamma 0.99 and lr 1e-3 some seeds collapsed to one action, and which ones depended on the
+    # CPU's convolution kernels; these settings solved 5 seeds of 5 in each layout, and stayed solved at
+    # twice the budget. One torch thread still keeps a machine's runs repeatable.
+    model = fastppo.PPO("CnnPolicy", pixel_cue(8, **LAYOUTS[layout]), n_steps=64, batch_size=128, n_epochs=4,
+                        learning_rate=5e-4, gamma=0.0, ent_coef=0.0, seed=0, torch_threads=1)
     model.learn(8192)
-    mean, _ = fastppo.evaluate_policy(model, pixel_cue(1, channels_last), n_eval_episodes=10, seed=123)
+    mean, _ = fastppo.evaluate_policy(model, pixel_cue(1, **LAYOUTS[layout]), n_eval_episodes=10, seed=123)
     assert mean >= 15.5, f"CnnPolicy scored {mean} on PixelCue (16 is perfect, chance is 8)"
 
 
@@ -211,9 +247,10 @@ def test_save_load_keep_a_dict_policy(tmp_path):
 
 
 def test_multi_input_policy_learns_a_task_that_needs_every_key():
+    # as above (5 seeds of 5 solved with gamma 0, 3 of 5 with 0.99 at 24k steps)
     model = fastppo.PPO("MultiInputPolicy", cue_and_rule(8), n_steps=64, batch_size=128, n_epochs=4,
-                        learning_rate=1e-3, ent_coef=0.0, seed=0, torch_threads=1)  # as above
-    model.learn(24576)
+                        learning_rate=1e-3, gamma=0.0, ent_coef=0.0, seed=0, torch_threads=1)
+    model.learn(16384)
     mean, _ = fastppo.evaluate_policy(model, cue_and_rule(1), n_eval_episodes=10, seed=123)
     assert mean >= 15, f"MultiInputPolicy scored {mean} on CueAndRule (16 is perfect, the frame or the flag alone 8)"
 

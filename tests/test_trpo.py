@@ -51,8 +51,12 @@ def test_conjugate_gradient_solves_spd_system():
     m = torch.randn(20, 20, generator=g, dtype=torch.float64)
     a = m @ m.T + 0.5 * torch.eye(20, dtype=torch.float64)
     b = torch.randn(20, generator=g, dtype=torch.float64)
-    x = conjugate_gradient(lambda v: a @ v, b, iters=60)
+    # run to convergence: the default stop (r.r < 1e-10) leaves residuals near 1e-5, and where in that
+    # range depends on the machine's float64 sums
+    x = conjugate_gradient(lambda v: a @ v, b, iters=60, residual_tol=1e-24)
     torch.testing.assert_close(a @ x, b, rtol=1e-8, atol=1e-8)
+    stopped = conjugate_gradient(lambda v: a @ v, b, iters=60)
+    assert (a @ stopped - b).square().sum() < 1e-9  # the default stop: r.r < 1e-10, up to rounding
 
 
 def test_accepted_steps_respect_the_trust_region():

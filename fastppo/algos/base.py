@@ -34,6 +34,7 @@ from fastppo.algos.normalize import ObsNormalizer, RewardScaler
 from fastppo.algos.optim import uses_flat_adam
 from fastppo.algos.observations import ObsSpec
 from fastppo.algos.policies import MLP_POLICY_KWARGS, POLICY_NAMES, ActorCritic, auto_policy, named_policy
+from fastppo.algos.resident import ResidentCollector, env_device
 from fastppo.algos.rollout import (NativeActor, NativeCollector, Rollout, StepCollector, TorchActor,
                                    check_observations)
 from fastppo.algos.sb3_policy import SB3Policy
@@ -71,8 +72,9 @@ class OnPolicyAlgorithm(ModelAPI):
         self.env_id = None
         self._view: SB3View | None = None  # get_env()'s view of a non-SB3 env
         if env is not None:
+            self._env_device = env_device(env, self.device, self.backend, config)  # the CUDA engine's, or "cpu"
             self.env, self.env_id = as_vector_env(env, config.num_envs, seed=self._env_seed(config.num_envs),
-                                                  backend=self.backend)
+                                                  backend=self.backend, device=self._env_device)
             if self.env_id is None and config.num_envs not in (1, self.env.num_envs):
                 raise ValueError(f"num_envs={config.num_envs} applies to an env id; the env given brings its own "
                                  f"count ({self.env.num_envs}): leave num_envs out")
@@ -115,21 +117,18 @@ class OnPolicyAlgorithm(ModelAPI):
 
         if config.normalize_obs and self.obs_spec.kind in ("image", "dict"):
             raise ValueError(f"normalize_obs=True applies to Box observations, not to {self.obs_spec.kind} ones "
-                             f"({self.observation_space}; the policy scales images by 1/255): leave it out")
+                             f"({self.observation_space}; the policy scales images to [0, 1]): leave it out")
         self.obs_normalizer = (ObsNormalizer(self.obs_spec.dim)
                                if config.normalize_obs and self.obs_spec.kind == "box" else None)
         # Built at the first rollout, once the subclass has seated the parameters in their flat buffers
         # (FlatParameters): the native actor keeps views of that memory.
         self._actor: TorchActor | NativeActor | None = None
-        self.num_timesteps = 0
+        self.num_timesteps = self._total_timesteps = 0
         self.iteration = 0  # iterations since the model was made (checkpointed); SB3's time/iterations counts per learn()
-        self._total_timesteps = 0
         self._envs_seeded = False  # the seed applies to the first reset only, as SB3 seeds its VecEnv once
         self.episode_returns: deque[float] = deque(maxlen=config.stats_window_size)
         self.episode_lengths: deque[int] = deque(maxlen=config.stats_window_size)
-        self.logger = Logger()
-        self._custom_logger = False
-        self._n_updates = 0
+        self.logger, self._custom_logger, self._n_updates = Logger(), False, 0
         self._allocate(num_envs)
 
     def _env_seed(self, num_envs: int) -> int | None:
@@ -156,7 +155,7 @@ class OnPolicyAlgorithm(ModelAPI):
         self.rollout = Rollout.allocate(self.n_steps, num_envs, self.obs_spec, self.action_spec, self.device)
         self._obs_buffer = np.zeros((num_envs, *self.obs_spec.shape), self.obs_spec.dtype)
         self.reward_scaler = RewardScaler(num_envs, self.config.gamma) if self.config.normalize_reward else None
-        self._collectors: dict[bool, StepCollector | NativeCollector] = {}
+        self._collectors: dict[bool, StepCollector | NativeCollector | ResidentCollector] = {}
         self._last_obs: torch.Tensor | None = None  # the policy's input for the next step
 
     def _build_updaters(self) -> None:
@@ -242,12 +241,14 @@ class OnPolicyAlgorithm(ModelAPI):
     def _reset_envs(self) -> None:
         obs, _ = self.env.reset(seed=None if self._envs_seeded else self._env_seed(self.num_envs))
         self._envs_seeded = True
-        self._last_obs = self._policy_input(obs, update_stats=True, out=self._obs_buffer).clone()
+        self._last_obs = (obs.clone() if isinstance(obs, torch.Tensor)  # the CUDA engine's: the policy's input
+                          else self._policy_input(obs, update_stats=True, out=self._obs_buffer).clone())
 
     # -- COLLECT ------------------------------------------------------------------------------------
-    def _collector(self, callback: Callback | None) -> StepCollector | NativeCollector:
-        """The native collector where it applies (the native policy, a built-in env on the CPU or a
-        MuJoCo env, and no callback that runs per step), else the step loop; each built once."""
+    def _collector(self, callback: Callback | None) -> StepCollector | NativeCollector | ResidentCollector:
+        """The resident collector for a built-in env on the GPU; the native collector where it applies (the
+        native policy, a built-in env on the CPU or a MuJoCo env, and no callback that runs per step); else
+        the step loop; each built once."""
         from fastppo.envs.builtin import BuiltinVecEnv
         from fastppo.envs.mujoco.vec_env import MujocoVecEnv
 
@@ -255,10 +256,11 @@ class OnPolicyAlgorithm(ModelAPI):
             self._actor = NativeActor(self) if self.native else TorchActor(self)
         per_step = callback is not None and callback.per_step()
         if per_step not in self._collectors:
-            native_env = ((isinstance(self.env, BuiltinVecEnv) and self.env.device == "cpu")
-                          or isinstance(self.env, MujocoVecEnv))
-            whole = self.native and not per_step and native_env
-            self._collectors[per_step] = (NativeCollector if whole else StepCollector)(self, self._actor)
+            builtin = isinstance(self.env, BuiltinVecEnv)
+            whole = self.native and not per_step and (builtin or isinstance(self.env, MujocoVecEnv))
+            kind = (ResidentCollector if builtin and self.env.device != "cpu"  # the CUDA engine
+                    else NativeCollector if whole else StepCollector)
+            self._collectors[per_step] = kind(self, self._actor)
         return self._collectors[per_step]
 
     @torch.inference_mode()

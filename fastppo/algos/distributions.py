@@ -113,9 +113,27 @@ class ActionSpec:
     def distribution(self, params: torch.Tensor):
         return Categorical(params, self.nvec) if self.kind == "categorical" else DiagGaussian(params)
 
-    def to_env(self, actions: np.ndarray) -> np.ndarray:
-        """Policy actions (batched) -> what the env's step takes: shifted by Discrete's start, or clipped
-        to the Box and reshaped. The unclipped sample is what the rollout stores and scores."""
+    def to_env(self, actions):
+        """Policy actions (batched; a numpy array, or a tensor on any device, which stays there) -> what
+        the env's step takes: shifted by Discrete's start, or clipped to the Box and reshaped. The unclipped
+        sample is what the rollout stores and scores."""
+        if isinstance(actions, torch.Tensor):
+            low, high, offset = self._on(actions.device)
+            if self.kind == "gaussian":
+                return torch.clamp(actions, low, high).reshape(actions.shape[:1] + self.space_shape)
+            return actions if offset is None else actions + offset
         if self.kind == "gaussian":
             return np.clip(actions, self.low, self.high).reshape(actions.shape[:1] + self.space_shape)
         return actions + self.offset if np.any(self.offset) else actions
+
+    def _on(self, device: torch.device) -> tuple:
+        """The bounds (Box) or the offset (Discrete; None when 0) as tensors on ``device``, made once: a
+        host-to-device copy per step would make the GPU rollout wait on the host."""
+        cache = self.__dict__.setdefault("_device_consts", {})
+        if device not in cache:
+            if self.kind == "gaussian":
+                cache[device] = (torch.from_numpy(self.low).to(device), torch.from_numpy(self.high).to(device), None)
+            else:
+                offset = torch.as_tensor(self.offset, dtype=torch.long).to(device) if np.any(self.offset) else None
+                cache[device] = (None, None, offset)
+        return cache[device]

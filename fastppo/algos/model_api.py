@@ -13,6 +13,7 @@ from torch import nn
 
 from fastppo.algos import checkpoint
 from fastppo.algos.observations import as_batch
+from fastppo.algos.resident import env_device
 from fastppo.envs import SB3VecEnv, as_vector_env, sb3_view_class
 
 
@@ -40,7 +41,8 @@ class ModelAPI:
         """Train on ``env`` from now on (same spaces; any number of envs). ``force_reset=False`` keeps the
         current episodes when the env is the same kind and count (SB3's meaning): the next ``learn`` then
         continues them; a new env is always reset before its first step."""
-        vec_env, env_id = as_vector_env(env, self.config.num_envs, backend=self.backend)
+        vec_env, env_id = as_vector_env(env, self.config.num_envs, backend=self.backend,
+                                        device=env_device(env, self.device, self.backend, self.config))
         for name in ("observation_space", "action_space"):
             if getattr(vec_env, f"single_{name}") != getattr(self, name):
                 raise ValueError(f"env has {name} {getattr(vec_env, f'single_{name}')}, but the model was made for "

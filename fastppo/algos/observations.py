@@ -2,8 +2,9 @@
 
 - Box: flattened to float32 rows (normalised when ``normalize_obs``).
 - Discrete: one-hot float32 rows.
-- Images (:func:`is_image_space`, SB3's definition: a 3-dimensional uint8 Box in [0, 255]): uint8 in
-  their own shape, 4x less memory than float32; the policy scales them by 1/255.
+- Images (:func:`is_image_space`: SB3's 3-dimensional uint8 Box in [0, 255], or a binary image, a
+  3-dimensional bool Box as MinAtar's): uint8 in their own shape, 4x less memory than float32; the policy
+  divides them by their top value (:func:`image_max`: 255, or 1 for binary images).
 - Dict (of the above): each key stored as its own kind would be, packed side by side into one uint8 row
   (each key's bytes padded to 4), so the rollout, minibatches and checkpoints handle one tensor as for
   every other space; :meth:`ObsSpec.unpack` gives the keys back as views (float32 keys reinterpret their
@@ -18,9 +19,17 @@ import torch
 
 
 def is_image_space(space: gym.Space) -> bool:
-    """A 3-dimensional uint8 Box with bounds [0, 255] (SB3's ``is_image_space``)."""
-    return (isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
-            and bool(np.all(space.low == 0)) and bool(np.all(space.high == 255)))
+    """A 3-dimensional uint8 Box with bounds [0, 255] (SB3's ``is_image_space``), or a 3-dimensional bool
+    Box: a binary image, one channel per kind of object (MinAtar's observations)."""
+    if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 3):
+        return False
+    return space.dtype == np.bool_ or (space.dtype == np.uint8 and bool(np.all(space.low == 0))
+                                       and bool(np.all(space.high == 255)))
+
+
+def image_max(space: gym.spaces.Box) -> float:
+    """What an image space's pixels are divided by to lie in [0, 1]: 255, or 1 for a binary image."""
+    return 1.0 if space.dtype == np.bool_ else 255.0
 
 
 def channels_first(shape: tuple[int, ...]) -> bool:
@@ -44,6 +53,7 @@ class ObsSpec:
             return
         if is_image_space(space):
             self.kind, self.dim, self.shape, self.dtype = "image", int(np.prod(space.shape)), space.shape, np.uint8
+            self.image_max = image_max(space)
             return
         if isinstance(space, gym.spaces.Box):
             self.kind, self.dim = "box", int(np.prod(space.shape))

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastppo.algos.cnn import CombinedExtractor, NatureCNN
+from fastppo.algos.cnn import CombinedExtractor, image_encoder
 from fastppo.algos.distributions import LOG_STD_MAX, LOG_STD_MIN, ActionSpec
 from fastppo.algos.observations import ObsSpec, as_batch, is_image_space
 
@@ -254,7 +254,7 @@ class ActorCritic(PolicyMethods, nn.Module):
                             nn.init.zeros_(m.bias)
 
     def _features(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The actor's and the critic's inputs: the flattened observation (images scaled by 1/255, as SB3's
+        """The actor's and the critic's inputs: the flattened observation (images scaled to [0, 1], as SB3's
         preprocessing), or the extractors' features (given Box observations in their own shape, as SB3
         gives them)."""
         if self.features_extractor is None:
@@ -265,8 +265,9 @@ class ActorCritic(PolicyMethods, nn.Module):
         return pi, (pi if self.vf_features_extractor is self.pi_features_extractor else self.vf_features_extractor(obs))
 
     def _mlp_input(self, obs: torch.Tensor) -> torch.Tensor:
-        """The MLPs' input when there is no extractor: the stored row, images flattened and scaled by 1/255."""
-        return obs.flatten(1).to(self.actor[0].weight.dtype) / 255.0 if self.obs_spec.kind == "image" else obs
+        """The MLPs' input when there is no extractor: the stored row, images flattened and scaled to [0, 1]."""
+        return (obs.flatten(1).to(self.actor[0].weight.dtype) / self.obs_spec.image_max if self.obs_spec.kind == "image"
+                else obs)
 
     def _extractor_input(self, obs: torch.Tensor) -> torch.Tensor:
         return obs.reshape(obs.shape[0], *self.observation_space.shape) if self.obs_spec.kind in ("box", "image") else obs
@@ -376,8 +377,9 @@ def auto_policy(observation_space: gym.Space) -> str:
 def named_policy(name: str, observation_space: gym.Space, action_space: gym.Space, use_sde: bool,
                  **policy_kwargs) -> ActorCritic:
     """SB3's policy names: "MlpPolicy" is :class:`ActorCritic` from ``policy_kwargs``; "CnnPolicy" the same
-    with SB3's defaults for images: the :class:`~fastppo.algos.cnn.NatureCNN` encoder, shared by actor and
-    critic, and linear heads (``net_arch=[]``); "MultiInputPolicy" the same for Dict observations with the
+    with SB3's defaults for images: the encoder :func:`~fastppo.algos.cnn.image_encoder` picks (NatureCNN,
+    or MinAtar's SmallCNN for images under 36 pixels), shared by actor and critic, and linear heads
+    (``net_arch=[]``); "MultiInputPolicy" the same for Dict observations with the
     :class:`~fastppo.algos.cnn.CombinedExtractor` (and MLP heads, as SB3's)."""
     if isinstance(observation_space, gym.spaces.Dict) != (name == "MultiInputPolicy"):
         raise ValueError(f"{name!r} is for {'Dict' if name == 'MultiInputPolicy' else 'Box and Discrete'} "
@@ -388,6 +390,6 @@ def named_policy(name: str, observation_space: gym.Space, action_space: gym.Spac
     if name == "CnnPolicy":
         if not is_image_space(observation_space):
             raise ValueError(f"'CnnPolicy' needs image observations (a 3-dimensional uint8 Box with bounds "
-                             f"[0, 255]), got {observation_space}; use 'MlpPolicy'")
-        policy_kwargs = {"features_extractor_class": NatureCNN, "net_arch": [], **policy_kwargs}
+                             f"[0, 255], or a bool one), got {observation_space}; use 'MlpPolicy'")
+        policy_kwargs = {"features_extractor_class": image_encoder, "net_arch": [], **policy_kwargs}
     return ActorCritic(observation_space, action_space, use_sde=use_sde, **policy_kwargs)

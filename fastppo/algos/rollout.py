@@ -86,10 +86,21 @@ class TorchActor:
 
     def act(self, t: int, obs: torch.Tensor, rows: dict[str, np.ndarray] | None):
         """Acts on ``obs`` (the policy's input) and records row ``t``; returns the actions for the env."""
+        action, params = self.sample(t, obs)
+        if not bool(torch.isfinite(params).all()):
+            raise_non_finite_params(t)
+        return action.cpu().numpy()
+
+    def sample(self, t: int, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Acts on ``obs`` and records row ``t``, on the policy's device without waiting on it: the
+        actions and the distribution parameters (whose finiteness the caller checks)."""
         algo = self.algo
         r, policy = algo.rollout, algo.policy
         params, value = policy(obs)
-        _check_policy_output(params, value, algo.num_envs, algo.action_spec.n_params, t)
+        n, n_params = algo.num_envs, algo.action_spec.n_params
+        if tuple(params.shape) != (n, n_params) or tuple(value.shape) != (n,):
+            raise ValueError(f"the policy module's forward() returned dist_params of shape {tuple(params.shape)} and "
+                             f"value of shape {tuple(value.shape)}; this env needs ({n}, {n_params}) and ({n},)")
         dist = algo.action_spec.distribution(params)
         if algo.config.use_sde:  # SB3's schedule: new matrices at the rollout's start and every sde_sample_freq steps
             freq = algo.config.sde_sample_freq
@@ -103,20 +114,15 @@ class TorchActor:
         r.log_probs[t] = dist.log_prob(action)
         r.values[t] = value
         r.dist_params[t] = params
-        return action.cpu().numpy()
+        return action, params
 
     def values(self, obs: torch.Tensor) -> torch.Tensor:
         return state_values(self.algo.policy, obs)
 
 
-def _check_policy_output(params: torch.Tensor, value: torch.Tensor, n: int, n_params: int, t: int) -> None:
-    """A policy module's forward() must give (n, n_params) finite distribution parameters and (n,) values."""
-    if tuple(params.shape) != (n, n_params) or tuple(value.shape) != (n,):
-        raise ValueError(f"the policy module's forward() returned dist_params of shape {tuple(params.shape)} and "
-                         f"value of shape {tuple(value.shape)}; this env needs ({n}, {n_params}) and ({n},)")
-    if not bool(torch.isfinite(params).all()):
-        raise ValueError(f"the policy module's forward() returned non-finite dist_params at step {t} of the rollout "
-                         f"(are its weights finite?)")
+def raise_non_finite_params(t: int) -> None:
+    raise ValueError(f"the policy module's forward() returned non-finite dist_params at step {t} of the rollout "
+                     f"(are its weights finite?)")
 
 
 class NativeActor:

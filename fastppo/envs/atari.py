@@ -12,6 +12,11 @@ no-op starts, 4 frames per step max-pooled over the last two, 84x84 grayscale, 4
   game goes on from the next life, and ``infos["episode"]`` counts the whole game (all lives). ale-py's
   own ``episodic_life`` restarts the game at every lost life, so the adapter detects lives itself.
 
+Without ale-py's vector env (ale-py older than 0.11) the same adapter runs over gymnasium's reference
+preprocessing instead (``AtariPreprocessing`` and ``FrameStackObservation`` in a sync vector env, with
+the no-ops and FIRE done the engine's way, below them): the same frames, rewards and episode ends, one
+Python env at a time (``AtariVecEnv.engine`` says which runs; tests/test_atari.py plays both side by side).
+
 The ``-v5`` ids keep ALE v5's sticky actions (``repeat_action_probability=0.25``); ``NoFrameskip-v4``
 ids have none, as gymnasium's. A game lasts at most 108,000 frames (27,000 steps), then it is truncated.
 Seeding follows gymnasium's vector convention: ``reset(seed=s)`` seeds env ``i`` with ``s + i``.
@@ -23,6 +28,7 @@ import re
 import time
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
@@ -46,7 +52,8 @@ def atari_game(env_id: str) -> str | None:
 
 class AtariVecEnv(VectorEnv):
     """``num_envs`` games of ``env_id`` on ale-py's native vector env, in SAME_STEP autoreset mode (the
-    module doc says what is preprocessed and how episodes count). ``infos["episode"]`` (mask
+    module doc says what is preprocessed and how episodes count). ``engine``: "ale" (ale-py's vector env),
+    "gymnasium" (gymnasium's wrappers, the fallback) or "auto" (the first that ale-py has). ``infos["episode"]`` (mask
     ``"_episode"``) reports each finished game's unclipped return ``r``, length ``l`` in steps and time
     ``t``; ``infos["final_obs"]`` (mask ``"_final_obs"``) the last observation of each game that ended;
     ``infos["lives"]`` the lives left. ``options`` (``make_vec_env``'s ``env_kwargs``) are
@@ -55,9 +62,9 @@ class AtariVecEnv(VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
-    def __init__(self, env_id: str, num_envs: int, *, seed: int | None = None, copy: bool = True, **options):
+    def __init__(self, env_id: str, num_envs: int, *, seed: int | None = None, copy: bool = True,
+                 engine: str = "auto", **options):
         from ale_py import roms
-        from ale_py.vector_env import AtariVectorEnv
 
         game = atari_game(env_id)
         if game is None:
@@ -76,10 +83,24 @@ class AtariVecEnv(VectorEnv):
             sticky = 0.25 if env_id.startswith("ALE/") else 0.0
         self.env_id, self.num_envs = env_id, int(num_envs)
         self.clip_rewards, self.episodic_life = self.options.pop("clip_rewards"), self.options.pop("episodic_life")
-        self._engine = AtariVectorEnv(
-            game, self.num_envs, autoreset_mode=AutoresetMode.SAME_STEP, episodic_life=False,
-            reward_clipping=False, repeat_action_probability=sticky, frameskip=self.options.pop("frame_skip"),
-            **self.options)
+        if engine not in ("auto", "ale", "gymnasium"):
+            raise ValueError(f"engine must be 'auto', 'ale' or 'gymnasium', got {engine!r}")
+        if engine == "auto":
+            try:
+                import ale_py.vector_env  # noqa: F401  (ale-py >= 0.11)
+                engine = "ale"
+            except ImportError:
+                engine = "gymnasium"
+        self.engine = engine
+        if engine == "ale":
+            from ale_py.vector_env import AtariVectorEnv
+
+            self._engine = AtariVectorEnv(
+                game, self.num_envs, autoreset_mode=AutoresetMode.SAME_STEP, episodic_life=False,
+                reward_clipping=False, repeat_action_probability=sticky, frameskip=self.options.pop("frame_skip"),
+                **self.options)
+        else:
+            self._engine = _WrapperEngine(env_id, self.num_envs, repeat_action_probability=sticky, **self.options)
         self.single_observation_space = self._engine.single_observation_space
         self.single_action_space = self._engine.single_action_space
         self.observation_space = self._engine.observation_space
@@ -137,4 +158,66 @@ class AtariVecEnv(VectorEnv):
         self._engine.close()
 
     def __repr__(self) -> str:
-        return f"AtariVecEnv({self.env_id!r}, num_envs={self.num_envs})"
+        return f"AtariVecEnv({self.env_id!r}, num_envs={self.num_envs}, engine={self.engine!r})"
+
+
+class _WrapperEngine:
+    """ale-py's vector env's interface (``reset``, ``step``, ``close``, spaces) over gymnasium's reference
+    preprocessing in a SAME_STEP sync vector env, with the engine's reset: up to ``noop_max`` no-ops, then
+    one frame of FIRE where the game has it, below the wrappers (checked frame for frame)."""
+
+    def __init__(self, env_id: str, num_envs: int, *, noop_max: int, frame_skip: int, stack_num: int,
+                 img_height: int, img_width: int, repeat_action_probability: float, max_num_frames_per_episode: int,
+                 full_action_space: bool, use_fire_reset: bool, num_threads: int):
+        import ale_py
+        from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
+
+        gym.register_envs(ale_py)
+        name = _ATARI_ID.fullmatch(env_id)
+        v5_id = f"ALE/{name.group('v5') or name.group('v4')}-v5"  # v4's NoFrameskip is v5 with these options
+
+        def make():
+            env = gym.make(v5_id, frameskip=1, repeat_action_probability=repeat_action_probability,
+                           full_action_space=full_action_space, max_num_frames_per_episode=max_num_frames_per_episode)
+            env = AtariPreprocessing(_NoopsThenFire(env, noop_max, use_fire_reset), noop_max=0, frame_skip=frame_skip,
+                                     screen_size=(img_width, img_height))
+            return FrameStackObservation(env, stack_num, padding_type="zero")
+
+        self._vec = gym.vector.SyncVectorEnv([make] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+        self.single_observation_space, self.single_action_space = (self._vec.single_observation_space,
+                                                                   self._vec.single_action_space)
+        self.observation_space, self.action_space = self._vec.observation_space, self._vec.action_space
+
+    def reset(self, seed=None):
+        return self._vec.reset(seed=seed)
+
+    def step(self, actions):
+        obs, rewards, terminated, truncated, info = self._vec.step(actions)
+        ended = terminated | truncated
+        if ended.any():  # the engine gives final observations densely
+            final = np.zeros_like(obs)
+            final[ended] = np.stack(info["final_obs"][ended])
+            info["final_obs"] = final
+        return obs, rewards, terminated, truncated, info
+
+    def close(self):
+        self._vec.close()
+
+
+class _NoopsThenFire(gym.Wrapper):
+    """The engine's reset on one raw (frame-skip 1) ALE env: 1 to ``noop_max`` no-op frames (none for 0),
+    then one frame of FIRE if ``fire`` and the game has it; a game that ends on the way starts again."""
+
+    def __init__(self, env, noop_max: int, fire: bool):
+        super().__init__(env)
+        meanings = env.unwrapped.get_action_meanings()
+        self.noop_max, self.fire = noop_max, (meanings.index("FIRE") if fire and "FIRE" in meanings else None)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        noops = int(self.env.unwrapped.np_random.integers(1, self.noop_max + 1)) if self.noop_max > 0 else 0
+        for action in [0] * noops + ([] if self.fire is None else [self.fire]):
+            obs, _, terminated, truncated, info = self.env.step(action)
+            if terminated or truncated:
+                obs, info = self.env.reset()
+        return obs, info

@@ -85,6 +85,21 @@ class BuiltinVecEnv(BufferedVecEnv):
             self.step = functools.partial(self._batch.step_gym, self._step_result, self._infos, self.copy)
         return self._batch.step
 
+    def step_sampled(self, actions):
+        """:meth:`step` with actions a trainer sampled itself (in range; Box ones clipped): on a GPU without
+        the value checks, which would make the host wait on the GPU at every step (the trainer's rollout
+        there, ``fastppo.algos.resident``); on the CPU, :meth:`step`."""
+        if self.device == "cpu":
+            return self.step(actions)
+        self._check_open()
+        if self._step_batch == self._step_before_reset:
+            raise RuntimeError(f"{self.env_id}: call reset() before step()")
+        import torch
+
+        with _backend.on_device(self.device):
+            self._batch.step(actions.detach(), torch.cuda.current_stream().cuda_stream)
+        return (*map(self._own, self._step_result), self._infos())
+
     def _step_cuda(self, actions) -> int:
         actions = self._checked_cuda_actions(actions)
         import torch

@@ -8,6 +8,7 @@ import sys
 from fastppo import _backend
 from fastppo.envs.atari import atari_game
 from fastppo.envs.builtin import BUILTIN_SPACES
+from fastppo.envs.minatar import minatar_game
 from fastppo.envs.mujoco import MUJOCO_TASKS
 
 __all__ = ["ENV_BACKENDS", "as_vector_env", "make_vec_env", "observation_space"]
@@ -24,8 +25,10 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
     ``Hopper-v5``, ...: :data:`fastppo.envs.mujoco.MUJOCO_TASKS`) steps on ``mujoco.batch`` when the
     ``mujoco`` extra is installed (:class:`fastppo.envs.mujoco.MujocoVecEnv`; else on gymnasium's envs, and
     ``fastppo.backends()["mujoco"]`` says why); Atari ids (``ALE/<Game>-v5``, ``<Game>NoFrameskip-v4``) step
-    on ale-py's native vector env with CleanRL's preprocessing (:class:`fastppo.envs.atari.AtariVecEnv`);
-    ids registered with
+    on ale-py's native vector env with CleanRL's preprocessing (:class:`fastppo.envs.atari.AtariVecEnv`; on
+    gymnasium's preprocessing wrappers where ale-py is older than 0.11);
+    MinAtar's ids (``MinAtar/<Game>-v1``, the ``minatar`` extra; :mod:`fastppo.envs.minatar`) on gymnasium's
+    vector env; ids registered with
     :func:`fastppo.envs.register_numba_env` run as compiled Numba loops; any other id registered with
     gymnasium runs on gymnasium's own vector envs. All report finished episodes in
     ``infos["episode"]`` like :class:`gymnasium.wrappers.vector.RecordEpisodeStatistics` and the true
@@ -86,7 +89,7 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
     if backend == "auto":
         backend = (("cuda" if on_cuda else "cpp") if builtin else "numba" if numba_env
                    else "mujoco" if mujoco and _backend._unavailable("mujoco") is None
-                   else "atari" if atari and _backend._unavailable("atari") is None else "gymnasium")
+                   else "atari" if atari and _has_ale_py() else "gymnasium")
     if env_kwargs and backend in ("cpp", "cuda", "numba"):
         raise ValueError(f"env_kwargs: {env_id} on backend {backend!r} takes no constructor options, got "
                          f"{sorted(env_kwargs)}")
@@ -120,9 +123,8 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
     if backend == "atari":
         if not atari:
             raise ValueError(f"env_id {env_id!r} is not an Atari id ('ALE/<Game>-v5' or '<Game>NoFrameskip-v4')")
-        why = _backend._unavailable("atari")
-        if why is not None:
-            raise _backend.BackendUnavailableError(f"backend 'atari' is unavailable: {why}")
+        if not _has_ale_py():  # without its vector env (ale-py < 0.11) AtariVecEnv runs on gymnasium's wrappers
+            raise _backend.BackendUnavailableError(f"backend 'atari' is unavailable: {_backend._unavailable('atari')}")
         from fastppo.envs.atari import AtariVecEnv
 
         return AtariVecEnv(env_id, num_envs, seed=seed, copy=copy, **env_kwargs)
@@ -134,11 +136,17 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int | None = None, device:
         return NumbaVecEnv(env_id, num_envs, seed=seed, copy=copy)
     from fastppo.envs.fallback import make_gymnasium_vec_env
 
+    if minatar_game(env_id):
+        from fastppo.envs.minatar import register
+
+        register()
     return make_gymnasium_vec_env(env_id, num_envs, seed=seed, mode=backend, copy=copy, env_kwargs=env_kwargs)
 
 
-def as_vector_env(env, num_envs: int, *, seed: int | None = None, backend: str = "auto"):
+def as_vector_env(env, num_envs: int, *, seed: int | None = None, backend: str = "auto", device: str = "cpu"):
     """What the trainers accept as ``env``, as ``(vector env, env id or None)``.
+
+    ``device``: where a built-in env made from its id runs ("cpu", or a CUDA device: the CUDA engine).
 
     An id goes through :func:`make_vec_env`; a Stable-Baselines3 VecEnv is adapted by
     :class:`fastppo.envs.SB3VecEnv` (it brings its own env count: ``num_envs`` does not apply); a
@@ -161,7 +169,7 @@ def as_vector_env(env, num_envs: int, *, seed: int | None = None, backend: str =
 
     if isinstance(env, str):
         return make_vec_env(env, num_envs, seed=seed, backend="gymnasium" if backend == "torch" else "auto",
-                            copy=False), env
+                            copy=False, device=device), env
     if isinstance(env, SB3View):  # a model's get_env(): the fastppo env it shows
         return env.env, None
     if is_sb3_vec_env(env):
@@ -194,6 +202,12 @@ def observation_space(env):
         return space
     single = getattr(env, "single_observation_space", None)  # a VectorEnv's; an Env's or SB3 VecEnv's otherwise
     return env.observation_space if single is None else single
+
+
+def _has_ale_py() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ale_py") is not None
 
 
 def _records_episodes(env) -> bool:
