@@ -145,3 +145,26 @@ def test_on_a_gpu_cartpole_is_solved():
     model.learn(fastppo.presets.total_timesteps("CartPole-v1"))
     mean, _ = fastppo.evaluate_policy(model, "CartPole-v1", n_eval_episodes=10, seed=123)
     assert mean >= 475, f"scored {mean} after the preset's budget on the GPU"
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_staged_host_rows_give_the_step_loops_rollout(env_id):
+    # a rollout on a GPU stages the env's rewards and done flags in (pinned) host rows and copies them to
+    # the device once per rollout; the same staging on the CPU gives the same rollout as writing them
+    # step by step, also when a callback stops the loop part way
+    direct, staged = (PPO("MlpPolicy", env_id, n_steps=150, num_envs=3, batch_size=150, seed=11, backend="numba")
+                      for _ in range(2))
+    for model in (direct, staged):
+        model._reset_envs()
+        model._actor = TorchActor(model)
+    staged._collectors[False] = StepCollector(staged, staged._actor, stage=True)
+    staged._collectors[True] = StepCollector(staged, staged._actor, stage=True)
+    assert direct._collect(None) and staged._collect(None)
+    for name, a in direct.rollout.flat().items():
+        assert torch.equal(a, staged.rollout.flat()[name]), name
+    for model in (direct, staged):
+        stop = _Stop(at=20)
+        stop.init(model)
+        assert not model._collect(stop)
+    for name in ("rewards", "terminated", "truncated"):
+        assert torch.equal(getattr(direct.rollout, name)[:20], getattr(staged.rollout, name)[:20]), name

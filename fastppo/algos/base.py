@@ -36,7 +36,7 @@ from fastppo.algos.observations import ObsSpec
 from fastppo.algos.policies import MLP_POLICY_KWARGS, POLICY_NAMES, ActorCritic, auto_policy, named_policy
 from fastppo.algos.resident import ResidentCollector, env_device
 from fastppo.algos.rollout import (NativeActor, NativeCollector, Rollout, StepCollector, TorchActor,
-                                   check_observations)
+                                   check_observations, host_buffer)
 from fastppo.algos.sb3_policy import SB3Policy
 from fastppo.envs import SB3View, as_vector_env, observation_space
 from fastppo.ops import gae
@@ -120,8 +120,7 @@ class OnPolicyAlgorithm(ModelAPI):
                              f"({self.observation_space}; the policy scales images to [0, 1]): leave it out")
         self.obs_normalizer = (ObsNormalizer(self.obs_spec.dim)
                                if config.normalize_obs and self.obs_spec.kind == "box" else None)
-        # Built at the first rollout, once the subclass has seated the parameters in their flat buffers
-        # (FlatParameters): the native actor keeps views of that memory.
+        # built at the first rollout, once the parameters sit in their flat buffers: the native actor keeps views
         self._actor: TorchActor | NativeActor | None = None
         self.num_timesteps = self._total_timesteps = 0
         self.iteration = 0  # iterations since the model was made (checkpointed); SB3's time/iterations counts per learn()
@@ -153,7 +152,8 @@ class OnPolicyAlgorithm(ModelAPI):
         self.num_envs, self.n_steps = num_envs, self.config.n_steps
         self.rollout_size = self.n_steps * num_envs
         self.rollout = Rollout.allocate(self.n_steps, num_envs, self.obs_spec, self.action_spec, self.device)
-        self._obs_buffer = np.zeros((num_envs, *self.obs_spec.shape), self.obs_spec.dtype)
+        self._obs_buffer = host_buffer((num_envs, *self.obs_spec.shape), self.obs_spec.dtype,
+                                       pinned=self.device.type == "cuda")
         self.reward_scaler = RewardScaler(num_envs, self.config.gamma) if self.config.normalize_reward else None
         self._collectors: dict[bool, StepCollector | NativeCollector | ResidentCollector] = {}
         self._last_obs: torch.Tensor | None = None  # the policy's input for the next step
@@ -236,7 +236,7 @@ class OnPolicyAlgorithm(ModelAPI):
             check_observations(part, self.num_timesteps)
         if self.obs_normalizer is not None:
             flat = self.obs_normalizer(flat, update_stats)
-        return torch.from_numpy(flat).to(self.device)
+        return torch.from_numpy(flat).to(self.device, non_blocking=True)  # from pinned rows: asynchronous
 
     def _reset_envs(self) -> None:
         obs, _ = self.env.reset(seed=None if self._envs_seeded else self._env_seed(self.num_envs))

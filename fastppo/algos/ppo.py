@@ -75,11 +75,12 @@ class PPO(OnPolicyAlgorithm):
         self.optimizer.lr = lr
         loss_kwargs = config.loss_kwargs(clip, self.kl_coef, config.batch_size)
         self.updater.begin(loss_kwargs, clip_vf)
-        stats_sum, n_minibatches = torch.zeros(len(STATS), dtype=torch.float64), 0
+        # summed where they are computed and read once per iteration (on a GPU: no sync per epoch)
+        stats_sum, n_minibatches = torch.zeros(len(STATS), dtype=torch.float64, device=self.device), 0
         for _ in range(config.n_epochs):
             order = torch.randperm(self.rollout_size, generator=self._generator, device=self.device)
             sums, updates, stopped = self.updater.epoch(order)
-            stats_sum += sums.cpu()
+            stats_sum += sums
             n_minibatches += updates
             self._n_updates += 1  # SB3 counts epochs, the one target_kl stopped included
             if stopped:

@@ -74,6 +74,19 @@ class Rollout:
         return {f.name: getattr(self, f.name).numpy() for f in fields(self)}
 
 
+def host_buffer(shape: tuple, dtype, pinned: bool) -> np.ndarray:
+    """A numpy array in page-locked memory when ``pinned`` (for a rollout on a GPU: copies from it to the
+    device run asynchronously, without a staging copy), else an ordinary one."""
+    if not pinned:
+        return np.zeros(shape, dtype)
+    return torch.zeros(shape, dtype=torch.from_numpy(np.zeros(0, dtype)).dtype, pin_memory=True).numpy()
+
+
+# What StepCollector writes from the env every step: for a rollout on a GPU, staged on the host and copied
+# to the device once per rollout rather than once per step each.
+STAGED = ("rewards", "terminated", "truncated")
+
+
 class TorchActor:
     """The policy's vector step in torch ops (the spec): any module, any device, gSDE."""
 
@@ -167,19 +180,32 @@ class NativeActor:
 class StepCollector:
     """The rollout as a Python loop of vector steps (the spec of :class:`NativeCollector`)."""
 
-    def __init__(self, algo: OnPolicyAlgorithm, actor: TorchActor | NativeActor):
+    def __init__(self, algo: OnPolicyAlgorithm, actor: TorchActor | NativeActor, stage: bool | None = None):
+        """``stage``: collect STAGED arrays in host rows first (default: when the rollout is off the CPU)."""
         self.algo, self.actor = algo, actor
+        r, on_gpu = algo.rollout, algo.device.type == "cuda"
+        # a rollout off the CPU: STAGED arrays collect in (pinned) host rows, one copy each per rollout
+        self._staged = ({name: host_buffer(tuple(getattr(r, name).shape),
+                                           np.dtype(str(getattr(r, name).dtype).removeprefix("torch.")), on_gpu)
+                         for name in STAGED} if (algo.device.type != "cpu" if stage is None else stage) else None)
 
     def collect(self, callback: Callback | None) -> bool:
+        try:
+            return self._collect(callback)
+        finally:
+            if self._staged is not None:  # what was collected, even when a callback stopped the loop
+                for name, rows in self._staged.items():
+                    getattr(self.algo.rollout, name).copy_(torch.from_numpy(rows), non_blocking=True)
+
+    def _collect(self, callback: Callback | None) -> bool:
         algo, actor = self.algo, self.actor
         r, spec = algo.rollout, algo.action_spec
         rows = r.host_rows()
 
+        host = self._staged or rows  # the staged rows, else the rollout's own (on the CPU)
+
         def put(name: str, t: int, value: np.ndarray) -> None:
-            if rows is not None:
-                rows[name][t] = value
-            else:
-                getattr(r, name)[t] = torch.from_numpy(np.ascontiguousarray(value)).to(algo.device)
+            host[name][t] = value
 
         actor.begin()
         stop = False
