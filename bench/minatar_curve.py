@@ -63,7 +63,7 @@ def cmd_table(args) -> None:
             curves.setdefault((row["env"], row["seed"]), {})[row["steps"]] = row["train_return"]
     marks = sorted({step for curve in curves.values() for step in curve})
     envs = sorted({env for env, _ in curves})
-    print("| env | " + " | ".join(f"{m / 1e6:g}M" for m in marks) + " | evaluation (per seed) |")
+    print("| env | " + " | ".join(f"{m / 1e6:.2f}M" for m in marks) + " | evaluation (per seed) |")
     print("|---" * (len(marks) + 2) + "|")
     for env in envs:
         cells = []

@@ -109,6 +109,7 @@ class ActionSpec:
         else:
             raise TypeError(f"action_space must be Discrete, MultiDiscrete or Box, got {type(space).__name__}")
         self.n_params = self.n_outputs * (2 if self.kind == "gaussian" else 1)
+        self._device_consts: dict[torch.device, tuple] = {}  # to_env's bounds or offset per device
 
     def distribution(self, params: torch.Tensor):
         return Categorical(params, self.nvec) if self.kind == "categorical" else DiagGaussian(params)
@@ -129,7 +130,7 @@ class ActionSpec:
     def _on(self, device: torch.device) -> tuple:
         """The bounds (Box) or the offset (Discrete; None when 0) as tensors on ``device``, made once: a
         host-to-device copy per step would make the GPU rollout wait on the host."""
-        cache = self.__dict__.setdefault("_device_consts", {})
+        cache = self._device_consts
         if device not in cache:
             if self.kind == "gaussian":
                 cache[device] = (torch.from_numpy(self.low).to(device), torch.from_numpy(self.high).to(device), None)
