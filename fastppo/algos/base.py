@@ -36,7 +36,7 @@ from fastppo.algos.observations import ObsSpec
 from fastppo.algos.policies import MLP_POLICY_KWARGS, POLICY_NAMES, ActorCritic, auto_policy, named_policy
 from fastppo.algos.resident import ResidentCollector, env_device
 from fastppo.algos.rollout import (NativeActor, NativeCollector, Rollout, StepCollector, TorchActor,
-                                   check_observations, host_buffer)
+                                   check_observations, host_rows)
 from fastppo.algos.sb3_policy import SB3Policy
 from fastppo.envs import SB3View, as_vector_env, observation_space
 from fastppo.ops import gae
@@ -72,9 +72,9 @@ class OnPolicyAlgorithm(ModelAPI):
         self.env_id = None
         self._view: SB3View | None = None  # get_env()'s view of a non-SB3 env
         if env is not None:
-            self._env_device = env_device(env, self.device, self.backend, config)  # the CUDA engine's, or "cpu"
             self.env, self.env_id = as_vector_env(env, config.num_envs, seed=self._env_seed(config.num_envs),
-                                                  backend=self.backend, device=self._env_device)
+                                                  backend=self.backend,  # a built-in id on the CUDA engine?
+                                                  device=env_device(env, self.device, self.backend, config))
             if self.env_id is None and config.num_envs not in (1, self.env.num_envs):
                 raise ValueError(f"num_envs={config.num_envs} applies to an env id; the env given brings its own "
                                  f"count ({self.env.num_envs}): leave num_envs out")
@@ -152,8 +152,7 @@ class OnPolicyAlgorithm(ModelAPI):
         self.num_envs, self.n_steps = num_envs, self.config.n_steps
         self.rollout_size = self.n_steps * num_envs
         self.rollout = Rollout.allocate(self.n_steps, num_envs, self.obs_spec, self.action_spec, self.device)
-        self._obs_buffer = host_buffer((num_envs, *self.obs_spec.shape), self.obs_spec.dtype,
-                                       pinned=self.device.type == "cuda")
+        self._obs_buffer = host_rows(self.rollout.obs[0], pinned=self.device.type == "cuda")  # one step's
         self.reward_scaler = RewardScaler(num_envs, self.config.gamma) if self.config.normalize_reward else None
         self._collectors: dict[bool, StepCollector | NativeCollector | ResidentCollector] = {}
         self._last_obs: torch.Tensor | None = None  # the policy's input for the next step

@@ -14,7 +14,7 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from fastppo.algos.observations import ObsSpec, channels_first, image_max, is_image_space
+from fastppo.algos.observations import ObsSpec, channels_first, image_max, image_size, is_image_space
 
 
 class _ImageEncoder(nn.Module):
@@ -33,7 +33,7 @@ class _ImageEncoder(nn.Module):
         shape = observation_space.shape
         self.channels_first = channels_first(shape)
         self.image_max = image_max(observation_space)
-        channels, height, width = shape if self.channels_first else (shape[2], shape[0], shape[1])
+        channels, height, width = image_size(shape)
         if min(height, width) < self.min_side:
             raise ValueError(f"{type(self).__name__} needs images of at least {self.min_side}x{self.min_side} pixels, "
                              f"got {height}x{width} (observation_space {shape}); SmallCNN, which CnnPolicy picks "
@@ -85,10 +85,8 @@ class SmallCNN(_ImageEncoder):
 def image_encoder(observation_space: gym.Space, **kwargs) -> nn.Module:
     """CnnPolicy's encoder for an image space: :class:`NatureCNN`, or :class:`SmallCNN` for images of
     under 36 pixels a side (``kwargs``: ``features_dim``)."""
-    shape = getattr(observation_space, "shape", None) or (0, 0, 0)
-    sides = shape[1:] if channels_first(shape) else shape[:2]
-    return (NatureCNN if len(shape) != 3 or min(sides) >= NatureCNN.min_side else SmallCNN)(observation_space,
-                                                                                           **kwargs)
+    small = is_image_space(observation_space) and min(image_size(observation_space.shape)[1:]) < NatureCNN.min_side
+    return (SmallCNN if small else NatureCNN)(observation_space, **kwargs)  # not an image: NatureCNN says so
 
 
 class CombinedExtractor(nn.Module):

@@ -37,6 +37,11 @@ def channels_first(shape: tuple[int, ...]) -> bool:
     return shape[0] < shape[-1]
 
 
+def image_size(shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """An image's ``(channels, height, width)``, in either channel order (:func:`channels_first`)."""
+    return tuple(shape) if channels_first(shape) else (shape[2], shape[0], shape[1])
+
+
 class ObsSpec:
     """One stored row of ``space``'s observations: ``kind``, ``shape`` and ``dtype`` (see the module)."""
 

@@ -74,12 +74,10 @@ class Rollout:
         return {f.name: getattr(self, f.name).numpy() for f in fields(self)}
 
 
-def host_buffer(shape: tuple, dtype, pinned: bool) -> np.ndarray:
-    """A numpy array in page-locked memory when ``pinned`` (for a rollout on a GPU: copies from it to the
-    device run asynchronously, without a staging copy), else an ordinary one."""
-    if not pinned:
-        return np.zeros(shape, dtype)
-    return torch.zeros(shape, dtype=torch.from_numpy(np.zeros(0, dtype)).dtype, pin_memory=True).numpy()
+def host_rows(like: torch.Tensor, pinned: bool) -> np.ndarray:
+    """Zeroed host rows of ``like``'s shape and dtype, as numpy; in page-locked memory when ``pinned`` (for
+    a rollout on a GPU: copies from them to the device run asynchronously, without a staging copy)."""
+    return torch.zeros(like.shape, dtype=like.dtype, pin_memory=pinned).numpy()
 
 
 # What StepCollector writes from the env every step: for a rollout on a GPU, staged on the host and copied
@@ -183,11 +181,10 @@ class StepCollector:
     def __init__(self, algo: OnPolicyAlgorithm, actor: TorchActor | NativeActor, stage: bool | None = None):
         """``stage``: collect STAGED arrays in host rows first (default: when the rollout is off the CPU)."""
         self.algo, self.actor = algo, actor
-        r, on_gpu = algo.rollout, algo.device.type == "cuda"
-        # a rollout off the CPU: STAGED arrays collect in (pinned) host rows, one copy each per rollout
-        self._staged = ({name: host_buffer(tuple(getattr(r, name).shape),
-                                           np.dtype(str(getattr(r, name).dtype).removeprefix("torch.")), on_gpu)
-                         for name in STAGED} if (algo.device.type != "cpu" if stage is None else stage) else None)
+        if stage is None:
+            stage = algo.device.type != "cpu"
+        self._staged = ({name: host_rows(getattr(algo.rollout, name), pinned=algo.device.type == "cuda")
+                         for name in STAGED} if stage else None)
 
     def collect(self, callback: Callback | None) -> bool:
         try:

@@ -32,6 +32,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
+from fastppo import _backend
 from fastppo.envs._buffered import _check_seed, check_actions
 
 _ATARI_ID = re.compile(r"ALE/(?P<v5>[A-Za-z]+)-v5|(?P<v4>[A-Za-z]+)NoFrameskip-v4")
@@ -85,12 +86,8 @@ class AtariVecEnv(VectorEnv):
         self.clip_rewards, self.episodic_life = self.options.pop("clip_rewards"), self.options.pop("episodic_life")
         if engine not in ("auto", "ale", "gymnasium"):
             raise ValueError(f"engine must be 'auto', 'ale' or 'gymnasium', got {engine!r}")
-        if engine == "auto":
-            try:
-                import ale_py.vector_env  # noqa: F401  (ale-py >= 0.11)
-                engine = "ale"
-            except ImportError:
-                engine = "gymnasium"
+        if engine == "auto":  # ale-py's vector env where it has one (>= 0.11)
+            engine = "ale" if _backend._unavailable("atari") is None else "gymnasium"
         self.engine = engine
         if engine == "ale":
             from ale_py.vector_env import AtariVectorEnv
@@ -168,7 +165,7 @@ class _WrapperEngine:
 
     def __init__(self, env_id: str, num_envs: int, *, noop_max: int, frame_skip: int, stack_num: int,
                  img_height: int, img_width: int, repeat_action_probability: float, max_num_frames_per_episode: int,
-                 full_action_space: bool, use_fire_reset: bool, num_threads: int):
+                 full_action_space: bool, use_fire_reset: bool, num_threads: int):  # (threads: the engine's)
         import ale_py
         from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
 

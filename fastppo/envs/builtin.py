@@ -89,19 +89,16 @@ class BuiltinVecEnv(BufferedVecEnv):
         """:meth:`step` with actions a trainer sampled itself (in range; Box ones clipped): on a GPU without
         the value checks, which would make the host wait on the GPU at every step (the trainer's rollout
         there, ``fastppo.algos.resident``); on the CPU, :meth:`step`."""
-        if self.device == "cpu":
+        if self._step_batch != self._step_cuda:  # the CPU, or no reset yet (or closed): step() says so
             return self.step(actions)
-        self._check_open()
-        if self._step_batch == self._step_before_reset:
-            raise RuntimeError(f"{self.env_id}: call reset() before step()")
-        import torch
-
-        with _backend.on_device(self.device):
-            self._batch.step(actions.detach(), torch.cuda.current_stream().cuda_stream)
+        self._launch(actions.detach())
         return (*map(self._own, self._step_result), self._infos())
 
     def _step_cuda(self, actions) -> int:
-        actions = self._checked_cuda_actions(actions)
+        return self._launch(self._checked_cuda_actions(actions))
+
+    def _launch(self, actions) -> int:
+        """One native step of the envs on their GPU, on torch's current stream."""
         import torch
 
         with _backend.on_device(self.device):
