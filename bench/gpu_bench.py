@@ -9,7 +9,9 @@ needs a CUDA device and fastppo built with its CUDA kernels (or the fastppo-cuda
   machine (the ratio is GPU / CPU, measured in this run).
 - train: PPO on CartPole-v1 with 4,096 envs on the GPU (the resident rollout, GAE and the fused loss
   there): training steps per second, the seconds until ``rollout/ep_rew_mean`` first reaches 475, and an
-  evaluation after training; beside it the same settings on the CPU (native trainer) for a short budget.
+  evaluation after training; beside it the same settings on the CPU (native trainer) for a short budget,
+  and on the GPU with ``torch_compile={"mode": "reduce-overhead"}`` (inductor and CUDA graphs; an error
+  there is recorded, not raised).
 - ops: GAE and the fused PPO loss (forward + backward) against their torch references on the GPU, at the
   CPU tables' sizes plus 10M elements; the median of CUDA-event-timed repeats.
 """
@@ -74,8 +76,8 @@ def bench_envs(quick: bool) -> list[dict]:
     return rows
 
 
-def train_run(device: str, timesteps: int, seed: int = 0) -> dict:
-    model = fastppo.PPO("MlpPolicy", "CartPole-v1", device=device, seed=seed, **TRAIN)
+def train_run(device: str, timesteps: int, seed: int = 0, **options) -> dict:
+    model = fastppo.PPO("MlpPolicy", "CartPole-v1", device=device, seed=seed, **TRAIN, **options)
     state = {"solved_at": None, "start": None}
 
     class Watch(fastppo.Callback):
@@ -84,12 +86,12 @@ def train_run(device: str, timesteps: int, seed: int = 0) -> dict:
                 state["solved_at"] = time.perf_counter() - state["start"]
             return True
 
-    model.learn(TRAIN["num_envs"] * TRAIN["n_steps"])  # warm-up: one iteration (allocations, kernels)
+    model.learn(TRAIN["num_envs"] * TRAIN["n_steps"])  # warm-up: one iteration (allocations, kernels, compiling)
     state["start"] = time.perf_counter()
     model.learn(timesteps, callback=Watch())
     seconds = time.perf_counter() - state["start"]
     mean, _ = fastppo.evaluate_policy(model, "CartPole-v1", n_eval_episodes=10, seed=123)
-    return dict(device=device, collector=type(model._collector(None)).__name__, timesteps=timesteps,
+    return dict(device=device, **options, collector=type(model._collector(None)).__name__, timesteps=timesteps,
                 seconds=round(seconds, 2), steps_per_s=round(timesteps / seconds),
                 seconds_to_ep_rew_mean_475=None if state["solved_at"] is None else round(state["solved_at"], 2),
                 eval_return=round(float(mean), 1))
@@ -100,7 +102,14 @@ def bench_train(quick: bool) -> dict:
     print(json.dumps(gpu), flush=True)
     cpu = train_run("cpu", 262_144 if quick else 1_048_576)
     print(json.dumps(cpu), flush=True)
-    return {"gpu": gpu, "cpu": cpu, "gpu_over_cpu": round(gpu["steps_per_s"] / cpu["steps_per_s"], 2)}
+    result = {"gpu": gpu, "cpu": cpu, "gpu_over_cpu": round(gpu["steps_per_s"] / cpu["steps_per_s"], 2)}
+    try:  # the policy compiled, with CUDA graphs (torch_compile's "reduce-overhead"): never run before
+        compiled = train_run("cuda", 262_144 if quick else 1_000_000, torch_compile={"mode": "reduce-overhead"})
+        result.update(gpu_compiled=compiled, compiled_over_eager=round(compiled["steps_per_s"] / gpu["steps_per_s"], 2))
+    except Exception as e:  # recorded, so that the rest of the summary still comes back
+        result["gpu_compiled"] = {"error": f"{type(e).__name__}: {e}"[:2000]}
+    print(json.dumps(result["gpu_compiled"]), flush=True)
+    return result
 
 
 def _median_ms(fn, repeats: int) -> float:

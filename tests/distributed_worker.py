@@ -7,11 +7,13 @@ runs every scenario in turn in one process group and writes what each rank saw t
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 
 import numpy as np
 import torch
 
+import fastppo
 from fastppo import PPO, TRPO
 from fastppo.algos.callbacks import Callback
 from fastppo.algos.distributed import StatsMerge
@@ -139,6 +141,13 @@ def main(data_file: str) -> None:
         out["mismatch"] = None
     except ValueError as e:
         out["mismatch"] = str(e)
+
+    # 7. the native kernels' threads: this rank's share of the cores it may run on
+    out["cores"] = len(os.sched_getaffinity(0))
+    out["native-threads"], out["reducer-threads"] = fastppo.get_num_threads(), model.reducer.threads
+    from test_cnn import pixel_cue  # a 36x36 image task: its CnnPolicy keeps torch's threads, this rank's share
+
+    out["cnn-torch-threads"] = PPO("CnnPolicy", pixel_cue(2), n_steps=8, seed=0).torch_threads
 
     torch.save(out, f"{rank}.pt")
 

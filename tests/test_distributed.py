@@ -137,6 +137,15 @@ def test_mismatched_hyperparameters_are_refused_on_every_rank(ranks):
     assert "learning_rate: rank 0 has 0.0003, rank 1 has 0.001" in r0["mismatch"]
 
 
+def test_each_rank_takes_its_share_of_the_cores(ranks):
+    """Two ranks on one machine: the native kernels (and torch, for networks over pixels) get half the cores
+    the process may run on, not the machine's count."""
+    (r0, r1), _ = ranks
+    for seen in (r0, r1):
+        share = max(1, seen["cores"] // 2)
+        assert seen["reducer-threads"] == seen["native-threads"] == seen["cnn-torch-threads"] == share
+
+
 def test_one_process_reducer_is_the_identity():
     """Without torchrun nothing is reduced or voted, and the run is the main one."""
     reducer, x = Reducer(), torch.arange(3.0)

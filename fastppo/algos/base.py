@@ -33,7 +33,8 @@ from fastppo.algos.model_api import ModelAPI
 from fastppo.algos.normalize import ObsNormalizer, RewardScaler
 from fastppo.algos.optim import uses_flat_adam
 from fastppo.algos.observations import ObsSpec
-from fastppo.algos.policies import MLP_POLICY_KWARGS, POLICY_NAMES, ActorCritic, auto_policy, named_policy
+from fastppo.algos.policies import (MLP_POLICY_KWARGS, POLICY_NAMES, ActorCritic, auto_policy, compile_policy,
+                                    named_policy)
 from fastppo.algos.resident import ResidentCollector, env_device
 from fastppo.algos.rollout import (NativeActor, NativeCollector, Rollout, StepCollector, TorchActor,
                                    check_observations, host_rows)
@@ -86,16 +87,18 @@ class OnPolicyAlgorithm(ModelAPI):
         self.obs_spec = ObsSpec(self.observation_space)
         # PPO's MLPs are tiny: on the CPU torch's intra-op threads cost more in wake-ups than they save (10x
         # slower training measured on a busy 2-core machine), so learn() uses one by default. Networks over
-        # pixels are not tiny (bench/bench_atari.py): they keep torch's threads.
+        # pixels are not tiny (bench/bench_atari.py): they keep torch's threads, or this rank's share of them.
         self.torch_threads = (config.torch_threads if config.torch_threads is not None
                               else 1 if self.device.type == "cpu" and self.obs_spec.kind not in ("image", "dict")
-                              else None)
+                              else self.reducer.threads)
         self.action_spec = ActionSpec(self.action_space)
 
         with torch.random.fork_rng(devices=[]):  # seed the initial weights without touching the global RNG
             if config.seed is not None:
                 torch.manual_seed(config.seed)
             self.policy = self._build_policy(policy, config.policy_kwargs or {}).to(self.device)
+        if config.torch_compile:  # forward() compiled in place; the native trainer computes the MLP without it
+            compile_policy(self.policy, config.torch_compile)
         if not self.reducer.local:
             self._check_same_run(num_envs)
             with torch.no_grad():  # identical initial weights on every rank, whatever the seed
@@ -107,7 +110,7 @@ class OnPolicyAlgorithm(ModelAPI):
         # SB3 policy class's own, as SB3 takes them from the policy, else policy_kwargs'
         self._optimizer_options = (self.policy.optimizer_options() if isinstance(self.policy, SB3Policy) else
                                    {k: v for k, v in (config.policy_kwargs or {}).items() if k in OPTIMIZER_KWARGS})
-        self.native = _backend.native_trainer(
+        self.native = not config.torch_compile and _backend.native_trainer(
             self.backend, isinstance(self.policy, ActorCritic) and self.policy.native_ok()
             and uses_flat_adam(**self._optimizer_options))
         self._generator = torch.Generator(device=self.device)
@@ -304,23 +307,12 @@ class OnPolicyAlgorithm(ModelAPI):
         if isinstance(self.policy, ActorCritic) and self.policy.log_std is not None:
             row["train/std"] = float(torch.exp(self.policy.log_std.detach()).mean())
         if not self.reducer.local:
-            self._reduce_row(row)
+            distributed.reduce_row(self.reducer, row, self.episode_returns, self.episode_lengths)
         if log_interval is not None and iterations % log_interval == 0:
             for key, value in row.items():
                 self.logger.record(key, value, exclude="tensorboard" if key == "train/n_updates" else None)
             self.logger.dump(step=self.num_timesteps)
         return row
-
-    def _reduce_row(self, row: dict) -> None:
-        """The row of a data-parallel run, in place: the episode statistics over every rank's episodes, the
-        float train/ metrics (losses, KL, ...) averaged over the ranks; one collective."""
-        averaged = [k for k, v in row.items() if k.startswith("train/") and isinstance(v, float)]
-        local = [sum(self.episode_returns), sum(self.episode_lengths), len(self.episode_returns),
-                 *(row[k] for k in averaged)]
-        returns, lengths, episodes, *values = self.reducer.sum(torch.tensor(local, dtype=torch.float64)).tolist()
-        if episodes:
-            row["rollout/ep_rew_mean"], row["rollout/ep_len_mean"] = returns / episodes, lengths / episodes
-        row.update({k: v / self.reducer.world_size for k, v in zip(averaged, values)})
 
     def _configure_logger(self, tb_log_name: str, reset_num_timesteps: bool) -> None:
         """SB3's outputs for this learn() call (unless ``set_logger`` gave one): the metric table on stdout

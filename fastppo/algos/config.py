@@ -106,7 +106,10 @@ class OnPolicyConfig:
     stats_window_size: int = hp(100, "episodes averaged in rollout/ep_rew_mean and rollout/ep_len_mean")
     torch_threads: int | None = hp(None, "torch's CPU threads while learn() runs (default 1 on the CPU, "
                                          "where MLPs run fastest single-threaded; torch's own count for "
-                                         "image and Dict observations)")
+                                         "image and Dict observations, or its share per rank in a data-parallel run)")
+    torch_compile: bool | dict = hp(False, "compile the policy's forward with torch.compile: True, or a dict of "
+                                           "torch.compile's options (e.g. {'mode': 'max-autotune'}); runs the "
+                                           "torch path, as the native CPU trainer has no torch forward to compile")
 
     def __post_init__(self) -> None:
         check_int(self.n_steps, "n_steps", 1)
@@ -115,6 +118,10 @@ class OnPolicyConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.lr_schedule(1.0)!r} at the start of training")
         if self.torch_threads is not None:
             check_int(self.torch_threads, "torch_threads", 1)
+        if not (isinstance(self.torch_compile, bool)
+                or isinstance(self.torch_compile, dict) and all(isinstance(k, str) for k in self.torch_compile)):
+            raise ValueError(f"torch_compile must be True, False or a dict of torch.compile's keyword arguments, got "
+                             f"{self.torch_compile!r}")
         check_int(self.num_envs, "num_envs", 1)
         for name in ("gamma", "gae_lambda"):
             value = getattr(self, name)
@@ -235,6 +242,9 @@ class TRPOConfig(OnPolicyConfig):
     def __post_init__(self) -> None:
         if not self.target_kl > 0:
             raise ValueError(f"target_kl must be > 0, got {self.target_kl!r}")
+        if self.torch_compile:  # torch's compiled backward frees its buffers: it cannot be differentiated again
+            raise ValueError("torch_compile is not supported by TRPO: its Fisher-vector products differentiate the "
+                             "policy twice (create_graph=True), which torch.compile's backward refuses; leave it out")
         check_int(self.cg_max_steps, "cg_max_steps", 1)
         if not self.cg_damping >= 0:
             raise ValueError(f"cg_damping must be >= 0, got {self.cg_damping!r}")

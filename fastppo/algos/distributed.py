@@ -32,6 +32,7 @@ class Reducer:
     local = True  # nothing to reduce: the native updaters then run whole epochs without calling back (a
     # subclass that reduces sets it False, and the native loops call gradients() back per minibatch)
     rank, world_size, local_rank, local_world_size = 0, 1, 0, 1
+    threads = None  # CPU threads this process's share of the machine allows (None: the whole machine)
 
     def gradients(self, flat_grad: torch.Tensor, approx_kl: float | None = None) -> float | None:
         """Average ``flat_grad`` in place across processes; returns ``approx_kl`` (the minibatch's, for the
@@ -107,6 +108,7 @@ class DataParallel(Reducer):
         self.local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))
         # where the collectives' own tensors live: NCCL reduces device memory only
         self.device = device if dist.get_backend() == "nccl" else torch.device("cpu")
+        self.threads = max(1, _usable_cores() // self.local_world_size)
 
     def gradients(self, flat_grad: torch.Tensor, approx_kl: float | None = None) -> float | None:
         if approx_kl is None:
@@ -164,8 +166,8 @@ def setup(device: torch.device) -> DataParallel | None:
     """The reducer of this process's run: None unless launched by torchrun with WORLD_SIZE > 1 or in an
     initialised process group of more than one process. Initialises the default process group when
     needed (gloo on the CPU, NCCL for CUDA devices; collectives time out after ``FASTPPO_DIST_TIMEOUT``
-    seconds, 300 by default) and gives the native kernels cores // local world size threads unless
-    FASTPPO_NUM_THREADS sets them."""
+    seconds, 300 by default) and gives the native kernels this process's share of the cores (those it may
+    run on // the local world size) as threads unless FASTPPO_NUM_THREADS sets them."""
     if not dist.is_available():
         return None
     if not dist.is_initialized():
@@ -188,13 +190,31 @@ def setup(device: torch.device) -> DataParallel | None:
     from fastppo._backend import _core
 
     if _core is not None and "FASTPPO_NUM_THREADS" not in os.environ:
-        _core.set_num_threads(max(1, (os.cpu_count() or 1) // reducer.local_world_size))
+        _core.set_num_threads(reducer.threads)
     return reducer
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity: taskset's or a container's cpuset, not the machine's
+    count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _destroy() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def reduce_row(reducer: Reducer, row: dict, episode_returns, episode_lengths) -> None:
+    """A data-parallel run's logged row, in place: the episode statistics over every rank's recent episodes
+    (``episode_returns``/``episode_lengths``: this rank's), the float train/ metrics (losses, KL, ...)
+    averaged over the ranks; one collective."""
+    averaged = [k for k, v in row.items() if k.startswith("train/") and isinstance(v, float)]
+    local = [sum(episode_returns), sum(episode_lengths), len(episode_returns), *(row[k] for k in averaged)]
+    returns, lengths, episodes, *values = reducer.sum(torch.tensor(local, dtype=torch.float64)).tolist()
+    if episodes:
+        row["rollout/ep_rew_mean"], row["rollout/ep_len_mean"] = returns / episodes, lengths / episodes
+    row.update({k: v / reducer.world_size for k, v in zip(averaged, values)})
 
 
 def local_device(device: torch.device) -> torch.device:

@@ -99,6 +99,17 @@ def state_values(policy: nn.Module, obs: torch.Tensor) -> torch.Tensor:
     return value(obs) if callable(value) else policy(obs)[1]
 
 
+def compile_policy(policy: nn.Module, option: bool | dict) -> None:
+    """``policy``'s forward compiled in place with torch.compile (``option``: True, or torch.compile's keyword
+    arguments); its parameters, state_dict keys and other methods stay as they are. Compilation happens at
+    the first call of each new input shape (the rollout's batch, the minibatch, the last short minibatch);
+    where torch.compile cannot trace the module it runs those parts eagerly (its graph breaks)."""
+    try:
+        policy.compile(**({} if option is True else option))
+    except (TypeError, RuntimeError, ValueError) as e:
+        raise ValueError(f"torch_compile={option!r} was refused by torch.compile: {e}") from None
+
+
 class PolicyMethods:
     """Stable-Baselines3's inference methods (``ActorCriticPolicy``'s) for an ``nn.Module`` with fastppo's
     ``forward`` contract (see :class:`ActorCritic`) and ``observation_space``, ``action_space``,
