@@ -6,6 +6,7 @@ defaults), each seed's final return by the same evaluation. Never run in CI.
     python bench/bench_mujoco_learning.py table bench/mujoco_parity.jsonl
     flock /tmp/fastppo-bench.lock python bench/bench_mujoco_learning.py sps --envs HalfCheetah-v5 --repeats 3
     python bench/bench_mujoco_learning.py curve --envs HalfCheetah-v5 --seeds 0 --out bench/mujoco_curve.jsonl
+    python bench/bench_mujoco_learning.py curve-table bench/mujoco_curve.jsonl
 
 One JSON line per finished run (appended, so a long sweep can be split across invocations with
 ``--trainers``/``--seeds`` and resumed); ``table`` prints per-seed returns and medians for RESULTS.md.
@@ -73,10 +74,19 @@ def cmd_curve(args) -> None:
     """fastppo's preset (or CleanRL's defaults) over a long budget, evaluated every --every steps (one JSON
     line each): the return at the end against the best seen on the way, and the end beside published
     numbers."""
+    if args.set and args.settings == "cleanrl":
+        raise SystemExit("--set replaces the preset's hyperparameters: it does not apply to --settings cleanrl")
+    overrides = {}
+    for item in args.set:  # KEY=VALUE, the value JSON where it parses (as the CLI's --set)
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
     for env_id in args.envs:
         for seed in args.seeds:
             model = (fastppo_model(env_id, seed) if args.settings == "cleanrl"
-                     else fastppo.PPO("MlpPolicy", env_id, seed=seed, **fastppo.presets.get(env_id)))
+                     else fastppo.PPO("MlpPolicy", env_id, seed=seed, **{**fastppo.presets.get(env_id), **overrides}))
             marks = iter(range(args.every, args.timesteps + 1, args.every))
             state = {"next": next(marks, None), "start": time.perf_counter()}
 
@@ -85,7 +95,8 @@ def cmd_curve(args) -> None:
                     if state["next"] is not None and self.model.num_timesteps >= state["next"]:
                         mean, std = fastppo.evaluate_policy(self.model, env_id, n_eval_episodes=EVAL_EPISODES,
                                                             seed=10_000)
-                        row = dict(env=env_id, trainer=f"fastppo {args.settings}", seed=seed, steps=self.model.num_timesteps,
+                        settings = " ".join([f"fastppo {args.settings}", *args.set])
+                        row = dict(env=env_id, trainer=settings, seed=seed, steps=self.model.num_timesteps,
                                    seconds=round(time.perf_counter() - state["start"], 1), ret=round(float(mean), 1),
                                    std=round(float(std), 1))
                         print(json.dumps(row), flush=True)
@@ -149,6 +160,21 @@ def cmd_table(args) -> None:
               f"{statistics.mean(r['seconds'] for r in runs):.0f} |")
 
 
+def cmd_curve_table(args) -> None:
+    """The markdown table of ``curve``'s rows: per run, the return at every mark, at the end, the best on the
+    way, and whether the end is at least the best (the issue's stability bar)."""
+    rows = [json.loads(line) for line in open(args.results) if line.strip()]
+    label = {id(r): r.get("settings") or r["trainer"] for r in rows}  # older rows name their settings
+    print("| env | settings | seed | return every mark (10 deterministic episodes) | at the end | best on the way | "
+          "end >= best? |\n|---|---|---|---|---|---|---|")
+    for key in sorted({(r["env"], label[id(r)], r["seed"]) for r in rows}):
+        run = sorted((r for r in rows if (r["env"], label[id(r)], r["seed"]) == key), key=lambda r: r["steps"])
+        returns = [r["ret"] for r in run]
+        best = max(returns[:-1], default=float("-inf"))
+        print(f"| {key[0]} | {key[1]} | {key[2]} | {', '.join(f'{x:,.0f}' for x in returns)} | {returns[-1]:,.0f} | "
+              f"{best:,.0f} | {'yes' if returns[-1] >= best else 'no'} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +191,8 @@ def main() -> None:
     curve.add_argument("--every", type=int, default=100_000)
     curve.add_argument("--settings", choices=["preset", "cleanrl"], default="preset",
                        help="the env's fastppo preset, or CleanRL's defaults (the parity settings)")
+    curve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="replace one of the preset's hyperparameters (the value JSON where it parses)")
     curve.add_argument("--out", help="append the JSON lines to this file")
     sps = sub.add_parser("sps", help="steps/s at the preset's settings, fastppo against SB3")
     sps.add_argument("--envs", nargs="+", default=["HalfCheetah-v5"])
@@ -172,8 +200,11 @@ def main() -> None:
     sps.add_argument("--repeats", type=int, default=3)
     table = sub.add_parser("table", help="the markdown table of a results file")
     table.add_argument("results")
+    curve_table = sub.add_parser("curve-table", help="the markdown table of curve's results file")
+    curve_table.add_argument("results")
     args = parser.parse_args()
-    {"parity": cmd_parity, "curve": cmd_curve, "sps": cmd_sps, "table": cmd_table}[args.command](args)
+    {"parity": cmd_parity, "curve": cmd_curve, "sps": cmd_sps, "table": cmd_table,
+     "curve-table": cmd_curve_table}[args.command](args)
 
 
 if __name__ == "__main__":

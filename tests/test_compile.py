@@ -1,6 +1,6 @@
 """PPO's ``torch_compile`` option: the policy's forward compiled by torch.compile, on the torch path, for the
-built-in MLP and custom modules (on the CPU here: inductor's C++ backend; on a GPU the same option runs
-inductor's kernels and, with ``mode="reduce-overhead"``, CUDA graphs)."""
+built-in MLP and custom modules, checked here on the CPU (inductor's C++ backend). The GPU side (inductor's
+GPU kernels, mode="reduce-overhead"'s graph capture) is measured by bench/gpu_bench.py, not tested here."""
 
 import numpy as np
 import pytest
