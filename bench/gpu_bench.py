@@ -8,10 +8,12 @@ needs a CUDA device and fastppo built with its CUDA kernels (or the fastppo-cuda
   through the checked ``step``; beside them the CPU engine at the same count on every core of the same
   machine (the ratio is GPU / CPU, measured in this run).
 - train: PPO on CartPole-v1 with 4,096 envs on the GPU (the resident rollout, GAE and the fused loss
-  there): training steps per second, the seconds until ``rollout/ep_rew_mean`` first reaches 475, and an
-  evaluation after training; beside it the same settings on the CPU (native trainer) for a short budget,
-  and on the GPU with ``torch_compile={"mode": "reduce-overhead"}`` (inductor and CUDA graphs; an error
-  there is recorded, not raised).
+  there; the update eager, ``cuda_graphs=False``): training steps per second, the seconds until
+  ``rollout/ep_rew_mean`` first reaches 475, and an evaluation after training; beside it the same
+  settings on the CPU (native trainer) for a short budget,
+  on the GPU with ``torch_compile={"mode": "reduce-overhead"}`` (inductor and CUDA graphs), and on the GPU
+  with the default ``cuda_graphs=True`` (the update replayed from CUDA graphs); an error in either of those
+  two is recorded, not raised.
 - ops: GAE and the fused PPO loss (forward + backward) against their torch references on the GPU, at the
   CPU tables' sizes plus 10M elements; the median of CUDA-event-timed repeats.
 """
@@ -91,14 +93,16 @@ def train_run(device: str, timesteps: int, seed: int = 0, **options) -> dict:
     model.learn(timesteps, callback=Watch())
     seconds = time.perf_counter() - state["start"]
     mean, _ = fastppo.evaluate_policy(model, "CartPole-v1", n_eval_episodes=10, seed=123)
-    return dict(device=device, **options, collector=type(model._collector(None)).__name__, timesteps=timesteps,
+    return dict(device=device, **options, collector=type(model._collector(None)).__name__,
+                updater=type(model.updater).__name__, graph_failure=getattr(model.updater, "failure", None),
+                timesteps=timesteps,
                 seconds=round(seconds, 2), steps_per_s=round(timesteps / seconds),
                 seconds_to_ep_rew_mean_475=None if state["solved_at"] is None else round(state["solved_at"], 2),
                 eval_return=round(float(mean), 1))
 
 
 def bench_train(quick: bool) -> dict:
-    gpu = train_run("cuda", 1_000_000 if quick else 5_000_000)
+    gpu = train_run("cuda", 1_000_000 if quick else 5_000_000, cuda_graphs=False)
     print(json.dumps(gpu), flush=True)
     cpu = train_run("cpu", 262_144 if quick else 1_048_576)
     print(json.dumps(cpu), flush=True)
@@ -109,6 +113,12 @@ def bench_train(quick: bool) -> dict:
     except Exception as e:  # recorded, so that the rest of the summary still comes back
         result["gpu_compiled"] = {"error": f"{type(e).__name__}: {e}"[:2000]}
     print(json.dumps(result["gpu_compiled"]), flush=True)
+    try:  # the default, the update replayed from CUDA graphs (cuda_graphs=True): never run before
+        graphed = train_run("cuda", 262_144 if quick else 1_000_000)
+        result.update(gpu_graphs=graphed, graphs_over_eager=round(graphed["steps_per_s"] / gpu["steps_per_s"], 2))
+    except Exception as e:
+        result["gpu_graphs"] = {"error": f"{type(e).__name__}: {e}"[:2000]}
+    print(json.dumps(result["gpu_graphs"]), flush=True)
     return result
 
 

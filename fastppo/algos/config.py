@@ -187,11 +187,16 @@ class PPOConfig(OnPolicyConfig):
                               "kl_coef * KL(old || new), kl_coef adapted once per iteration)")
     kl_target: float = hp(0.01, "the adaptive KL variant's d_targ")
     kl_coef: float = hp(1.0, "the adaptive KL variant's initial beta, >= 0")
+    cuda_graphs: bool = hp(True, "on a GPU, replay each minibatch's update step from a CUDA graph where that "
+                                 "applies (fastppo.algos.graphs: one process, no target_kl, no torch_compile, "
+                                 "fastppo's Adam); no effect on the CPU")
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         check_int(self.n_epochs, "n_epochs", 1)
+        if not isinstance(self.cuda_graphs, bool):
+            raise ValueError(f"cuda_graphs must be True or False, got {self.cuda_graphs!r}")
         for name in ("ent_coef", "vf_coef", "kl_coef"):
             value = getattr(self, name)
             if not value >= 0:

@@ -78,15 +78,33 @@ class FlatAdam:
     @torch.no_grad()
     def step(self, max_grad_norm: float | None = None) -> None:
         """Clip the gradient's global norm to ``max_grad_norm`` (as ``clip_grad_norm_``), then step."""
+        self._moments(max_grad_norm)
+        self.steps += 1
+        (beta1, beta2), steps = self.betas, self.steps
+        bias1, bias2 = 1 - beta1 ** steps, 1 - beta2 ** steps
+        denom = (self.exp_avg_sq.sqrt() / math.sqrt(bias2)).add_(self.eps)
+        self.flat.param.addcdiv_(self.exp_avg, denom, value=-self.lr / bias1)
+
+    @torch.no_grad()
+    def step_on_device(self, count: torch.Tensor, max_grad_norm: float | None = None) -> None:
+        """:meth:`step` with Adam's step count kept in ``count`` (a float64 0-dim tensor on the parameters'
+        device, incremented here) instead of ``steps``: no Python number changes between calls, so a CUDA
+        graph can replay it (fastppo.algos.graphs); the caller adds one to ``steps`` per call. The same
+        formulas, with the bias corrections computed on the device: the same numbers to float32 rounding."""
+        self._moments(max_grad_norm)
+        count += 1
+        beta1, beta2 = self.betas
+        bias1, bias2 = 1 - beta1 ** count, 1 - beta2 ** count
+        denom = (self.exp_avg_sq.sqrt() / bias2.sqrt().float()).add_(self.eps)
+        self.flat.param.addcdiv_(self.exp_avg * (-self.lr / bias1).float(), denom)
+
+    def _moments(self, max_grad_norm: float | None) -> None:
+        """The gradient clipped, and Adam's moments updated with it."""
         grad, (beta1, beta2) = self.flat.grad, self.betas
         if max_grad_norm is not None:
             nn.utils.clip_grad_norm_(self.flat.param, max_grad_norm)
-        self.steps += 1
         self.exp_avg.lerp_(grad, 1 - beta1)
         self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        bias1, bias2 = 1 - beta1 ** self.steps, 1 - beta2 ** self.steps
-        denom = (self.exp_avg_sq.sqrt() / math.sqrt(bias2)).add_(self.eps)
-        self.flat.param.addcdiv_(self.exp_avg, denom, value=-self.lr / bias1)
 
     def state_dict(self) -> dict:
         return {"lr": self.lr, "eps": self.eps, "betas": self.betas, "steps": self.steps,

@@ -15,7 +15,7 @@ from torch import nn
 
 from fastppo.algos.base import OnPolicyAlgorithm
 from fastppo.algos.config import VALUE_LOSS_SCALE, PPOConfig, with_config_signature
-from fastppo.algos.distributed import normalize_minibatches
+from fastppo.algos.distributed import is_main, normalize_minibatches
 from fastppo.algos.optim import FlatParameters, make_optimizer
 from fastppo.ops import ppo_loss
 from fastppo.ops.ppo_loss import STATS
@@ -63,7 +63,15 @@ class PPO(OnPolicyAlgorithm):
                           f"untruncated mini-batches, there will be a truncated mini-batch of size {rest}. We "
                           f"recommend using a batch_size that is a factor of n_steps * n_envs (n_steps="
                           f"{self.config.n_steps} and n_envs={self.num_envs})", UserWarning, stacklevel=3)
-        self.updater = (NativePpoUpdater if self.native else TorchPpoUpdater)(self)
+        if self.native:
+            self.updater = NativePpoUpdater(self)
+            return
+        from fastppo.algos.graphs import GraphedPpoUpdater, graph_blocker
+
+        blocker = graph_blocker(self)
+        if blocker is not None and self.device.type == "cuda" and self.config.verbose >= 1 and is_main(self):
+            print(f"cuda_graphs: the update runs without CUDA graphs ({blocker})")
+        self.updater = (TorchPpoUpdater if blocker else GraphedPpoUpdater)(self)
 
     def _optimizer_objects(self) -> dict:
         return {"policy.optimizer": self.optimizer}
@@ -147,30 +155,10 @@ class TorchPpoUpdater:
     def epoch(self, order: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
         """The minibatches of ``order`` in turn: (stats sums, updates taken, stopped by target_kl)."""
         algo = self.algo
-        spec, policy, config, flat, reducer = algo.action_spec, algo.policy, algo.config, algo._flat, algo.reducer
-        data = algo.rollout.flat()
-        with_kl = config.variant == "kl"
+        config, flat, reducer = algo.config, algo._flat, algo.reducer
         stats_sum, n_updates = torch.zeros(len(STATS), dtype=torch.float64, device=algo.device), 0
         for start in range(0, order.numel(), config.batch_size):
-            idx = order[start:start + config.batch_size]
-            params, values = policy(data["obs"][idx])
-            old_values = data["values"][idx]
-            if self.clip_range_vf is not None:  # SB3's: the prediction is clipped (not the op's max form, vf_clip)
-                values = old_values + torch.clamp(values - old_values, -self.clip_range_vf, self.clip_range_vf)
-            dist = spec.distribution(params)
-            log_probs = dist.log_prob(data["actions"][idx])
-            kl = spec.distribution(data["dist_params"][idx]).kl(dist) if with_kl else None
-            advantages, loss_kwargs = data["advantages"][idx], self.loss_kwargs
-            if loss_kwargs["normalize_advantages"] and (not reducer.local or idx.numel() == 1):
-                # data-parallel: with the moments of every rank's minibatch (so K ranks' minibatches of M
-                # update as one of K * M); a truncated last minibatch of one sample in one process is not
-                # normalised (as SB3, and the native update)
-                if not reducer.local:
-                    advantages = reducer.normalize(advantages)
-                loss_kwargs = {**loss_kwargs, "normalize_advantages": False}
-            loss, stats = ppo_loss(log_probs, data["log_probs"][idx], advantages, values,
-                                   old_values, data["returns"][idx], dist.entropy(), kl=kl,
-                                   backend=algo.backend, **loss_kwargs)
+            loss, stats = self.minibatch_loss(order[start:start + config.batch_size])
             flat.grad.zero_()
             loss.backward()
             # the KL that decides target_kl's stop: every rank's (averaged with the gradient), so all stop together
@@ -182,6 +170,30 @@ class TorchPpoUpdater:
             stats_sum += torch.stack([stats[k].detach() for k in STATS]).double()
             n_updates += 1
         return stats_sum, n_updates, False
+
+    def minibatch_loss(self, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of the rollout's samples ``idx`` and its stats: the policy forward, SB3's value clipping,
+        the fused loss (advantages normalised with every rank's moments when data-parallel)."""
+        algo = self.algo
+        spec, policy, reducer = algo.action_spec, algo.policy, algo.reducer
+        data = algo.rollout.flat()
+        params, values = policy(data["obs"][idx])
+        old_values = data["values"][idx]
+        if self.clip_range_vf is not None:  # SB3's: the prediction is clipped (not the op's max form, vf_clip)
+            values = old_values + torch.clamp(values - old_values, -self.clip_range_vf, self.clip_range_vf)
+        dist = spec.distribution(params)
+        log_probs = dist.log_prob(data["actions"][idx])
+        kl = spec.distribution(data["dist_params"][idx]).kl(dist) if algo.config.variant == "kl" else None
+        advantages, loss_kwargs = data["advantages"][idx], self.loss_kwargs
+        if loss_kwargs["normalize_advantages"] and (not reducer.local or idx.numel() == 1):
+            # data-parallel: with the moments of every rank's minibatch (so K ranks' minibatches of M
+            # update as one of K * M); a truncated last minibatch of one sample in one process is not
+            # normalised (as SB3, and the native update)
+            if not reducer.local:
+                advantages = reducer.normalize(advantages)
+            loss_kwargs = {**loss_kwargs, "normalize_advantages": False}
+        return ppo_loss(log_probs, data["log_probs"][idx], advantages, values, old_values, data["returns"][idx],
+                        dist.entropy(), kl=kl, backend=algo.backend, **loss_kwargs)
 
 
 class NativePpoUpdater:

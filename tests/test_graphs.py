@@ -1,0 +1,201 @@
+"""PPO's update replayed from CUDA graphs (fastppo/algos/graphs.py, ``cuda_graphs``).
+
+A CUDA graph freezes every Python number its step read at capture and re-reads its tensors at each
+replay. On the CPU, :func:`traced_capture` gives a captured step those semantics (``make_fx`` records the
+step's aten ops, with Python values as constants and the tensors it touched by reference), so the graphed
+updater runs here against the eager one: a number that should move between replays but lives on the host
+would freeze and the parameters would part. The GPU tests below capture for real (``bench/gpu_check.sh``).
+"""
+
+import types
+import warnings
+
+import pytest
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+
+import fastppo
+from conftest import RecordMetrics, assert_solves_cartpole
+from fastppo.algos import graphs
+from fastppo.algos.graphs import CaptureError, GraphedPpoUpdater, graph_blocker
+from fastppo.algos.optim import FlatAdam
+
+pytestmark = pytest.mark.filterwarnings("ignore:You have specified a mini-batch size of 40")
+
+HAS_CUDA = fastppo.backends()["cuda"].available
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and fastppo's CUDA kernels")
+
+# 3 full minibatches of 40 and a truncated one of 8 per epoch; schedules, so each iteration captures anew
+SMALL = dict(n_steps=32, num_envs=4, batch_size=40, n_epochs=3, seed=0, backend="torch", learning_rate="lin_1e-3",
+             clip_range="lin_0.3", clip_range_vf=0.5, ent_coef=0.01)
+
+
+def traced_capture(counts: dict):
+    """:func:`fastppo.algos.graphs.capture` for the CPU: the step runs once while make_fx records it,
+    and the replay runs the record (under no_grad: the record holds the backward's ops themselves)."""
+    def capture(step, device):
+        record = make_fx(step)()
+        counts["captures"] += 1
+
+        def replay():
+            counts["replays"] += 1
+            with torch.no_grad():
+                record()
+        return replay
+    return capture
+
+
+def graphed(monkeypatch, **kwargs) -> tuple[fastppo.PPO, dict]:
+    counts = {"captures": 0, "replays": 0}
+    monkeypatch.setattr(graphs, "capture", traced_capture(counts))
+    model = fastppo.PPO("MlpPolicy", "CartPole-v1", **{**SMALL, **kwargs})
+    model.updater = GraphedPpoUpdater(model)
+    return model, counts
+
+
+def assert_same_training(a: fastppo.PPO, b: fastppo.PPO) -> None:
+    for (name, x), y in zip(a.policy.state_dict().items(), b.policy.state_dict().values()):
+        torch.testing.assert_close(y, x, rtol=1e-5, atol=1e-6, msg=name)
+    assert a.optimizer.steps == b.optimizer.steps
+
+
+@pytest.mark.parametrize("variant", ["clip", "kl"])
+def test_the_graphed_update_trains_as_the_eager_one(monkeypatch, variant):
+    steps = 3 * SMALL["n_steps"] * SMALL["num_envs"]
+    eager = fastppo.PPO("MlpPolicy", "CartPole-v1", variant=variant, **SMALL)
+    eager.learn(steps, progress_bar=False)
+    model, counts = graphed(monkeypatch, variant=variant)
+    model.learn(steps, progress_bar=False)
+    assert counts == {"captures": 3, "replays": 3 * (3 * 3 - 1)}  # per iteration: one capture, the rest replayed
+    assert_same_training(eager, model)
+    assert model.optimizer.steps == 3 * 3 * 4  # the truncated minibatches counted too
+
+
+def test_the_graphed_update_logs_the_eager_metrics(monkeypatch):
+    eager_metrics, graphed_metrics = RecordMetrics(), RecordMetrics()
+    fastppo.PPO("MlpPolicy", "CartPole-v1", **SMALL).learn(256, callback=eager_metrics, progress_bar=False)
+    model, _ = graphed(monkeypatch)
+    model.learn(256, callback=graphed_metrics, progress_bar=False)
+    for a, b in zip(eager_metrics.seen, graphed_metrics.seen):
+        train = {k: v for k, v in a.items() if k.startswith("train/")}
+        assert train and train.keys() == {k for k in b if k.startswith("train/")}
+        for k, v in train.items():
+            assert b[k] == pytest.approx(v, rel=1e-5, abs=1e-7), k
+
+
+def test_a_python_number_is_frozen_by_the_capture(monkeypatch):
+    """The CPU capture is as strict as CUDA's: Adam's host step count would freeze at capture (and the
+    bias correction with it), so FlatAdam.step in the graphed step trains differently."""
+    eager = fastppo.PPO("MlpPolicy", "CartPole-v1", **SMALL).learn(256, progress_bar=False)
+    monkeypatch.setattr(FlatAdam, "step_on_device", lambda self, count, max_grad_norm=None: self.step(max_grad_norm))
+    model, _ = graphed(monkeypatch)
+    model.learn(256, progress_bar=False)
+    differs = [not torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+               for a, b in zip(eager.policy.state_dict().values(), model.policy.state_dict().values())]
+    assert any(differs)
+
+
+def test_a_capture_that_fails_warns_and_the_update_runs_eagerly(monkeypatch):
+    def failing(step, device):
+        step()  # the warm-up ran
+        raise CaptureError("RuntimeError: operation not permitted when stream is capturing")
+
+    eager = fastppo.PPO("MlpPolicy", "CartPole-v1", **SMALL).learn(256, progress_bar=False)
+    model = fastppo.PPO("MlpPolicy", "CartPole-v1", **SMALL)
+    model.updater = GraphedPpoUpdater(model)
+    monkeypatch.setattr(graphs, "capture", failing)
+    with pytest.warns(RuntimeWarning, match="could not be captured as a CUDA graph .*not permitted when stream is "
+                                            "capturing.*runs without graphs"):
+        model.learn(256, progress_bar=False)
+    assert model.updater.failure is not None
+    assert_same_training(eager, model)
+
+
+def test_the_graphed_updater_solves_cartpole(monkeypatch):
+    counts = {"captures": 0, "replays": 0}
+    monkeypatch.setattr(graphs, "capture", traced_capture(counts))
+    # the preset with constant rates (it solves with them too): one capture for the run, as on a GPU
+    model = fastppo.PPO("MlpPolicy", "CartPole-v1", **{**fastppo.presets.get("CartPole-v1"), "seed": 0,
+                                                        "backend": "torch", "learning_rate": 1e-3, "clip_range": 0.2})
+    model.updater = GraphedPpoUpdater(model)
+    model.learn(60_000, progress_bar=False)
+    assert counts["captures"] == 1 and counts["replays"] > 1000
+    assert_solves_cartpole(model, "PPO with its update replayed from captured graphs")
+
+
+def fake_algo(**changes):
+    config = fastppo.algos.config.PPOConfig(batch_size=64)
+    algo = types.SimpleNamespace(config=config, device=torch.device("cuda"), reducer=types.SimpleNamespace(local=True),
+                                 optimizer=FlatAdam.__new__(FlatAdam), rollout_size=256)
+    for name, value in changes.items():
+        setattr(algo if hasattr(algo, name) else config, name, value)
+    return algo
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({}, None),
+    ({"cuda_graphs": False}, "cuda_graphs=False"),
+    ({"device": torch.device("cpu")}, "the policy is on cpu"),
+    ({"reducer": types.SimpleNamespace(local=False)}, "data-parallel"),
+    ({"target_kl": 0.02}, "target_kl"),
+    ({"torch_compile": True}, "torch_compile"),
+    ({"optimizer": object()}, "not fastppo's Adam"),
+    ({"rollout_size": 100}, "fewer than two full minibatches"),
+])
+def test_where_graphs_apply(changes, reason):
+    blocker = graph_blocker(fake_algo(**changes))
+    assert blocker is None if reason is None else reason in blocker
+
+
+def test_the_cpu_trainer_takes_no_graphs():
+    model = fastppo.PPO("MlpPolicy", "CartPole-v1", **SMALL)
+    assert not isinstance(model.updater, GraphedPpoUpdater)
+
+
+def test_cuda_graphs_must_be_a_bool():
+    with pytest.raises(ValueError, match="cuda_graphs must be True or False, got 'yes'"):
+        fastppo.PPO("MlpPolicy", "CartPole-v1", cuda_graphs="yes")
+
+
+# -- on a GPU: the capture itself --------------------------------------------------------------------------
+
+GPU = dict(n_steps=16, num_envs=64, batch_size=256, n_epochs=4, seed=0, device="cuda", learning_rate="lin_1e-3")
+
+
+@needs_cuda
+def test_on_a_gpu_the_graphed_update_trains_as_the_eager_one():
+    eager = fastppo.PPO("MlpPolicy", "CartPole-v1", cuda_graphs=False, **GPU).learn(3 * 1024, progress_bar=False)
+    model = fastppo.PPO("MlpPolicy", "CartPole-v1", **GPU)
+    assert isinstance(model.updater, GraphedPpoUpdater)
+    model.learn(3 * 1024, progress_bar=False)
+    assert model.updater.replay is not None and model.updater.failure is None
+    assert_same_training(eager, model)
+
+
+@needs_cuda
+def test_on_a_gpu_a_module_that_syncs_falls_back_with_the_reason():
+    class Syncs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pi, self.v = torch.nn.Linear(4, 2), torch.nn.Linear(4, 1)
+
+        def forward(self, obs):
+            if obs.abs().max().item() > 1e6:  # a host sync: not capturable
+                raise ValueError("huge observation")
+            return self.pi(obs), self.v(obs).squeeze(-1)
+
+    model = fastppo.PPO(Syncs(), "CartPole-v1", **GPU)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.learn(2 * 1024, progress_bar=False)
+    assert model.updater.failure is not None
+    assert any("could not be captured as a CUDA graph" in str(w.message) for w in caught)
+
+
+@needs_cuda
+def test_on_a_gpu_the_graphed_update_solves_cartpole():
+    model = fastppo.PPO("MlpPolicy", "CartPole-v1", device="cuda", **{**fastppo.presets.get("CartPole-v1"), "seed": 0})
+    assert isinstance(model.updater, GraphedPpoUpdater)
+    model.learn(60_000, progress_bar=False)
+    assert model.updater.failure is None
+    assert_solves_cartpole(model, "PPO on a GPU with CUDA graphs")
