@@ -17,8 +17,11 @@ from torch.fx.experimental.proxy_tensor import make_fx
 import fastppo
 from conftest import RecordMetrics, assert_solves_cartpole
 from fastppo.algos import graphs
-from fastppo.algos.graphs import CaptureError, GraphedPpoUpdater, graph_blocker
+from fastppo.algos.graphs import CaptureError, rollout_blocker, update_blocker
 from fastppo.algos.optim import FlatAdam
+from fastppo.algos.ppo import GraphedPpoUpdater
+from fastppo.algos.resident import ResidentCollector
+from fastppo.algos.rollout import TorchActor
 
 pytestmark = pytest.mark.filterwarnings("ignore:You have specified a mini-batch size of 40")
 
@@ -33,8 +36,8 @@ SMALL = dict(n_steps=32, num_envs=4, batch_size=40, n_epochs=3, seed=0, backend=
 def traced_capture(counts: dict):
     """:func:`fastppo.algos.graphs.capture` for the CPU: the step runs once while make_fx records it,
     and the replay runs the record (under no_grad: the record holds the backward's ops themselves)."""
-    def capture(step, device):
-        record = make_fx(step)()
+    def capture(step, device, generators=()):
+        record = make_fx(lambda: step())()  # (a lambda: make_fx counts a bound method's self)
         counts["captures"] += 1
 
         def replay():
@@ -96,7 +99,7 @@ def test_a_python_number_is_frozen_by_the_capture(monkeypatch):
 
 
 def test_a_capture_that_fails_warns_and_the_update_runs_eagerly(monkeypatch):
-    def failing(step, device):
+    def failing(step, device, generators=()):
         step()  # the warm-up ran
         raise CaptureError("RuntimeError: operation not permitted when stream is capturing")
 
@@ -142,9 +145,87 @@ def fake_algo(**changes):
     ({"optimizer": object()}, "not fastppo's Adam"),
     ({"rollout_size": 100}, "fewer than two full minibatches"),
 ])
-def test_where_graphs_apply(changes, reason):
-    blocker = graph_blocker(fake_algo(**changes))
+def test_where_the_update_takes_graphs(changes, reason):
+    blocker = update_blocker(fake_algo(**changes))
     assert blocker is None if reason is None else reason in blocker
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({}, None),
+    ({"use_sde": True}, "use_sde"),
+    ({"torch_compile": True}, "torch_compile"),
+    ({"device": torch.device("cpu")}, "the policy is on cpu"),
+    ({"reducer": types.SimpleNamespace(local=False), "target_kl": 0.02, "rollout_size": 10}, None),  # update only
+])
+def test_where_the_rollout_takes_graphs(changes, reason):
+    blocker = rollout_blocker(fake_algo(**changes))
+    assert blocker is None if reason is None else reason in blocker
+
+
+# -- the rollout's policy step, on the resident loop over the native CPU envs (as tests/test_resident.py) ----
+
+needs_native_envs = pytest.mark.skipif(not fastppo.backends()["numba"].available or not fastppo.backends()["cpp"].available,
+                                       reason="needs the native envs, and numba for a torch-path trainer on them")
+ROLLOUT = dict(n_steps=150, num_envs=3, batch_size=150, seed=11, backend="numba")
+
+
+def resident(model, graphed: bool):
+    """``model`` collecting with the resident loop over its CPU env, its policy step graphed or not."""
+    model._actor = TorchActor(model)
+    collector = model._collectors[False] = ResidentCollector(model, model._actor)
+    if graphed:
+        collector.blocker = None  # graphs apply (on the CPU: through the traced capture)
+    return collector
+
+
+@needs_native_envs
+@pytest.mark.parametrize("algo, env_id", [("PPO", "CartPole-v1"), ("PPO", "Pendulum-v1"), ("TRPO", "CartPole-v1")])
+def test_the_graphed_rollout_is_the_eager_one_bit_for_bit(monkeypatch, algo, env_id):
+    """Sampling included: the replay draws from the model's generator as the eager steps do. Pendulum's
+    time limit (200) falls inside the 2 x 150 steps."""
+    counts = {"captures": 0, "replays": 0}
+    monkeypatch.setattr(graphs, "capture", traced_capture(counts))
+    eager, model = (getattr(fastppo, algo)("MlpPolicy", env_id, **ROLLOUT) for _ in range(2))
+    resident(eager, graphed=False)
+    collector = resident(model, graphed=True)
+    for m in (eager, model):
+        m.learn(2 * 150 * 3, progress_bar=False)
+    assert counts == {"captures": 1, "replays": 2 * 150 - 1} and collector.replay is not None
+    for name in ("obs", "actions", "log_probs", "values", "dist_params", "rewards", "advantages"):
+        assert torch.equal(getattr(model.rollout, name), getattr(eager.rollout, name)), name
+    for a, b in zip(eager.policy.state_dict().values(), model.policy.state_dict().values()):
+        assert torch.equal(a, b)
+    assert torch.equal(model._generator.get_state(), eager._generator.get_state())
+    assert list(model.episode_returns) == list(eager.episode_returns)
+
+
+@needs_native_envs
+def test_a_rollout_capture_that_fails_warns_and_the_rollout_runs_eagerly(monkeypatch):
+    def failing(step, device, generators=()):
+        step()
+        raise CaptureError("RuntimeError: operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(graphs, "capture", failing)
+    eager, model = (fastppo.PPO("MlpPolicy", "CartPole-v1", **ROLLOUT) for _ in range(2))
+    resident(eager, graphed=False)
+    collector = resident(model, graphed=True)
+    eager.learn(2 * 150 * 3, progress_bar=False)
+    with pytest.warns(RuntimeWarning, match="rollout's policy step could not be captured .*not permitted"):
+        model.learn(2 * 150 * 3, progress_bar=False)
+    assert "the capture failed" in collector.blocker
+    assert torch.equal(model.rollout.actions, eager.rollout.actions)
+
+
+@needs_native_envs
+def test_the_graphed_rollout_solves_cartpole(monkeypatch):
+    counts = {"captures": 0, "replays": 0}
+    monkeypatch.setattr(graphs, "capture", traced_capture(counts))
+    model = fastppo.PPO("MlpPolicy", "CartPole-v1", **{**fastppo.presets.get("CartPole-v1"), "seed": 0,
+                                                        "backend": "numba"})
+    resident(model, graphed=True)
+    model.learn(60_000, progress_bar=False)
+    assert counts["captures"] == 1 and counts["replays"] > 5000
+    assert_solves_cartpole(model, "PPO with its rollout's policy step replayed from a captured graph")
 
 
 def test_the_cpu_trainer_takes_no_graphs():
@@ -199,3 +280,34 @@ def test_on_a_gpu_the_graphed_update_solves_cartpole():
     model.learn(60_000, progress_bar=False)
     assert model.updater.failure is None
     assert_solves_cartpole(model, "PPO on a GPU with CUDA graphs")
+
+
+@needs_cuda
+def test_on_a_gpu_the_graphed_rollout_is_the_eager_one_bit_for_bit():
+    """The replay draws from the model's generator (registered with the graph) as the eager steps do."""
+    eager, model = (fastppo.PPO("MlpPolicy", "CartPole-v1", cuda_graphs=graphed, **GPU) for graphed in (False, True))
+    for m in (eager, model):
+        m._reset_envs()
+        assert m._collect(None)
+    assert model._collector(None).replay is not None and eager._collector(None).replay is None
+    for name in ("obs", "actions", "log_probs", "values", "dist_params", "rewards", "terminated"):
+        assert torch.equal(getattr(model.rollout, name), getattr(eager.rollout, name)), name
+    assert torch.equal(model._generator.get_state(), eager._generator.get_state())
+
+
+@needs_cuda
+def test_on_a_gpu_the_graphed_rollout_replays_without_a_host_sync():
+    model = fastppo.PPO("MlpPolicy", "CartPole-v1", **GPU)
+    model._reset_envs()
+    assert model._collect(None)  # the capture (it synchronises once)
+    collector, obs = model._collector(None), model._last_obs
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host sync in the replays raises
+    try:
+        with torch.inference_mode():  # as _collect runs (the collector's tensors were made in it)
+            collector.row.zero_()
+            for t in range(model.n_steps):
+                obs, *_ = model.env.step_sampled(collector._act(t, obs))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert collector.blocker is None

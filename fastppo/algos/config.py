@@ -110,6 +110,8 @@ class OnPolicyConfig:
     torch_compile: bool | dict = hp(False, "compile the policy's forward with torch.compile: True, or a dict of "
                                            "torch.compile's options (e.g. {'mode': 'max-autotune'}); runs the "
                                            "torch path, as the native CPU trainer has no torch forward to compile")
+    cuda_graphs: bool = hp(True, "on a GPU, replay the rollout's policy step and PPO's minibatch step from CUDA "
+                                 "graphs where they apply (fastppo.algos.graphs says where); no effect on the CPU")
 
     def __post_init__(self) -> None:
         check_int(self.n_steps, "n_steps", 1)
@@ -122,6 +124,8 @@ class OnPolicyConfig:
                 or isinstance(self.torch_compile, dict) and all(isinstance(k, str) for k in self.torch_compile)):
             raise ValueError(f"torch_compile must be True, False or a dict of torch.compile's keyword arguments, got "
                              f"{self.torch_compile!r}")
+        if not isinstance(self.cuda_graphs, bool):
+            raise ValueError(f"cuda_graphs must be True or False, got {self.cuda_graphs!r}")
         check_int(self.num_envs, "num_envs", 1)
         for name in ("gamma", "gae_lambda"):
             value = getattr(self, name)
@@ -187,16 +191,11 @@ class PPOConfig(OnPolicyConfig):
                               "kl_coef * KL(old || new), kl_coef adapted once per iteration)")
     kl_target: float = hp(0.01, "the adaptive KL variant's d_targ")
     kl_coef: float = hp(1.0, "the adaptive KL variant's initial beta, >= 0")
-    cuda_graphs: bool = hp(True, "on a GPU, replay each minibatch's update step from a CUDA graph where that "
-                                 "applies (fastppo.algos.graphs: one process, no target_kl, no torch_compile, "
-                                 "fastppo's Adam); no effect on the CPU")
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         check_int(self.n_epochs, "n_epochs", 1)
-        if not isinstance(self.cuda_graphs, bool):
-            raise ValueError(f"cuda_graphs must be True or False, got {self.cuda_graphs!r}")
         for name in ("ent_coef", "vf_coef", "kl_coef"):
             value = getattr(self, name)
             if not value >= 0:

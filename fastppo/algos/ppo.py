@@ -13,6 +13,7 @@ import warnings
 import torch
 from torch import nn
 
+from fastppo.algos import graphs
 from fastppo.algos.base import OnPolicyAlgorithm
 from fastppo.algos.config import VALUE_LOSS_SCALE, PPOConfig, with_config_signature
 from fastppo.algos.distributed import is_main, normalize_minibatches
@@ -66,9 +67,7 @@ class PPO(OnPolicyAlgorithm):
         if self.native:
             self.updater = NativePpoUpdater(self)
             return
-        from fastppo.algos.graphs import GraphedPpoUpdater, graph_blocker
-
-        blocker = graph_blocker(self)
+        blocker = graphs.update_blocker(self)
         if blocker is not None and self.device.type == "cuda" and self.config.verbose >= 1 and is_main(self):
             print(f"cuda_graphs: the update runs without CUDA graphs ({blocker})")
         self.updater = (TorchPpoUpdater if blocker else GraphedPpoUpdater)(self)
@@ -194,6 +193,72 @@ class TorchPpoUpdater:
             loss_kwargs = {**loss_kwargs, "normalize_advantages": False}
         return ppo_loss(log_probs, data["log_probs"][idx], advantages, values, old_values, data["returns"][idx],
                         dist.entropy(), kl=kl, backend=algo.backend, **loss_kwargs)
+
+
+class GraphedPpoUpdater(TorchPpoUpdater):
+    """:class:`TorchPpoUpdater` with each full minibatch's step replayed from a CUDA graph (the design:
+    :mod:`fastppo.algos.graphs`)."""
+
+    def __init__(self, algo: PPO):
+        super().__init__(algo)
+        device = algo.device
+        self.indices = torch.zeros(algo.config.batch_size, dtype=torch.long, device=device)  # the replay's input
+        self.adam_steps = torch.zeros((), dtype=torch.float64, device=device)  # Adam's count, on the device
+        self.sums = torch.zeros(len(STATS), dtype=torch.float64, device=device)  # one epoch's stats, summed
+        self.replay: Callable[[], None] | None = None
+        self.numbers: tuple | None = None  # the Python numbers the graph froze: the loss's, Adam's, the clipping's
+        self.failure: str | None = None  # torch's reason, once a capture failed: eager from then on
+
+    def begin(self, loss_kwargs: dict, clip_range_vf: float | None) -> None:
+        super().begin(loss_kwargs, clip_range_vf)
+        adam = self.algo.optimizer
+        numbers = (sorted(loss_kwargs.items()), clip_range_vf, adam.lr, adam.eps, adam.betas,
+                   self.algo.config.max_grad_norm)
+        if numbers != self.numbers:  # a schedule moved one (or set_parameters Adam's): capture again
+            self.replay, self.numbers = None, numbers
+        self.adam_steps.fill_(self.algo.optimizer.steps)
+
+    def epoch(self, order: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
+        if self.failure is not None:
+            return super().epoch(order)
+        batch_size, adam = self.algo.config.batch_size, self.algo.optimizer
+        self.sums.zero_()
+        n_updates = 0
+        for start in range(0, order.numel(), batch_size):
+            idx = order[start:start + batch_size]
+            if idx.numel() < batch_size:
+                self._step(idx)  # the truncated last minibatch: another shape, eagerly
+            elif self.replay is not None:
+                self.indices.copy_(idx)
+                self.replay()
+            else:
+                self.indices.copy_(idx)
+                try:
+                    self.replay = graphs.capture(lambda: self._step(self.indices), self.algo.device)
+                except graphs.CaptureError as e:
+                    return self._give_up(e, order, n_updates)
+            adam.steps += 1  # the device's count moved in the step; the host's (checkpoints, the eager path) too
+            n_updates += 1
+        return self.sums.clone(), n_updates, False
+
+    def _step(self, idx: torch.Tensor) -> None:
+        """One minibatch's step, with nothing on the host that changes between calls."""
+        algo = self.algo
+        loss, stats = self.minibatch_loss(idx)
+        algo._flat.grad.zero_()
+        loss.backward()
+        algo.optimizer.step_on_device(self.adam_steps, algo.config.max_grad_norm)
+        self.sums += torch.stack([stats[k].detach() for k in STATS]).double()
+
+    def _give_up(self, error: graphs.CaptureError, order: torch.Tensor, done: int) -> tuple[torch.Tensor, int, bool]:
+        """Warn with the capture's error, then finish this epoch eagerly; the warm-up's step was taken."""
+        self.failure = str(error)
+        warnings.warn(f"cuda_graphs: the update's minibatch step could not be captured as a CUDA graph "
+                      f"({self.failure}); the update runs without graphs", RuntimeWarning, stacklevel=4)
+        self.algo.optimizer.steps += 1
+        sums = self.sums.clone()
+        rest, n_rest, stopped = super().epoch(order[(done + 1) * self.algo.config.batch_size:])
+        return sums + rest, done + 1 + n_rest, stopped
 
 
 class NativePpoUpdater:

@@ -19,17 +19,22 @@ it against StepCollector's numbers (``tests/test_resident.py``) on a machine wit
 envs' rewards and observations are finite by construction, so the per-step checks that a user env needs
 are not repeated here. The trainer makes a built-in env on its GPU when nothing in the rollout needs the
 host (:func:`env_device`: no observation or reward normaliser, whose statistics live there), and then
-collects with this loop (``OnPolicyAlgorithm._collector``). A callback that runs at every step is called
+collects with this loop (``OnPolicyAlgorithm._collector``). On a GPU its policy step is replayed from a
+CUDA graph where one applies (:mod:`fastppo.algos.graphs`). A callback that runs at every step is called
 at every step; one that reads SB3's rollout locals needs them on the host, and is refused.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
 
 from fastppo import _backend
+from fastppo.algos import graphs
+from fastppo.algos.distributed import is_main
 from fastppo.algos.rollout import TorchActor, raise_non_finite_params, vector_step_size
 
 if TYPE_CHECKING:
@@ -61,13 +66,22 @@ class ResidentCollector:
         self._ended = torch.zeros(T, n, dtype=torch.bool, device=device)
         self._finite = torch.zeros(T, dtype=torch.bool, device=device)
         self._host_env = algo.env.device == "cpu"
+        # the policy step as a CUDA graph (fastppo.algos.graphs): its input, its row (advanced on the device),
+        # its output, the replay once captured; why not, when not (a failed capture's reason included)
+        self.blocker = graphs.rollout_blocker(algo)
+        if self.blocker is not None and device.type == "cuda" and algo.config.verbose >= 1 and is_main(algo):
+            print(f"cuda_graphs: the rollout runs without CUDA graphs ({self.blocker})")
+        self.obs_in = torch.zeros_like(algo.rollout.obs[0])
+        self.row = torch.zeros(1, dtype=torch.long, device=device)
+        spec = algo.action_spec  # the env's actions as to_env makes them (its device constants made here, too)
+        self.env_action = spec.to_env(torch.zeros((n, *spec.shape), dtype=spec.dtype, device=device))
+        self.replay: Callable[[], None] | None = None
 
     def _tensor(self, x) -> torch.Tensor:
         return torch.from_numpy(x) if self._host_env else x  # a view: the env's buffer, on the CPU
 
     def collect(self, callback: Callback | None) -> bool:
-        algo, actor, r = self.algo, self.actor, self.algo.rollout
-        env, spec = algo.env, algo.action_spec
+        algo, r, env = self.algo, self.algo.rollout, self.algo.env
         obs = algo._last_obs
         per_step = callback is not None and callback.per_step()
         if per_step and callback.needs_locals:
@@ -75,11 +89,10 @@ class ResidentCollector:
                              f"on {algo.device} does not bring to the host; use a callback that acts at iteration "
                              f"ends, or make the env on the CPU (fastppo.make_vec_env(env_id, n))")
         self._ended.zero_()
+        self.row.zero_()
         stop = False
         for t in range(algo.n_steps):
-            action, params = actor.sample(t, obs)
-            self._finite[t] = torch.isfinite(params).all()
-            env_action = spec.to_env(action)
+            env_action = self._act(t, obs)
             next_obs, reward, terminated, truncated, info = env.step_sampled(env_action.numpy() if self._host_env
                                                                              else env_action)
             algo.num_timesteps += vector_step_size(algo)
@@ -104,6 +117,35 @@ class ResidentCollector:
             callback._steps(algo.n_steps)
         self._read_back(algo.n_steps)
         return not stop
+
+    def _act(self, t: int, obs: torch.Tensor) -> torch.Tensor:
+        """The policy's step ``t`` on ``obs``, recorded in the rollout: the env's actions. Replayed from a
+        CUDA graph where one applies (captured at the first step: the warm-up is that step)."""
+        if self.blocker is not None:
+            return self._policy_step(t, obs)
+        self.obs_in.copy_(obs)
+        if self.replay is not None:
+            self.replay()
+            return self.env_action
+        try:
+            self.replay = graphs.capture(self._graph_step, self.algo.device, (self.algo._generator,))
+        except graphs.CaptureError as e:
+            self.blocker = f"the capture failed: {e}"
+            warnings.warn(f"cuda_graphs: the rollout's policy step could not be captured as a CUDA graph ({e}); "
+                          f"the rollout runs without graphs", RuntimeWarning, stacklevel=4)
+        return self.env_action  # the warm-up's: this step's
+
+    def _graph_step(self) -> None:
+        """:meth:`_policy_step` as the graph runs it: on ``obs_in`` at row ``row`` (then advanced), into
+        ``env_action``."""
+        self.env_action.copy_(self._policy_step(self.row, self.obs_in))
+        self.row += 1
+
+    def _policy_step(self, row: int | torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """Act on ``obs`` and record row ``row`` (an int, or a one-element index tensor): the env's actions."""
+        action, params = self.actor.sample(row, obs)
+        self._finite[row] = torch.isfinite(params).all()
+        return self.algo.action_spec.to_env(action)
 
     def _read_back(self, steps: int) -> None:
         """What the loop gathered on the device in its first ``steps`` steps, read once: the checks, the

@@ -102,9 +102,10 @@ class TorchActor:
             raise_non_finite_params(t)
         return action.cpu().numpy()
 
-    def sample(self, t: int, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Acts on ``obs`` and records row ``t``, on the policy's device without waiting on it: the
-        actions and the distribution parameters (whose finiteness the caller checks)."""
+    def sample(self, t: int | torch.Tensor, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Acts on ``obs`` and records row ``t`` (an int, or a one-element index tensor: a CUDA graph's
+        row), on the policy's device without waiting on it: the actions and the distribution parameters
+        (whose finiteness the caller checks)."""
         algo = self.algo
         r, policy = algo.rollout, algo.policy
         params, value = policy(obs)
