@@ -179,11 +179,10 @@ def main() -> None:
         start = time.perf_counter()
         result[name] = fn(args.quick)
         result[f"{name}_seconds"] = round(time.perf_counter() - start, 1)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+        if args.out:  # after every stage: a later one that crashes the process leaves the earlier ones
+            with open(args.out, "w") as f:
+                f.write(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
