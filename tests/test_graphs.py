@@ -27,6 +27,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:You have specified a mini-batch 
 
 HAS_CUDA = fastppo.backends()["cuda"].available
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and fastppo's CUDA kernels")
+needs_native_envs = pytest.mark.skipif(not fastppo.backends()["numba"].available or not fastppo.backends()["cpp"].available,
+                                       reason="needs the native envs, and numba for a torch-path trainer on them")
 
 # 3 full minibatches of 40 and a truncated one of 8 per epoch; schedules, so each iteration captures anew
 SMALL = dict(n_steps=32, num_envs=4, batch_size=40, n_epochs=3, seed=0, backend="torch", learning_rate="lin_1e-3",
@@ -84,6 +86,29 @@ def test_the_graphed_update_logs_the_eager_metrics(monkeypatch):
         assert train and train.keys() == {k for k in b if k.startswith("train/")}
         for k, v in train.items():
             assert b[k] == pytest.approx(v, rel=1e-5, abs=1e-7), k
+
+
+@needs_native_envs
+def test_a_graphed_run_resumes_as_if_never_interrupted(monkeypatch, tmp_path):
+    """Adam's step count lives on the device between replays and on the host in checkpoints: a run saved
+    halfway and resumed (its update graphed again) ends with the uninterrupted run's weights, bit for bit
+    (on the native envs, whose state the checkpoint holds; the torch path's gymnasium envs restart)."""
+    from conftest import SaveAndStop
+
+    steps = 4 * SMALL["n_steps"] * SMALL["num_envs"]
+    straight, _ = graphed(monkeypatch, backend="numba")
+    halfway, _ = graphed(monkeypatch, backend="numba")
+    for model in (straight, halfway):
+        model.backend = "torch"  # the native envs, with the torch loss: make_fx cannot trace Numba's
+    straight.learn(steps, progress_bar=False)
+    halfway.learn(steps, callback=SaveAndStop(tmp_path / "half.pt"), progress_bar=False)
+    resumed = fastppo.PPO.load(tmp_path / "half.pt")
+    resumed.backend = "torch"
+    resumed.updater = GraphedPpoUpdater(resumed)
+    resumed.learn(steps // 2, progress_bar=False, reset_num_timesteps=False)
+    assert resumed.optimizer.steps == straight.optimizer.steps
+    for (name, a), b in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
 
 
 def test_a_python_number_is_frozen_by_the_capture(monkeypatch):
@@ -164,8 +189,6 @@ def test_where_the_rollout_takes_graphs(changes, reason):
 
 # -- the rollout's policy step, on the resident loop over the native CPU envs (as tests/test_resident.py) ----
 
-needs_native_envs = pytest.mark.skipif(not fastppo.backends()["numba"].available or not fastppo.backends()["cpp"].available,
-                                       reason="needs the native envs, and numba for a torch-path trainer on them")
 ROLLOUT = dict(n_steps=150, num_envs=3, batch_size=150, seed=11, backend="numba")
 
 
