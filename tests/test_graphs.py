@@ -17,17 +17,19 @@ from torch.fx.experimental.proxy_tensor import make_fx
 import fastppo
 from conftest import RecordMetrics, assert_solves_cartpole
 from fastppo.algos import graphs
-from fastppo.algos.graphs import CaptureError, rollout_blocker, update_blocker
+from fastppo.algos.graphs import CaptureError, critic_blocker, rollout_blocker, update_blocker
 from fastppo.algos.optim import FlatAdam
 from fastppo.algos.ppo import GraphedPpoUpdater
 from fastppo.algos.resident import ResidentCollector
 from fastppo.algos.rollout import TorchActor
+from fastppo.algos.trpo import GraphedCriticFit
 
 pytestmark = pytest.mark.filterwarnings("ignore:You have specified a mini-batch size of 40")
 
 HAS_CUDA = fastppo.backends()["cuda"].available
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and fastppo's CUDA kernels")
-needs_native_envs = pytest.mark.skipif(not fastppo.backends()["numba"].available or not fastppo.backends()["cpp"].available,
+needs_native_envs = pytest.mark.skipif(not (fastppo.backends()["numba"].available
+                                            and fastppo.backends()["cpp"].available),
                                        reason="needs the native envs, and numba for a torch-path trainer on them")
 
 # 3 full minibatches of 40 and a truncated one of 8 per epoch; schedules, so each iteration captures anew
@@ -58,10 +60,10 @@ def graphed(monkeypatch, **kwargs) -> tuple[fastppo.PPO, dict]:
     return model, counts
 
 
-def assert_same_training(a: fastppo.PPO, b: fastppo.PPO) -> None:
+def assert_same_training(a, b, optimizer: str = "optimizer") -> None:
     for (name, x), y in zip(a.policy.state_dict().items(), b.policy.state_dict().values()):
         torch.testing.assert_close(y, x, rtol=1e-5, atol=1e-6, msg=name)
-    assert a.optimizer.steps == b.optimizer.steps
+    assert getattr(a, optimizer).steps == getattr(b, optimizer).steps
 
 
 @pytest.mark.parametrize("variant", ["clip", "kl"])
@@ -135,7 +137,7 @@ def test_a_capture_that_fails_warns_and_the_update_runs_eagerly(monkeypatch):
     with pytest.warns(RuntimeWarning, match="could not be captured as a CUDA graph .*not permitted when stream is "
                                             "capturing.*runs without graphs"):
         model.learn(256, progress_bar=False)
-    assert model.updater.failure is not None
+    assert "not permitted" in model.updater.graph.failure
     assert_same_training(eager, model)
 
 
@@ -154,7 +156,8 @@ def test_the_graphed_updater_solves_cartpole(monkeypatch):
 def fake_algo(**changes):
     config = fastppo.algos.config.PPOConfig(batch_size=64)
     algo = types.SimpleNamespace(config=config, device=torch.device("cuda"), reducer=types.SimpleNamespace(local=True),
-                                 optimizer=FlatAdam.__new__(FlatAdam), rollout_size=256)
+                                 optimizer=FlatAdam.__new__(FlatAdam), critic_optimizer=FlatAdam.__new__(FlatAdam),
+                                 rollout_size=256)
     for name, value in changes.items():
         setattr(algo if hasattr(algo, name) else config, name, value)
     return algo
@@ -196,8 +199,8 @@ def resident(model, graphed: bool):
     """``model`` collecting with the resident loop over its CPU env, its policy step graphed or not."""
     model._actor = TorchActor(model)
     collector = model._collectors[False] = ResidentCollector(model, model._actor)
-    if graphed:
-        collector.blocker = None  # graphs apply (on the CPU: through the traced capture)
+    if graphed:  # graphs apply (on the CPU: through the traced capture)
+        collector.graph = graphs.Replayed(model.rollout.obs[0], "the rollout's policy step", (model._generator,))
     return collector
 
 
@@ -213,7 +216,7 @@ def test_the_graphed_rollout_is_the_eager_one_bit_for_bit(monkeypatch, algo, env
     collector = resident(model, graphed=True)
     for m in (eager, model):
         m.learn(2 * 150 * 3, progress_bar=False)
-    assert counts == {"captures": 1, "replays": 2 * 150 - 1} and collector.replay is not None
+    assert counts == {"captures": 1, "replays": 2 * 150 - 1} and collector.graph.replay is not None
     for name in ("obs", "actions", "log_probs", "values", "dist_params", "rewards", "advantages"):
         assert torch.equal(getattr(model.rollout, name), getattr(eager.rollout, name)), name
     for a, b in zip(eager.policy.state_dict().values(), model.policy.state_dict().values()):
@@ -235,7 +238,7 @@ def test_a_rollout_capture_that_fails_warns_and_the_rollout_runs_eagerly(monkeyp
     eager.learn(2 * 150 * 3, progress_bar=False)
     with pytest.warns(RuntimeWarning, match="rollout's policy step could not be captured .*not permitted"):
         model.learn(2 * 150 * 3, progress_bar=False)
-    assert "the capture failed" in collector.blocker
+    assert "not permitted" in collector.graph.failure
     assert torch.equal(model.rollout.actions, eager.rollout.actions)
 
 
@@ -249,6 +252,47 @@ def test_the_graphed_rollout_solves_cartpole(monkeypatch):
     model.learn(60_000, progress_bar=False)
     assert counts["captures"] == 1 and counts["replays"] > 5000
     assert_solves_cartpole(model, "PPO with its rollout's policy step replayed from a captured graph")
+
+
+# -- TRPO's critic regression ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("changes, reason", [
+    ({}, None),
+    ({"target_kl": 0.02}, None),  # TRPO's is the line search's bound, not a per-minibatch decision
+    ({"critic_optimizer": object()}, "not fastppo's Adam"),
+    ({"reducer": types.SimpleNamespace(local=False)}, "data-parallel"),
+    ({"cuda_graphs": False}, "cuda_graphs=False"),
+])
+def test_where_the_critic_takes_graphs(changes, reason):
+    blocker = critic_blocker(fake_algo(**changes))
+    assert blocker is None if reason is None else reason in blocker
+
+
+def graphed_trpo(monkeypatch, **kwargs) -> tuple[fastppo.TRPO, dict]:
+    counts = {"captures": 0, "replays": 0}
+    monkeypatch.setattr(graphs, "capture", traced_capture(counts))
+    model = fastppo.TRPO("MlpPolicy", "CartPole-v1", **kwargs)
+    model.critic_updater = GraphedCriticFit(model)
+    return model, counts
+
+
+def test_the_graphed_critic_trains_as_the_eager_one(monkeypatch):
+    # 3 full minibatches of 40 and one of 8 per pass, 3 passes; a learning-rate schedule: a capture per iteration
+    kwargs = dict(n_steps=32, num_envs=4, batch_size=40, n_critic_updates=3, seed=0, backend="torch",
+                  learning_rate="lin_1e-3")
+    eager = fastppo.TRPO("MlpPolicy", "CartPole-v1", **kwargs).learn(3 * 128, progress_bar=False)
+    model, counts = graphed_trpo(monkeypatch, **kwargs)
+    model.learn(3 * 128, progress_bar=False)
+    assert counts == {"captures": 3, "replays": 3 * (3 * 3 - 1)}
+    assert_same_training(eager, model, "critic_optimizer")
+
+
+def test_the_graphed_critic_solves_cartpole(monkeypatch):
+    model, counts = graphed_trpo(monkeypatch, **{**fastppo.presets.get("CartPole-v1", "trpo"), "seed": 0,
+                                                 "backend": "torch"})
+    model.learn(fastppo.presets.total_timesteps("CartPole-v1", "trpo"), progress_bar=False)
+    assert counts["replays"] > 10 * counts["captures"] > 0
+    assert_solves_cartpole(model, "TRPO with its critic's regression replayed from captured graphs")
 
 
 def test_the_cpu_trainer_takes_no_graphs():
@@ -272,7 +316,7 @@ def test_on_a_gpu_the_graphed_update_trains_as_the_eager_one():
     model = fastppo.PPO("MlpPolicy", "CartPole-v1", **GPU)
     assert isinstance(model.updater, GraphedPpoUpdater)
     model.learn(3 * 1024, progress_bar=False)
-    assert model.updater.replay is not None and model.updater.failure is None
+    assert model.updater.graph.replay is not None and model.updater.graph.failure is None
     assert_same_training(eager, model)
 
 
@@ -292,7 +336,7 @@ def test_on_a_gpu_a_module_that_syncs_falls_back_with_the_reason():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.learn(2 * 1024, progress_bar=False)
-    assert model.updater.failure is not None
+    assert model.updater.graph.failure is not None
     assert any("could not be captured as a CUDA graph" in str(w.message) for w in caught)
 
 
@@ -301,7 +345,7 @@ def test_on_a_gpu_the_graphed_update_solves_cartpole():
     model = fastppo.PPO("MlpPolicy", "CartPole-v1", device="cuda", **{**fastppo.presets.get("CartPole-v1"), "seed": 0})
     assert isinstance(model.updater, GraphedPpoUpdater)
     model.learn(60_000, progress_bar=False)
-    assert model.updater.failure is None
+    assert model.updater.graph.failure is None
     assert_solves_cartpole(model, "PPO on a GPU with CUDA graphs")
 
 
@@ -312,7 +356,7 @@ def test_on_a_gpu_the_graphed_rollout_is_the_eager_one_bit_for_bit():
     for m in (eager, model):
         m._reset_envs()
         assert m._collect(None)
-    assert model._collector(None).replay is not None and eager._collector(None).replay is None
+    assert model._collector(None).graph.replay is not None and eager._collector(None).graph is None
     for name in ("obs", "actions", "log_probs", "values", "dist_params", "rewards", "terminated"):
         assert torch.equal(getattr(model.rollout, name), getattr(eager.rollout, name)), name
     assert torch.equal(model._generator.get_state(), eager._generator.get_state())
@@ -333,4 +377,15 @@ def test_on_a_gpu_the_graphed_rollout_replays_without_a_host_sync():
                 obs, *_ = model.env.step_sampled(collector._act(t, obs))
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert collector.blocker is None
+    assert collector.graph.failure is None
+
+
+@needs_cuda
+def test_on_a_gpu_trpo_with_graphs_trains_as_without():
+    kwargs = dict(n_steps=16, num_envs=64, batch_size=256, n_critic_updates=4, seed=0, device="cuda")
+    eager = fastppo.TRPO("MlpPolicy", "CartPole-v1", cuda_graphs=False, **kwargs).learn(3 * 1024, progress_bar=False)
+    model = fastppo.TRPO("MlpPolicy", "CartPole-v1", **kwargs)
+    assert isinstance(model.critic_updater, GraphedCriticFit)
+    model.learn(3 * 1024, progress_bar=False)
+    assert model.critic_updater.graph.replay is not None and model._collector(None).graph.replay is not None
+    assert_same_training(eager, model, "critic_optimizer")

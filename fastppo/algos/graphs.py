@@ -1,40 +1,47 @@
 """CUDA graphs (``cuda_graphs``, on by default where they apply): a step that launches dozens of small
 kernels captured once as one ``torch.cuda.CUDAGraph`` and replayed, so the host issues one launch
-instead of waiting on Python for each kernel. Two steps are captured:
+instead of waiting on Python for each kernel. Three steps are captured:
 
 - **the rollout's policy step** (:class:`~fastppo.algos.resident.ResidentCollector`, PPO and TRPO): the
   policy forward, sampling, the rollout's rows, the finiteness flag and the env's actions, ~35 launches
   for the built-in MLP, replayed at every env step; captured once per collector (at its first step);
 - **PPO's minibatch step** (:class:`~fastppo.algos.ppo.GraphedPpoUpdater`): the forward, the loss,
-  backward, gradient clipping and Adam, ~100 launches, replayed for each full minibatch.
+  backward, gradient clipping and Adam, ~100 launches, replayed for each full minibatch;
+- **TRPO's critic regression step** (:class:`~fastppo.algos.trpo.GraphedCriticFit`): the value forward,
+  the MSE, backward and Adam, likewise. (TRPO's policy step — conjugate gradient, line search — decides
+  on the host.)
+
+:class:`Replayed` holds what the three share: the graph's input, the capture at the first call (whose
+step is the capture's warm-up), the replays, and the fallback.
 
 A graph reads its inputs where they were at capture and freezes every Python number it saw. So the
 inputs are copied into fixed tensors before each replay (the observations, the minibatch's indices),
 and what must move between replays lives on the device: the rollout's row (a step counter the graph
-advances), Adam's step count (:meth:`~fastppo.algos.optim.FlatAdam.step_on_device`), the epoch's stats
-sums; the sampling stream is the model's own generator, registered with the graph, which advances it
-as the eager draws would. The learning rate, the clip range and the loss's coefficients are frozen: when
-a schedule (or the adaptive KL's beta) moved one, the update's graph is captured anew at the iteration's
-first full minibatch, whose step is the eager warm-up that capture needs (constant ones: one capture
-per run). A truncated last minibatch runs eagerly. Numbers: the rollout's are the eager loop's, bit for
-bit; the update's are the eager updater's to float32 rounding (Adam's bias corrections are computed on
-the device).
+advances), Adam's step count (:meth:`~fastppo.algos.optim.FlatAdam.step_on_device`), the pass's stats
+or loss sums. The sampling stream is the model's own generator, registered with the graph, which
+advances it as eager draws would. The learning rate, the clip range and the loss's coefficients are
+frozen: when a schedule (or the adaptive KL's beta) moved one, a minibatch graph is captured anew at
+the iteration's first full minibatch (constant ones: one capture per run). A truncated last minibatch
+runs eagerly. Numbers: the rollout's are the eager loop's, bit for bit; the minibatch steps' are the
+eager ones' to float32 rounding (Adam's bias corrections are computed on the device).
 
-Where graphs do not apply, :func:`rollout_blocker` and :func:`update_blocker` say why (printed once at
-``verbose >= 1``): not on CUDA, ``torch_compile`` (its own compiler, and CUDA graphs in
-``mode="reduce-overhead"``), gSDE (new exploration noise on a host schedule); for the update also
-data-parallel (the all-reduce sits between backward and the step), ``target_kl`` (decided on the host
-after each minibatch), an optimiser other than fastppo's Adam. If a capture fails (a custom module that
-synchronises with the host, say), a warning gives torch's reason and that step runs eagerly from then on.
+Where graphs do not apply, :func:`rollout_blocker`, :func:`update_blocker` and :func:`critic_blocker` say
+why (printed once at ``verbose >= 1``): not on CUDA, ``torch_compile`` (its own compiler, and CUDA
+graphs in ``mode="reduce-overhead"``), gSDE for the rollout (its noise is redrawn on a host schedule);
+for a minibatch step also data-parallel (the all-reduce sits between backward and the step), an
+optimiser other than fastppo's Adam, and PPO's ``target_kl`` (decided on the host after each
+minibatch). If a capture fails (a custom module that synchronises with the host, say), a warning gives
+torch's reason and that step runs eagerly from then on.
 
-On the CPU, ``tests/test_graphs.py`` runs both with :func:`capture` replaced by a trace of the step
+On the CPU, ``tests/test_graphs.py`` runs all three with :func:`capture` replaced by a trace of the step
 (``make_fx``: the same freezing of Python values, the same tensors read and the same generator drawn
-from at replay) against the eager loop; the CUDA capture itself is tested on a GPU
+from at replay) against the eager ones; the CUDA capture itself is tested on a GPU
 (``bench/gpu_check.sh``).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -45,6 +52,7 @@ from fastppo.algos.optim import FlatAdam
 if TYPE_CHECKING:
     from fastppo.algos.base import OnPolicyAlgorithm
     from fastppo.algos.ppo import PPO
+    from fastppo.algos.trpo import TRPO
 
 
 def rollout_blocker(algo: OnPolicyAlgorithm) -> str | None:
@@ -56,20 +64,31 @@ def rollout_blocker(algo: OnPolicyAlgorithm) -> str | None:
 
 def update_blocker(algo: PPO) -> str | None:
     """Why PPO's minibatch step is not captured as a CUDA graph; None when it is."""
-    config = algo.config
+    if algo.config.target_kl is not None and _blocker(algo) is None:
+        return "target_kl: whether to step is decided on the host after each minibatch"
+    return _minibatch_blocker(algo, algo.optimizer)
+
+
+def critic_blocker(algo: TRPO) -> str | None:
+    """Why TRPO's critic regression step is not captured as a CUDA graph; None when it is."""
+    return _minibatch_blocker(algo, algo.critic_optimizer)
+
+
+def _minibatch_blocker(algo: OnPolicyAlgorithm, optimizer) -> str | None:
+    """What keeps a minibatch step (forward, loss, backward, Adam) from graphs."""
+    if (reason := _blocker(algo)) is not None:
+        return reason
     if not algo.reducer.local:
         return "data-parallel: the gradients' all-reduce runs between backward and the optimiser step"
-    if config.target_kl is not None:
-        return "target_kl: whether to step is decided on the host after each minibatch"
-    if not isinstance(algo.optimizer, FlatAdam):
+    if not isinstance(optimizer, FlatAdam):
         return "the optimiser is not fastppo's Adam (policy_kwargs' optimizer_class / optimizer_kwargs)"
-    if algo.rollout_size // config.batch_size < 2:
+    if algo.rollout_size // algo.config.batch_size < 2:
         return "fewer than two full minibatches per epoch: nothing to replay"
-    return _blocker(algo)
+    return None
 
 
 def _blocker(algo: OnPolicyAlgorithm) -> str | None:
-    """What keeps both steps from graphs."""
+    """What keeps every step from graphs."""
     if not algo.config.cuda_graphs:
         return "cuda_graphs=False"
     if algo.device.type != "cuda":
@@ -105,3 +124,36 @@ def capture(step: Callable[[], None], device: torch.device,
     except Exception as e:  # noqa: BLE001 - whatever stopped the capture is the reason given
         raise CaptureError(f"{type(e).__name__}: {e}") from e
     return graph.replay
+
+
+class Replayed:
+    """``step(x)`` replayed from a CUDA graph when ``x`` has the shape of the graph's input (captured at the
+    first such call, whose step is the capture's warm-up, and again after :meth:`recapture`); run eagerly
+    otherwise: a truncated minibatch, or every call once a capture failed (with a warning naming ``what``
+    and torch's reason). ``step`` must do the same on every call and leave its results in tensors that
+    outlive it; ``generators`` are the non-default ones it draws from."""
+
+    def __init__(self, like: torch.Tensor, what: str, generators: tuple[torch.Generator, ...] = ()):
+        self.input = torch.zeros_like(like)
+        self.what, self.generators = what, generators
+        self.replay: Callable[[], None] | None = None
+        self.failure: str | None = None  # torch's reason, once a capture failed
+
+    def recapture(self) -> None:
+        """Capture again at the next call (a Python number the step reads has changed)."""
+        self.replay = None
+
+    def __call__(self, x: torch.Tensor, step: Callable[[torch.Tensor], None]) -> None:
+        if self.failure is not None or x.shape != self.input.shape:
+            step(x)
+            return
+        self.input.copy_(x)
+        if self.replay is not None:
+            self.replay()
+            return
+        try:
+            self.replay = capture(lambda: step(self.input), self.input.device, self.generators)
+        except CaptureError as e:  # the warm-up took this call's step
+            self.failure = str(e)
+            warnings.warn(f"cuda_graphs: {self.what} could not be captured as a CUDA graph ({e}); it runs without "
+                          f"graphs from now on", RuntimeWarning, stacklevel=3)

@@ -202,43 +202,30 @@ class GraphedPpoUpdater(TorchPpoUpdater):
     def __init__(self, algo: PPO):
         super().__init__(algo)
         device = algo.device
-        self.indices = torch.zeros(algo.config.batch_size, dtype=torch.long, device=device)  # the replay's input
+        indices = torch.zeros(algo.config.batch_size, dtype=torch.long, device=device)
+        self.graph = graphs.Replayed(indices, "the update's minibatch step")
         self.adam_steps = torch.zeros((), dtype=torch.float64, device=device)  # Adam's count, on the device
         self.sums = torch.zeros(len(STATS), dtype=torch.float64, device=device)  # one epoch's stats, summed
-        self.replay: Callable[[], None] | None = None
         self.numbers: tuple | None = None  # the Python numbers the graph froze: the loss's, Adam's, the clipping's
-        self.failure: str | None = None  # torch's reason, once a capture failed: eager from then on
 
     def begin(self, loss_kwargs: dict, clip_range_vf: float | None) -> None:
         super().begin(loss_kwargs, clip_range_vf)
         adam = self.algo.optimizer
         numbers = (sorted(loss_kwargs.items()), clip_range_vf, adam.lr, adam.eps, adam.betas,
                    self.algo.config.max_grad_norm)
-        if numbers != self.numbers:  # a schedule moved one (or set_parameters Adam's): capture again
-            self.replay, self.numbers = None, numbers
-        self.adam_steps.fill_(self.algo.optimizer.steps)
+        if numbers != self.numbers:  # a schedule moved one (or set_parameters Adam's)
+            self.graph.recapture()
+            self.numbers = numbers
+        self.adam_steps.fill_(adam.steps)
 
     def epoch(self, order: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
-        if self.failure is not None:
-            return super().epoch(order)
-        batch_size, adam = self.algo.config.batch_size, self.algo.optimizer
+        batch_size = self.algo.config.batch_size
         self.sums.zero_()
         n_updates = 0
         for start in range(0, order.numel(), batch_size):
-            idx = order[start:start + batch_size]
-            if idx.numel() < batch_size:
-                self._step(idx)  # the truncated last minibatch: another shape, eagerly
-            elif self.replay is not None:
-                self.indices.copy_(idx)
-                self.replay()
-            else:
-                self.indices.copy_(idx)
-                try:
-                    self.replay = graphs.capture(lambda: self._step(self.indices), self.algo.device)
-                except graphs.CaptureError as e:
-                    return self._give_up(e, order, n_updates)
-            adam.steps += 1  # the device's count moved in the step; the host's (checkpoints, the eager path) too
+            self.graph(order[start:start + batch_size], self._step)
             n_updates += 1
+        self.algo.optimizer.steps += n_updates  # as the device's count moved: checkpoints read the host's
         return self.sums.clone(), n_updates, False
 
     def _step(self, idx: torch.Tensor) -> None:
@@ -249,16 +236,6 @@ class GraphedPpoUpdater(TorchPpoUpdater):
         loss.backward()
         algo.optimizer.step_on_device(self.adam_steps, algo.config.max_grad_norm)
         self.sums += torch.stack([stats[k].detach() for k in STATS]).double()
-
-    def _give_up(self, error: graphs.CaptureError, order: torch.Tensor, done: int) -> tuple[torch.Tensor, int, bool]:
-        """Warn with the capture's error, then finish this epoch eagerly; the warm-up's step was taken."""
-        self.failure = str(error)
-        warnings.warn(f"cuda_graphs: the update's minibatch step could not be captured as a CUDA graph "
-                      f"({self.failure}); the update runs without graphs", RuntimeWarning, stacklevel=4)
-        self.algo.optimizer.steps += 1
-        sums = self.sums.clone()
-        rest, n_rest, stopped = super().epoch(order[(done + 1) * self.algo.config.batch_size:])
-        return sums + rest, done + 1 + n_rest, stopped
 
 
 class NativePpoUpdater:

@@ -26,8 +26,6 @@ at every step; one that reads SB3's rollout locals needs them on the host, and i
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -66,16 +64,16 @@ class ResidentCollector:
         self._ended = torch.zeros(T, n, dtype=torch.bool, device=device)
         self._finite = torch.zeros(T, dtype=torch.bool, device=device)
         self._host_env = algo.env.device == "cpu"
-        # the policy step as a CUDA graph (fastppo.algos.graphs): its input, its row (advanced on the device),
-        # its output, the replay once captured; why not, when not (a failed capture's reason included)
-        self.blocker = graphs.rollout_blocker(algo)
-        if self.blocker is not None and device.type == "cuda" and algo.config.verbose >= 1 and is_main(algo):
-            print(f"cuda_graphs: the rollout runs without CUDA graphs ({self.blocker})")
-        self.obs_in = torch.zeros_like(algo.rollout.obs[0])
+        # the policy step as a CUDA graph (fastppo.algos.graphs), or None and why not: the graph's row
+        # (advanced on the device) and its output, the env's actions as to_env makes them
+        blocker = graphs.rollout_blocker(algo)
+        if blocker is not None and device.type == "cuda" and algo.config.verbose >= 1 and is_main(algo):
+            print(f"cuda_graphs: the rollout runs without CUDA graphs ({blocker})")
+        self.graph = (None if blocker is not None else
+                      graphs.Replayed(algo.rollout.obs[0], "the rollout's policy step", (algo._generator,)))
         self.row = torch.zeros(1, dtype=torch.long, device=device)
-        spec = algo.action_spec  # the env's actions as to_env makes them (its device constants made here, too)
+        spec = algo.action_spec
         self.env_action = spec.to_env(torch.zeros((n, *spec.shape), dtype=spec.dtype, device=device))
-        self.replay: Callable[[], None] | None = None
 
     def _tensor(self, x) -> torch.Tensor:
         return torch.from_numpy(x) if self._host_env else x  # a view: the env's buffer, on the CPU
@@ -120,25 +118,15 @@ class ResidentCollector:
 
     def _act(self, t: int, obs: torch.Tensor) -> torch.Tensor:
         """The policy's step ``t`` on ``obs``, recorded in the rollout: the env's actions. Replayed from a
-        CUDA graph where one applies (captured at the first step: the warm-up is that step)."""
-        if self.blocker is not None:
+        CUDA graph where one applies (captured at the first step, whose step is the capture's warm-up)."""
+        if self.graph is None:
             return self._policy_step(t, obs)
-        self.obs_in.copy_(obs)
-        if self.replay is not None:
-            self.replay()
-            return self.env_action
-        try:
-            self.replay = graphs.capture(self._graph_step, self.algo.device, (self.algo._generator,))
-        except graphs.CaptureError as e:
-            self.blocker = f"the capture failed: {e}"
-            warnings.warn(f"cuda_graphs: the rollout's policy step could not be captured as a CUDA graph ({e}); "
-                          f"the rollout runs without graphs", RuntimeWarning, stacklevel=4)
-        return self.env_action  # the warm-up's: this step's
+        self.graph(obs, self._graph_step)
+        return self.env_action
 
-    def _graph_step(self) -> None:
-        """:meth:`_policy_step` as the graph runs it: on ``obs_in`` at row ``row`` (then advanced), into
-        ``env_action``."""
-        self.env_action.copy_(self._policy_step(self.row, self.obs_in))
+    def _graph_step(self, obs: torch.Tensor) -> None:
+        """:meth:`_policy_step` as the graph runs it: at row ``row`` (then advanced), into ``env_action``."""
+        self.env_action.copy_(self._policy_step(self.row, obs))
         self.row += 1
 
     def _policy_step(self, row: int | torch.Tensor, obs: torch.Tensor) -> torch.Tensor:

@@ -18,8 +18,10 @@ from typing import Callable
 import torch
 from torch import nn
 
+from fastppo.algos import graphs
 from fastppo.algos.base import OnPolicyAlgorithm
 from fastppo.algos.config import TRPOConfig, with_config_signature
+from fastppo.algos.distributed import is_main
 from fastppo.algos.optim import FlatParameters, make_optimizer
 from fastppo.algos.policies import state_values
 
@@ -95,7 +97,13 @@ class TRPO(OnPolicyAlgorithm):
         self._build_updaters()
 
     def _build_updaters(self) -> None:
-        self.critic_updater = (NativeCriticFit if self.native else TorchCriticFit)(self)
+        if self.native:
+            self.critic_updater = NativeCriticFit(self)
+            return
+        blocker = graphs.critic_blocker(self)
+        if blocker is not None and self.device.type == "cuda" and self.config.verbose >= 1 and is_main(self):
+            print(f"cuda_graphs: the critic's regression runs without CUDA graphs ({blocker})")
+        self.critic_updater = (TorchCriticFit if blocker else GraphedCriticFit)(self)
 
     def _optimizer_objects(self) -> dict:
         return {"policy.optimizer": self.critic_optimizer}
@@ -211,17 +219,59 @@ class TorchCriticFit:
     def epoch(self, order: torch.Tensor) -> float:
         """The minibatches of ``order`` in turn; the sum of their losses."""
         algo = self.algo
-        data, batch_size, adam = algo.rollout.flat(), algo.config.batch_size, algo.critic_optimizer
+        batch_size, adam = algo.config.batch_size, algo.critic_optimizer
         total = torch.zeros((), device=algo.device)  # one host sync per pass, not per step
         for start in range(0, order.numel(), batch_size):
-            idx = order[start:start + batch_size]
-            loss = ((state_values(algo.policy, data["obs"][idx]) - data["returns"][idx]) ** 2).mean()
+            loss = self.minibatch_loss(order[start:start + batch_size])
             algo._critic_flat.grad.zero_()
             loss.backward()
             algo.reducer.gradients(algo._critic_flat.grad)
             adam.step()
             total += loss.detach()
         return float(total)
+
+    def minibatch_loss(self, idx: torch.Tensor) -> torch.Tensor:
+        """The critic's MSE on the rollout's samples ``idx``."""
+        data = self.algo.rollout.flat()
+        return ((state_values(self.algo.policy, data["obs"][idx]) - data["returns"][idx]) ** 2).mean()
+
+
+class GraphedCriticFit(TorchCriticFit):
+    """:class:`TorchCriticFit` with each full minibatch's step replayed from a CUDA graph (the design:
+    :mod:`fastppo.algos.graphs`; Adam's step count on the device, the graph captured again when the
+    learning rate moved)."""
+
+    def __init__(self, algo: TRPO):
+        super().__init__(algo)
+        device = algo.device
+        indices = torch.zeros(algo.config.batch_size, dtype=torch.long, device=device)
+        self.graph = graphs.Replayed(indices, "the critic's minibatch step")
+        self.adam_steps = torch.zeros((), dtype=torch.float64, device=device)
+        self.total = torch.zeros((), device=device)
+        self.numbers: tuple | None = None  # Adam's numbers the graph froze
+
+    def epoch(self, order: torch.Tensor) -> float:
+        adam, batch_size = self.algo.critic_optimizer, self.algo.config.batch_size
+        numbers = (adam.lr, adam.eps, adam.betas)
+        if numbers != self.numbers:
+            self.graph.recapture()
+            self.numbers = numbers
+        self.adam_steps.fill_(adam.steps)
+        self.total.zero_()
+        n_updates = 0
+        for start in range(0, order.numel(), batch_size):
+            self.graph(order[start:start + batch_size], self._step)
+            n_updates += 1
+        adam.steps += n_updates
+        return float(self.total)
+
+    def _step(self, idx: torch.Tensor) -> None:
+        algo = self.algo
+        loss = self.minibatch_loss(idx)
+        algo._critic_flat.grad.zero_()
+        loss.backward()
+        algo.critic_optimizer.step_on_device(self.adam_steps)
+        self.total += loss.detach()
 
 
 class NativeCriticFit:
