@@ -190,6 +190,16 @@ def test_where_the_rollout_takes_graphs(changes, reason):
     assert blocker is None if reason is None else reason in blocker
 
 
+def test_at_verbose_1_a_gpu_run_says_why_graphs_do_not_apply(capsys):
+    algo = fake_algo(verbose=1, target_kl=0.02, reducer=types.SimpleNamespace(local=True, rank=0))
+    assert not graphs.applies(algo, update_blocker(algo), "the update")
+    assert graphs.applies(algo, rollout_blocker(algo), "the rollout")
+    assert capsys.readouterr().out == ("cuda_graphs: the update runs without CUDA graphs (target_kl: whether to "
+                                       "step is decided on the host after each minibatch)\n")
+    algo.config.verbose = 0
+    assert not graphs.applies(algo, update_blocker(algo), "the update") and capsys.readouterr().out == ""
+
+
 # -- the rollout's policy step, on the resident loop over the native CPU envs (as tests/test_resident.py) ----
 
 ROLLOUT = dict(n_steps=150, num_envs=3, batch_size=150, seed=11, backend="numba")

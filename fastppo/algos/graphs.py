@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from fastppo.algos.distributed import is_main
 from fastppo.algos.optim import FlatAdam
 
 if TYPE_CHECKING:
@@ -96,6 +97,13 @@ def _blocker(algo: OnPolicyAlgorithm) -> str | None:
     if algo.config.torch_compile:
         return "torch_compile compiles the forward (mode='reduce-overhead' makes CUDA graphs of its own)"
     return None
+
+
+def applies(algo: OnPolicyAlgorithm, blocker: str | None, what: str) -> bool:
+    """Whether graphs apply to ``what`` (``blocker`` None); if not, on a GPU at ``verbose >= 1``, says why."""
+    if blocker is not None and algo.device.type == "cuda" and algo.config.verbose >= 1 and is_main(algo):
+        print(f"cuda_graphs: {what} runs without CUDA graphs ({blocker})")
+    return blocker is None
 
 
 class CaptureError(RuntimeError):

@@ -16,7 +16,7 @@ from torch import nn
 from fastppo.algos import graphs
 from fastppo.algos.base import OnPolicyAlgorithm
 from fastppo.algos.config import VALUE_LOSS_SCALE, PPOConfig, with_config_signature
-from fastppo.algos.distributed import is_main, normalize_minibatches
+from fastppo.algos.distributed import normalize_minibatches
 from fastppo.algos.optim import FlatParameters, make_optimizer
 from fastppo.ops import ppo_loss
 from fastppo.ops.ppo_loss import STATS
@@ -67,10 +67,8 @@ class PPO(OnPolicyAlgorithm):
         if self.native:
             self.updater = NativePpoUpdater(self)
             return
-        blocker = graphs.update_blocker(self)
-        if blocker is not None and self.device.type == "cuda" and self.config.verbose >= 1 and is_main(self):
-            print(f"cuda_graphs: the update runs without CUDA graphs ({blocker})")
-        self.updater = (TorchPpoUpdater if blocker else GraphedPpoUpdater)(self)
+        graphed = graphs.applies(self, graphs.update_blocker(self), "the update")
+        self.updater = (GraphedPpoUpdater if graphed else TorchPpoUpdater)(self)
 
     def _optimizer_objects(self) -> dict:
         return {"policy.optimizer": self.optimizer}

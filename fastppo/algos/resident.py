@@ -32,7 +32,6 @@ import torch
 
 from fastppo import _backend
 from fastppo.algos import graphs
-from fastppo.algos.distributed import is_main
 from fastppo.algos.rollout import TorchActor, raise_non_finite_params, vector_step_size
 
 if TYPE_CHECKING:
@@ -64,13 +63,11 @@ class ResidentCollector:
         self._ended = torch.zeros(T, n, dtype=torch.bool, device=device)
         self._finite = torch.zeros(T, dtype=torch.bool, device=device)
         self._host_env = algo.env.device == "cpu"
-        # the policy step as a CUDA graph (fastppo.algos.graphs), or None and why not: the graph's row
-        # (advanced on the device) and its output, the env's actions as to_env makes them
-        blocker = graphs.rollout_blocker(algo)
-        if blocker is not None and device.type == "cuda" and algo.config.verbose >= 1 and is_main(algo):
-            print(f"cuda_graphs: the rollout runs without CUDA graphs ({blocker})")
-        self.graph = (None if blocker is not None else
-                      graphs.Replayed(algo.rollout.obs[0], "the rollout's policy step", (algo._generator,)))
+        # the policy step as a CUDA graph (fastppo.algos.graphs), or None: the graph's row (advanced on the
+        # device) and its output, the env's actions as to_env makes them
+        graphed = graphs.applies(algo, graphs.rollout_blocker(algo), "the rollout")
+        self.graph = (graphs.Replayed(algo.rollout.obs[0], "the rollout's policy step", (algo._generator,))
+                      if graphed else None)
         self.row = torch.zeros(1, dtype=torch.long, device=device)
         spec = algo.action_spec
         self.env_action = spec.to_env(torch.zeros((n, *spec.shape), dtype=spec.dtype, device=device))

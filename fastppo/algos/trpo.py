@@ -21,7 +21,6 @@ from torch import nn
 from fastppo.algos import graphs
 from fastppo.algos.base import OnPolicyAlgorithm
 from fastppo.algos.config import TRPOConfig, with_config_signature
-from fastppo.algos.distributed import is_main
 from fastppo.algos.optim import FlatParameters, make_optimizer
 from fastppo.algos.policies import state_values
 
@@ -100,10 +99,8 @@ class TRPO(OnPolicyAlgorithm):
         if self.native:
             self.critic_updater = NativeCriticFit(self)
             return
-        blocker = graphs.critic_blocker(self)
-        if blocker is not None and self.device.type == "cuda" and self.config.verbose >= 1 and is_main(self):
-            print(f"cuda_graphs: the critic's regression runs without CUDA graphs ({blocker})")
-        self.critic_updater = (TorchCriticFit if blocker else GraphedCriticFit)(self)
+        graphed = graphs.applies(self, graphs.critic_blocker(self), "the critic's regression")
+        self.critic_updater = (GraphedCriticFit if graphed else TorchCriticFit)(self)
 
     def _optimizer_objects(self) -> dict:
         return {"policy.optimizer": self.critic_optimizer}
