@@ -10,10 +10,10 @@ needs a CUDA device and fastppo built with its CUDA kernels (or the fastppo-cuda
 - train: PPO on CartPole-v1 with 4,096 envs on the GPU (the resident rollout, GAE and the fused loss
   there; the update eager, ``cuda_graphs=False``): training steps per second, the seconds until
   ``rollout/ep_rew_mean`` first reaches 475, and an evaluation after training; beside it the same
-  settings on the CPU (native trainer) for a short budget,
-  on the GPU with ``torch_compile={"mode": "reduce-overhead"}`` (inductor and CUDA graphs), and on the GPU
-  with the default ``cuda_graphs=True`` (the update replayed from CUDA graphs); an error in either of those
-  two is recorded, not raised.
+  settings on the CPU (native trainer) for a short budget, on the GPU with
+  ``torch_compile={"mode": "reduce-overhead"}`` (inductor and CUDA graphs), and on the GPU with the
+  default ``cuda_graphs=True`` (the rollout's step and the update's replayed from CUDA graphs: each run
+  says what became of its graphs); an error in either of those two runs is recorded, not raised.
 - ops: GAE and the fused PPO loss (forward + backward) against their torch references on the GPU, at the
   CPU tables' sizes plus 10M elements; the median of CUDA-event-timed repeats.
 """
@@ -94,11 +94,18 @@ def train_run(device: str, timesteps: int, seed: int = 0, **options) -> dict:
     seconds = time.perf_counter() - state["start"]
     mean, _ = fastppo.evaluate_policy(model, "CartPole-v1", n_eval_episodes=10, seed=123)
     return dict(device=device, **options, collector=type(model._collector(None)).__name__,
-                updater=type(model.updater).__name__, graph_failure=getattr(model.updater, "failure", None),
-                timesteps=timesteps,
+                updater=type(model.updater).__name__, update_graph=graph_state(getattr(model.updater, "graph", None)),
+                rollout_graph=graph_state(getattr(model._collector(None), "graph", None)), timesteps=timesteps,
                 seconds=round(seconds, 2), steps_per_s=round(timesteps / seconds),
                 seconds_to_ep_rew_mean_475=None if state["solved_at"] is None else round(state["solved_at"], 2),
                 eval_return=round(float(mean), 1))
+
+
+def graph_state(graph) -> str | None:
+    """What became of a step's CUDA graph: None (graphs did not apply), "replayed", or the capture's error."""
+    if graph is None:
+        return None
+    return graph.failure or ("replayed" if graph.replay is not None else "not captured")
 
 
 def bench_train(quick: bool) -> dict:
@@ -113,7 +120,7 @@ def bench_train(quick: bool) -> dict:
     except Exception as e:  # recorded, so that the rest of the summary still comes back
         result["gpu_compiled"] = {"error": f"{type(e).__name__}: {e}"[:2000]}
     print(json.dumps(result["gpu_compiled"]), flush=True)
-    try:  # the default, the update replayed from CUDA graphs (cuda_graphs=True): never run before
+    try:  # the default, the rollout's and the update's steps replayed from CUDA graphs: never run before
         graphed = train_run("cuda", 262_144 if quick else 1_000_000)
         result.update(gpu_graphs=graphed, graphs_over_eager=round(graphed["steps_per_s"] / gpu["steps_per_s"], 2))
     except Exception as e:

@@ -110,8 +110,9 @@ class OnPolicyConfig:
     torch_compile: bool | dict = hp(False, "compile the policy's forward with torch.compile: True, or a dict of "
                                            "torch.compile's options (e.g. {'mode': 'max-autotune'}); runs the "
                                            "torch path, as the native CPU trainer has no torch forward to compile")
-    cuda_graphs: bool = hp(True, "on a GPU, replay the rollout's policy step and PPO's minibatch step from CUDA "
-                                 "graphs where they apply (fastppo.algos.graphs says where); no effect on the CPU")
+    cuda_graphs: bool = hp(True, "on a GPU, replay the rollout's policy step and the update's minibatch steps "
+                                 "(PPO's, TRPO's critic's) from CUDA graphs where they apply (fastppo.algos.graphs "
+                                 "says where); no effect on the CPU")
 
     def __post_init__(self) -> None:
         check_int(self.n_steps, "n_steps", 1)

@@ -12,7 +12,8 @@ instead of waiting on Python for each kernel. Three steps are captured:
   on the host.)
 
 :class:`Replayed` holds what the three share: the graph's input, the capture at the first call (whose
-step is the capture's warm-up), the replays, and the fallback.
+step is the capture's warm-up), the replays, and the fallback; :class:`ReplayedMinibatches` adds what the
+two minibatch steps share: the pass over the minibatches, Adam's count on the device, the recapture.
 
 A graph reads its inputs where they were at capture and freezes every Python number it saw. So the
 inputs are copied into fixed tensors before each replay (the observations, the minibatch's indices),
@@ -65,9 +66,10 @@ def rollout_blocker(algo: OnPolicyAlgorithm) -> str | None:
 
 def update_blocker(algo: PPO) -> str | None:
     """Why PPO's minibatch step is not captured as a CUDA graph; None when it is."""
-    if algo.config.target_kl is not None and _blocker(algo) is None:
+    reason = _minibatch_blocker(algo, algo.optimizer)
+    if reason is None and algo.config.target_kl is not None:
         return "target_kl: whether to step is decided on the host after each minibatch"
-    return _minibatch_blocker(algo, algo.optimizer)
+    return reason
 
 
 def critic_blocker(algo: TRPO) -> str | None:
@@ -165,3 +167,36 @@ class Replayed:
             self.failure = str(e)
             warnings.warn(f"cuda_graphs: {self.what} could not be captured as a CUDA graph ({e}); it runs without "
                           f"graphs from now on", RuntimeWarning, stacklevel=3)
+
+
+class ReplayedMinibatches(Replayed):
+    """:class:`Replayed` for a pass of minibatch steps that end in ``adam``'s step (PPO's update, TRPO's
+    critic): the minibatch's indices are the graph's input, Adam's step count lives on the device while
+    the pass runs (:meth:`adam_step`; the host's ``steps`` catches up at its end), and the graph is
+    captured again when a Python number it froze has moved (Adam's, or those the caller names)."""
+
+    def __init__(self, adam: FlatAdam, batch_size: int, device: torch.device, what: str):
+        super().__init__(torch.zeros(batch_size, dtype=torch.long, device=device), what)
+        self.adam = adam
+        self.adam_steps = torch.zeros((), dtype=torch.float64, device=device)
+        self.numbers: tuple | None = None  # the Python numbers the graph froze
+
+    def run(self, order: torch.Tensor, step: Callable[[torch.Tensor], None], numbers: tuple = ()) -> int:
+        """``step(idx)`` for each minibatch of ``order`` in turn (``numbers``: the Python numbers ``step``
+        reads besides Adam's); returns how many minibatches."""
+        adam, batch_size = self.adam, self.input.numel()
+        numbers = (*numbers, adam.lr, adam.eps, adam.betas)
+        if numbers != self.numbers:  # a schedule moved one (or set_parameters Adam's)
+            self.recapture()
+            self.numbers = numbers
+        self.adam_steps.fill_(adam.steps)
+        n_steps = 0
+        for start in range(0, order.numel(), batch_size):
+            self(order[start:start + batch_size], step)
+            n_steps += 1
+        adam.steps += n_steps  # as the device's count moved: checkpoints and the eager path read the host's
+        return n_steps
+
+    def adam_step(self, max_grad_norm: float | None = None) -> None:
+        """Adam's step inside ``step``, counted on the device."""
+        self.adam.step_on_device(self.adam_steps, max_grad_norm)

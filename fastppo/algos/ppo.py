@@ -199,40 +199,22 @@ class GraphedPpoUpdater(TorchPpoUpdater):
 
     def __init__(self, algo: PPO):
         super().__init__(algo)
-        device = algo.device
-        indices = torch.zeros(algo.config.batch_size, dtype=torch.long, device=device)
-        self.graph = graphs.Replayed(indices, "the update's minibatch step")
-        self.adam_steps = torch.zeros((), dtype=torch.float64, device=device)  # Adam's count, on the device
-        self.sums = torch.zeros(len(STATS), dtype=torch.float64, device=device)  # one epoch's stats, summed
-        self.numbers: tuple | None = None  # the Python numbers the graph froze: the loss's, Adam's, the clipping's
-
-    def begin(self, loss_kwargs: dict, clip_range_vf: float | None) -> None:
-        super().begin(loss_kwargs, clip_range_vf)
-        adam = self.algo.optimizer
-        numbers = (sorted(loss_kwargs.items()), clip_range_vf, adam.lr, adam.eps, adam.betas,
-                   self.algo.config.max_grad_norm)
-        if numbers != self.numbers:  # a schedule moved one (or set_parameters Adam's)
-            self.graph.recapture()
-            self.numbers = numbers
-        self.adam_steps.fill_(adam.steps)
+        self.graph = graphs.ReplayedMinibatches(algo.optimizer, algo.config.batch_size, algo.device,
+                                                "the update's minibatch step")
+        self.sums = torch.zeros(len(STATS), dtype=torch.float64, device=algo.device)  # one epoch's stats, summed
 
     def epoch(self, order: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
-        batch_size = self.algo.config.batch_size
         self.sums.zero_()
-        n_updates = 0
-        for start in range(0, order.numel(), batch_size):
-            self.graph(order[start:start + batch_size], self._step)
-            n_updates += 1
-        self.algo.optimizer.steps += n_updates  # as the device's count moved: checkpoints read the host's
+        numbers = (sorted(self.loss_kwargs.items()), self.clip_range_vf, self.algo.config.max_grad_norm)
+        n_updates = self.graph.run(order, self._step, numbers)
         return self.sums.clone(), n_updates, False
 
     def _step(self, idx: torch.Tensor) -> None:
         """One minibatch's step, with nothing on the host that changes between calls."""
-        algo = self.algo
         loss, stats = self.minibatch_loss(idx)
-        algo._flat.grad.zero_()
+        self.algo._flat.grad.zero_()
         loss.backward()
-        algo.optimizer.step_on_device(self.adam_steps, algo.config.max_grad_norm)
+        self.graph.adam_step(self.algo.config.max_grad_norm)
         self.sums += torch.stack([stats[k].detach() for k in STATS]).double()
 
 

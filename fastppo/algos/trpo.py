@@ -235,39 +235,24 @@ class TorchCriticFit:
 
 class GraphedCriticFit(TorchCriticFit):
     """:class:`TorchCriticFit` with each full minibatch's step replayed from a CUDA graph (the design:
-    :mod:`fastppo.algos.graphs`; Adam's step count on the device, the graph captured again when the
-    learning rate moved)."""
+    :mod:`fastppo.algos.graphs`)."""
 
     def __init__(self, algo: TRPO):
         super().__init__(algo)
-        device = algo.device
-        indices = torch.zeros(algo.config.batch_size, dtype=torch.long, device=device)
-        self.graph = graphs.Replayed(indices, "the critic's minibatch step")
-        self.adam_steps = torch.zeros((), dtype=torch.float64, device=device)
-        self.total = torch.zeros((), device=device)
-        self.numbers: tuple | None = None  # Adam's numbers the graph froze
+        self.graph = graphs.ReplayedMinibatches(algo.critic_optimizer, algo.config.batch_size, algo.device,
+                                                "the critic's minibatch step")
+        self.total = torch.zeros((), device=algo.device)  # one pass's losses, summed
 
     def epoch(self, order: torch.Tensor) -> float:
-        adam, batch_size = self.algo.critic_optimizer, self.algo.config.batch_size
-        numbers = (adam.lr, adam.eps, adam.betas)
-        if numbers != self.numbers:
-            self.graph.recapture()
-            self.numbers = numbers
-        self.adam_steps.fill_(adam.steps)
         self.total.zero_()
-        n_updates = 0
-        for start in range(0, order.numel(), batch_size):
-            self.graph(order[start:start + batch_size], self._step)
-            n_updates += 1
-        adam.steps += n_updates
+        self.graph.run(order, self._step)
         return float(self.total)
 
     def _step(self, idx: torch.Tensor) -> None:
-        algo = self.algo
         loss = self.minibatch_loss(idx)
-        algo._critic_flat.grad.zero_()
+        self.algo._critic_flat.grad.zero_()
         loss.backward()
-        algo.critic_optimizer.step_on_device(self.adam_steps)
+        self.graph.adam_step()
         self.total += loss.detach()
 
 
