@@ -93,12 +93,16 @@ def cmd_curve(args) -> None:
             class Evaluate(fastppo.Callback):
                 def on_iteration_end(self, metrics):
                     if state["next"] is not None and self.model.num_timesteps >= state["next"]:
-                        mean, std = fastppo.evaluate_policy(self.model, env_id, n_eval_episodes=EVAL_EPISODES,
-                                                            seed=10_000)
+                        seconds = round(time.perf_counter() - state["start"], 1)
+                        # one set of 10 episodes per evaluation seed, the first the same as every other row's
+                        scores = [fastppo.evaluate_policy(self.model, env_id, n_eval_episodes=EVAL_EPISODES,
+                                                          seed=10_000 + EVAL_EPISODES * k)
+                                  for k in range(args.eval_seeds)]
                         settings = " ".join([f"fastppo {args.settings}", *args.set])
                         row = dict(env=env_id, trainer=settings, seed=seed, steps=self.model.num_timesteps,
-                                   seconds=round(time.perf_counter() - state["start"], 1), ret=round(float(mean), 1),
-                                   std=round(float(std), 1))
+                                   seconds=seconds, ret=round(float(scores[0][0]), 1), std=round(float(scores[0][1]), 1))
+                        if args.eval_seeds > 1:
+                            row["rets"] = [round(float(mean), 1) for mean, _ in scores]
                         print(json.dumps(row), flush=True)
                         if args.out:
                             with open(args.out, "a") as f:
@@ -173,6 +177,17 @@ def cmd_curve_table(args) -> None:
         best = max(returns[:-1], default=float("-inf"))
         print(f"| {key[0]} | {key[1]} | {key[2]} | {', '.join(f'{x:,.0f}' for x in returns)} | {returns[-1]:,.0f} | "
               f"{best:,.0f} | {'yes' if returns[-1] >= best else 'no'} |")
+    spread = [(key, run) for key in sorted({(r["env"], label[id(r)], r["seed"]) for r in rows if "rets" in r})
+              for run in [sorted((r for r in rows if "rets" in r and (r["env"], label[id(r)], r["seed"]) == key),
+                                 key=lambda r: r["steps"])]]
+    if spread:  # runs evaluated on several sets of 10 episodes (curve --eval-seeds)
+        print("\n| env | settings | seed | sets of 10 episodes | widest spread between the sets at one mark | "
+              "the end's sets | the best mark's sets |\n|---|---|---|---|---|---|---|")
+        for key, run in spread:
+            best = max(run[:-1], key=lambda r: r["ret"], default=run[-1])
+            sets = lambda r: ", ".join(f"{x:,.0f}" for x in r["rets"])  # noqa: E731
+            print(f"| {key[0]} | {key[1]} | {key[2]} | {len(run[-1]['rets'])} | "
+                  f"{max(max(r['rets']) - min(r['rets']) for r in run):,.0f} | {sets(run[-1])} | {sets(best)} |")
 
 
 def main() -> None:
@@ -193,6 +208,8 @@ def main() -> None:
                        help="the env's fastppo preset, or CleanRL's defaults (the parity settings)")
     curve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="replace one of the preset's hyperparameters (the value JSON where it parses)")
+    curve.add_argument("--eval-seeds", type=int, default=1,
+                       help="evaluate each mark on this many sets of 10 episodes (env seeds 10,000, 10,010, ...)")
     curve.add_argument("--out", help="append the JSON lines to this file")
     sps = sub.add_parser("sps", help="steps/s at the preset's settings, fastppo against SB3")
     sps.add_argument("--envs", nargs="+", default=["HalfCheetah-v5"])

@@ -14,7 +14,7 @@ from torch import nn
 import fastppo
 from fastppo import PPO, TRPO
 from fastppo.algos.optim import FlatAdam, TorchOptimizer
-from fastppo.algos.policies import ActorCritic
+from fastppo.algos.policies import ActorCritic, orthogonal_
 from fastppo.algos.ppo import NativePpoUpdater, TorchPpoUpdater
 from fastppo.algos.sb3_policy import SB3Policy
 
@@ -129,6 +129,46 @@ def test_builds_what_sb3_builds(form, action):
     # orthogonal init with gain 0.01: the head's rows (or columns, if fewer) are orthonormal, times 0.01
     gram = head @ head.T if head.shape[0] <= head.shape[1] else head.T @ head
     assert torch.allclose(gram, 1e-4 * torch.eye(gram.shape[0]), atol=1e-7) == ortho
+
+
+@pytest.fixture
+def torch_threads():
+    """Sets torch's thread count for a test, and restores it after."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (256, 256), (3, 64), (64, 11), (32, 4, 8, 8)])
+def test_orthogonal_init_is_torchs_to_rounding_and_the_same_on_any_thread_count(shape, torch_threads):
+    weights = []
+    for threads in (1, 2):
+        torch_threads(threads)
+        torch.manual_seed(0)
+        weights.append(torch.empty(shape))
+        orthogonal_(weights[-1], 2.0)
+    torch.manual_seed(0)
+    theirs = nn.init.orthogonal_(torch.empty(shape), 2.0)
+    assert torch.equal(weights[0], weights[1])
+    torch.testing.assert_close(weights[0], theirs, atol=2e-5, rtol=0)  # torch's float32 QR, rounded its way
+    flat = weights[0].reshape(shape[0], -1)
+    gram = flat @ flat.T if flat.shape[0] <= flat.shape[1] else flat.T @ flat
+    torch.testing.assert_close(gram, 4.0 * torch.eye(gram.shape[0]), atol=1e-5, rtol=0)
+
+
+@needs_native
+def test_a_seeded_native_run_is_the_same_on_any_torch_thread_count(torch_threads):
+    """The native path never uses torch's kernels after the init, so a seed gives the same run whatever the
+    machine's core count or OMP_NUM_THREADS (torch's float32 QR did not: 64x64 layers came out rounded
+    differently on one thread and on two)."""
+    params = []
+    for threads in (1, 2):
+        torch_threads(threads)
+        model = PPO("MlpPolicy", "Pendulum-v1", seed=3, n_steps=256, batch_size=64, n_epochs=2)
+        model.learn(512)
+        assert model.native
+        params.append([p.detach().clone() for p in model.policy.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*params))
 
 
 def test_activation_name_and_class_build_the_same():

@@ -4,8 +4,9 @@ of structure changes no numbers.
     python tools/param_digests.py > before.json     # on the old commit
     python tools/param_digests.py --compare before.json   # on the new one: lists every run that differs
 
-tools/param_digests.json holds the digests of the current main on the project's machines (x86-64 with
-AVX2, torch 2.13.0 CPU); compare against it before and after a change of structure.
+tools/param_digests.json holds the digests of the current main, made on 2026-12-03 on one of the project's
+x86-64 machines with AVX-512 (torch 2.13.0 CPU; before that date the record was from AVX2 machines, and
+some runs' digests differ between the two); compare against it before and after a change of structure.
 
 Every preset env x algorithm (ppo, ppo-kl, trpo, npg) x path (native where it applies, "torch"), plus a
 few options the presets do not reach (value clipping, target_kl, gSDE, a ReLU MLP), each two iterations

@@ -92,6 +92,27 @@ def _features_extractor(features_extractor_class, observation_space: gym.Space, 
     return extractor
 
 
+def orthogonal_(weight: torch.Tensor, gain: float) -> None:
+    """``nn.init.orthogonal_(weight, gain)``: the same Gaussian draw from the same generator, the same signs,
+    but the QR in float64 on one thread. torch's float32 QR of a 64x64 or larger matrix rounds differently
+    with torch's thread count (LAPACK's blocked algorithm), so a seed's initial weights, and so the whole
+    run, depended on the machine's cores or ``OMP_NUM_THREADS``; float64 on one thread rounds to the same
+    float32 weights on any."""
+    rows = weight.size(0)
+    flat = weight.new_empty((rows, weight.numel() // rows)).normal_(0, 1)
+    wide = flat.size(0) < flat.size(1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        q, r = torch.linalg.qr((flat.t() if wide else flat).cpu().double())
+    finally:
+        torch.set_num_threads(before)
+    q *= torch.diag(r).sign()  # Q uniform over the orthogonal group (Mezzadri 2007), as torch's
+    with torch.no_grad():
+        weight.view_as(flat).copy_(q.t() if wide else q)
+        weight.mul_(gain)
+
+
 def state_values(policy: nn.Module, obs: torch.Tensor) -> torch.Tensor:
     """V(obs), shape ``(batch,)``: the module's ``value(obs)`` where it has one (which can skip the actor),
     else the value that ``forward`` returns."""
@@ -255,12 +276,12 @@ class ActorCritic(PolicyMethods, nn.Module):
             for net, head_gain in ((self.actor, 0.01), (self.critic, 1.0)):
                 linears = [m for m in net if isinstance(m, nn.Linear)]
                 for m in linears:
-                    nn.init.orthogonal_(m.weight, head_gain if m is linears[-1] else math.sqrt(2))
+                    orthogonal_(m.weight, head_gain if m is linears[-1] else math.sqrt(2))
                     nn.init.zeros_(m.bias)
             for extractor in extractors:
                 for m in extractor.modules():  # SB3's init_weights: Linear and Conv2d layers
                     if isinstance(m, (nn.Linear, nn.Conv2d)):
-                        nn.init.orthogonal_(m.weight, math.sqrt(2))
+                        orthogonal_(m.weight, math.sqrt(2))
                         if m.bias is not None:
                             nn.init.zeros_(m.bias)
 
