@@ -157,17 +157,24 @@ def test_orthogonal_init_is_torchs_to_rounding_and_the_same_on_any_thread_count(
 
 
 @needs_native
-def test_a_seeded_native_run_is_the_same_on_any_torch_thread_count(torch_threads):
-    """The native path never uses torch's kernels after the init, so a seed gives the same run whatever the
-    machine's core count or OMP_NUM_THREADS (torch's float32 QR did not: 64x64 layers came out rounded
-    differently on one thread and on two)."""
+def test_a_seeded_native_run_is_the_same_on_any_thread_count(torch_threads):
+    """The native path never uses torch's kernels after the init, and splits its own work the same way on
+    any thread count, so a seed gives the same run whatever the machine's core count, OMP_NUM_THREADS or
+    FASTPPO_NUM_THREADS (torch's float32 QR did not: 64x64 layers came out rounded differently on one
+    thread and on two)."""
+    native_before = fastppo.get_num_threads()
     params = []
-    for threads in (1, 2):
-        torch_threads(threads)
-        model = PPO("MlpPolicy", "Pendulum-v1", seed=3, n_steps=256, batch_size=64, n_epochs=2)
-        model.learn(512)
-        assert model.native
-        params.append([p.detach().clone() for p in model.policy.parameters()])
+    try:
+        for threads in (1, 2):
+            torch_threads(threads)
+            fastppo.set_num_threads(threads)
+            model = PPO("MlpPolicy", "Pendulum-v1", seed=3, n_steps=256, num_envs=4, batch_size=256, n_epochs=2,
+                        policy_kwargs=dict(net_arch=[256, 256]))
+            model.learn(2048)
+            assert model.native
+            params.append([p.detach().clone() for p in model.policy.parameters()])
+    finally:
+        fastppo.set_num_threads(native_before)
     assert all(torch.equal(a, b) for a, b in zip(*params))
 
 
