@@ -180,14 +180,15 @@ def cmd_curve_table(args) -> None:
     spread = [(key, run) for key in sorted({(r["env"], label[id(r)], r["seed"]) for r in rows if "rets" in r})
               for run in [sorted((r for r in rows if "rets" in r and (r["env"], label[id(r)], r["seed"]) == key),
                                  key=lambda r: r["steps"])]]
-    if spread:  # runs evaluated on several sets of 10 episodes (curve --eval-seeds)
+    if spread:  # runs evaluated on several sets of 10 episodes (curve --eval-seeds): the bar on their means
         print("\n| env | settings | seed | sets of 10 episodes | widest spread between the sets at one mark | "
-              "the end's sets | the best mark's sets |\n|---|---|---|---|---|---|---|")
+              "mean at the end | best mean on the way | end >= best? | end / best |\n|---|---|---|---|---|---|---|---|---|")
         for key, run in spread:
-            best = max(run[:-1], key=lambda r: r["ret"], default=run[-1])
-            sets = lambda r: ", ".join(f"{x:,.0f}" for x in r["rets"])  # noqa: E731
+            means = [statistics.mean(r["rets"]) for r in run]
+            best = max(means[:-1], default=float("-inf"))
             print(f"| {key[0]} | {key[1]} | {key[2]} | {len(run[-1]['rets'])} | "
-                  f"{max(max(r['rets']) - min(r['rets']) for r in run):,.0f} | {sets(run[-1])} | {sets(best)} |")
+                  f"{max(max(r['rets']) - min(r['rets']) for r in run):,.0f} | {means[-1]:,.0f} | {best:,.0f} | "
+                  f"{'yes' if means[-1] >= best else 'no'} | {means[-1] / best:.3f} |")
 
 
 def main() -> None:
