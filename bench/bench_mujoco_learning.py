@@ -168,22 +168,22 @@ def cmd_curve_table(args) -> None:
     """The markdown table of ``curve``'s rows: per run, the return at every mark, at the end, the best on the
     way, and whether the end is at least the best (the issue's stability bar)."""
     rows = [json.loads(line) for line in open(args.results) if line.strip()]
-    label = {id(r): r.get("settings") or r["trainer"] for r in rows}  # older rows name their settings
+    runs = {}
+    for r in rows:  # older rows name their settings
+        runs.setdefault((r["env"], r.get("settings") or r["trainer"], r["seed"]), []).append(r)
+    runs = {key: sorted(run, key=lambda r: r["steps"]) for key, run in sorted(runs.items())}
     print("| env | settings | seed | return every mark (10 deterministic episodes) | at the end | best on the way | "
           "end >= best? |\n|---|---|---|---|---|---|---|")
-    for key in sorted({(r["env"], label[id(r)], r["seed"]) for r in rows}):
-        run = sorted((r for r in rows if (r["env"], label[id(r)], r["seed"]) == key), key=lambda r: r["steps"])
+    for key, run in runs.items():
         returns = [r["ret"] for r in run]
         best = max(returns[:-1], default=float("-inf"))
         print(f"| {key[0]} | {key[1]} | {key[2]} | {', '.join(f'{x:,.0f}' for x in returns)} | {returns[-1]:,.0f} | "
               f"{best:,.0f} | {'yes' if returns[-1] >= best else 'no'} |")
-    spread = [(key, run) for key in sorted({(r["env"], label[id(r)], r["seed"]) for r in rows if "rets" in r})
-              for run in [sorted((r for r in rows if "rets" in r and (r["env"], label[id(r)], r["seed"]) == key),
-                                 key=lambda r: r["steps"])]]
+    spread = {key: run for key, run in runs.items() if all("rets" in r for r in run)}
     if spread:  # runs evaluated on several sets of 10 episodes (curve --eval-seeds): the bar on their means
         print("\n| env | settings | seed | sets of 10 episodes | widest spread between the sets at one mark | "
               "mean at the end | best mean on the way | end >= best? | end / best |\n|---|---|---|---|---|---|---|---|---|")
-        for key, run in spread:
+        for key, run in spread.items():
             means = [statistics.mean(r["rets"]) for r in run]
             best = max(means[:-1], default=float("-inf"))
             print(f"| {key[0]} | {key[1]} | {key[2]} | {len(run[-1]['rets'])} | "
